@@ -1,0 +1,139 @@
+"""Architectures by name. Every one takes raw 0..255 pixels (N, 48, 48, 1) and ends in softmax.
+
+Only built-in Keras layers are used, so saved models load with `safe_mode=True` and no
+custom-object registry, and they convert cleanly to TFLite int8 and ONNX.
+
+- `seed5`: the reference 5-class project's design (3 conv 32/64/64, dense 64/128/256,
+  dropout 0.25). Kept as a baseline to compare against.
+- `seed6`: the reference 6-class project's plain VGG-style CNN (2 convs per block,
+  32-64-128-256), the ~118M-MAC net DESIGN.md measured at 2.7 ms/face.
+- `emonet_n` (fast, the default): depthwise-separable residual net at 24/12/6/3 px,
+  ~12M MACs, designed so int8 on ARM is cheap; ReLU + BatchNorm fold into the convs.
+- `emonet_s` (accurate): residual VGG-style net, one residual block at each of 24/12/6 px
+  after a full-resolution stem (mouth and eye detail matter for expressions), ~160M MACs,
+  2.7 ms/face float32 TFLite on one AVX-512 core: the widest that fits the 3 ms budget.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import layers
+
+from models.contract import FACE_SIZE
+
+
+def _input() -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    inp = keras.Input((FACE_SIZE, FACE_SIZE, 1), name="face")
+    # Scaling lives in the model so every backend is fed the same raw bytes.
+    return inp, layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inp)
+
+
+def _head(x, n_classes: int, dropout: float):
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="head_drop")(x)
+    return layers.Dense(n_classes, activation="softmax", name="probs", dtype="float32")(x)
+
+
+def seed5(n_classes: int) -> keras.Model:
+    inp, x = _input()
+    for i, f in enumerate((32, 64, 64)):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = layers.MaxPooling2D(name=f"pool{i}")(x)
+    x = layers.Flatten()(x)
+    for f in (64, 128, 256):
+        x = layers.Dense(f, activation="relu")(x)
+        x = layers.Dropout(0.25)(x)
+    out = layers.Dense(n_classes, activation="softmax", name="probs", dtype="float32")(x)
+    return keras.Model(inp, out, name="seed5")
+
+
+def seed6(n_classes: int) -> keras.Model:
+    inp, x = _input()
+    for i, f in enumerate((32, 64, 128, 256)):
+        for j in range(2):
+            x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"b{i}c{j}")(x)
+            x = layers.BatchNormalization(name=f"b{i}bn{j}")(x)
+            x = layers.ReLU(name=f"b{i}r{j}")(x)
+        x = layers.MaxPooling2D(name=f"b{i}pool")(x)
+        x = layers.Dropout(0.25, name=f"b{i}drop")(x)
+    return keras.Model(inp, _head(x, n_classes, 0.4), name="seed6")
+
+
+def _conv_bn(x, filters: int, name: str, kernel: int = 3, strides: int = 1, relu: bool = True):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _sep_bn(x, filters: int, name: str, strides: int = 1, relu: bool = True):
+    x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(name=f"{name}_dwbn")(x)
+    x = layers.ReLU(name=f"{name}_dwrelu")(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
+    x = layers.BatchNormalization(name=f"{name}_pwbn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _sep_residual(x, filters: int, name: str):
+    y = _sep_bn(x, filters, f"{name}a")
+    y = _sep_bn(y, filters, f"{name}b", relu=False)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([x, y]))
+
+
+def emonet_n(n_classes: int) -> keras.Model:
+    inp, x = _input()
+    x = _conv_bn(x, 24, "stem", strides=2)  # 24x24
+    x = _sep_bn(x, 48, "s1in")
+    x = _sep_residual(x, 48, "s1r0")
+    for stage, f in ((2, 96), (3, 160), (4, 256)):  # 12x12, 6x6, 3x3
+        x = _sep_bn(x, f, f"s{stage}in", strides=2)
+        x = _sep_residual(x, f, f"s{stage}r0")
+    return keras.Model(inp, _head(x, n_classes, 0.3), name="emonet_n")
+
+
+def _res_block(x, filters: int, name: str):
+    y = _conv_bn(x, filters, f"{name}a")
+    y = _conv_bn(y, filters, f"{name}b", relu=False)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([x, y]))
+
+
+def emonet_s(n_classes: int) -> keras.Model:
+    inp, x = _input()
+    x = _conv_bn(x, 32, "stem")  # 48x48: one cheap conv keeps mouth/eye detail
+    for stage, f in enumerate((64, 128, 256), start=1):
+        x = layers.MaxPooling2D(name=f"s{stage}pool")(x)  # 24, 12, 6
+        x = _conv_bn(x, f, f"s{stage}in")
+        x = _res_block(x, f, f"s{stage}r0")
+    return keras.Model(inp, _head(x, n_classes, 0.4), name="emonet_s")
+
+
+ARCHS: dict[str, Callable[[int], keras.Model]] = {
+    "emonet_n": emonet_n,
+    "emonet_s": emonet_s,
+    "seed5": seed5,
+    "seed6": seed6,
+}
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates per face for the layers that matter (conv, depthwise, dense).
+
+    MACs carry over between machines where milliseconds do not, so model cards report them.
+    """
+    total = 0
+    for layer in model.layers:
+        cfg = layer.get_config()
+        if isinstance(layer, layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            k = cfg["kernel_size"]
+            total += h * w * c * k[0] * k[1]
+        elif isinstance(layer, layers.Conv2D):
+            _, h, w, c = layer.output.shape
+            k = cfg["kernel_size"]
+            cin = layer.input.shape[-1]
+            total += h * w * c * cin * k[0] * k[1]
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * cfg["units"]
+    return int(total)

@@ -1,0 +1,166 @@
+"""Evaluate a model: `python -m models.evaluate --model M --data ROOT [--tta]`.
+
+Writes `metrics.json`, `confusion.png` and (when the run folder has a history)
+`curves.png` next to the output, and prints accuracy plus a per-class report. Metrics are
+computed with numpy so that evaluating exported models needs no scikit-learn.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from models.contract import ModelSpec, parse_classes  # noqa: E402
+from models.errors import UserError, cli_main  # noqa: E402
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict:
+    n = len(labels)
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    per_class = {}
+    for i, name in enumerate(labels):
+        tp = cm[i, i]
+        prec = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
+        rec = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        per_class[name] = {"precision": float(prec), "recall": float(rec), "f1": float(f1), "support": int(cm[i, :].sum())}
+    return {
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "macro_f1": float(np.mean([v["f1"] for v in per_class.values()])),
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+        "labels": list(labels),
+        "n": int(len(y_true)),
+    }
+
+
+def format_report(metrics: dict) -> str:
+    lines = [f"accuracy {metrics['accuracy'] * 100:.2f}% on {metrics['n']} faces (macro F1 {metrics['macro_f1']:.3f})",
+             f"{'class':<10}{'precision':>10}{'recall':>8}{'f1':>7}{'support':>9}"]
+    for name, v in metrics["per_class"].items():
+        lines.append(f"{name:<10}{v['precision']:>10.3f}{v['recall']:>8.3f}{v['f1']:>7.3f}{v['support']:>9d}")
+    return "\n".join(lines)
+
+
+def plot_confusion(metrics: dict, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics["confusion"], dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    labels = metrics["labels"]
+    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2, 1.0 * len(labels) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"accuracy {metrics['accuracy'] * 100:.1f}% (rows: recall)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(history: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for key, ax in (("loss", a1), ("accuracy", a2)):
+        if key in history:
+            ax.plot(epochs, history[key], label=f"train {key}")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def predict_batches(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int = 256, flip_tta: bool = False) -> np.ndarray:
+    """Probabilities for every face; with flip TTA the mirrored face's probabilities are averaged in."""
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch]
+        p = np.asarray(fn(xb), dtype=np.float32)
+        if flip_tta:
+            p = (p + np.asarray(fn(xb[:, :, ::-1]), dtype=np.float32)) / 2
+        outs.append(p)
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def evaluate_model(model, dataset, out_dir: Path, history: dict | None = None, flip_tta: bool = False) -> dict:
+    """Evaluate a Keras model on a Dataset and write metrics.json + plots into out_dir."""
+    import tensorflow as tf
+
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    probs = predict_batches(lambda xb: call(tf.constant(xb, tf.float32)).numpy(), dataset.x, flip_tta=flip_tta)
+    metrics = classification_report(dataset.y, probs.argmax(1), dataset.labels)
+    metrics["flip_tta"] = flip_tta
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "_tta" if flip_tta else ""
+    (out_dir / f"metrics{suffix}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_confusion(metrics, out_dir / f"confusion{suffix}.png")
+    if history:
+        plot_curves(history, out_dir / "curves.png")
+    print(format_report(metrics))
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m models.evaluate",
+        description="Accuracy, per-class precision/recall/F1, confusion matrix and curves for a trained model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="a .keras model (its labels.json must sit next to it)")
+    p.add_argument("--data", required=True, help="ROOT with <split>/<class>/ folders, or a fer2013.csv")
+    p.add_argument("--split", default="validation", help="which split to evaluate")
+    p.add_argument("--out", default=None, help="where to write metrics.json and the PNGs (default: the model's folder)")
+    p.add_argument("--tta", action="store_true", help="also average in the horizontally flipped face")
+    p.add_argument("--cache-dir", default=None, help="decoded-dataset cache folder")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from models.data import load_split
+    from models.train import _load_keras
+
+    model_path = Path(args.model)
+    if not model_path.is_file():
+        raise UserError(f"model file {model_path} does not exist")
+    spec = ModelSpec.load(model_path.parent)
+    ds = load_split(args.data, args.split, parse_classes(",".join(spec.labels)), args.cache_dir)
+    model = _load_keras(model_path)
+    out = Path(args.out) if args.out else model_path.parent
+    hist_path = model_path.parent / "history.json"
+    history = json.loads(hist_path.read_text()) if hist_path.exists() else None
+    evaluate_model(model, ds, out, history=history, flip_tta=args.tta)
+    print(f"wrote {out / ('metrics_tta.json' if args.tta else 'metrics.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

@@ -1,0 +1,448 @@
+"""Train an emotion classifier: `python -m models.train --data ROOT --arch emonet_n --out runs/n`.
+
+Built for a 2-core CPU as much as for a GPU: every epoch ends in a checkpoint (model with
+optimizer state + a JSON state file), so `--resume` continues a run that a stopped session
+killed, with the same schedule and early-stopping counters. The learning-rate schedule is
+a function of the epoch number only, which is what makes resuming exact.
+
+Augmentation runs in the tf.data pipeline, not inside the model, so the saved model is the
+clean inference graph that export converts. Distillation (`--teacher`) mixes the teacher's
+probabilities on the *augmented* batch into the targets (KD at temperature 1), which
+needs no custom training step and works with plain `fit`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from models.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes  # noqa: E402
+from models.errors import UserError, cli_main  # noqa: E402
+
+STATE_NAME = "train_state.json"
+LAST_NAME = "last.keras"
+BEST_NAME = "best.keras"
+FINAL_NAME = "emotion.keras"
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    out: str
+    classes: tuple[str, ...] = FER_CLASSES
+    arch: str = "emonet_n"
+    epochs: int = 60
+    batch: int = 128
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup: int = 2
+    schedule: str = "cosine"
+    label_smoothing: float = 0.1
+    class_weight: str = "none"  # none | balanced | sqrt
+    augment: str = "strong"  # none | light | strong
+    mixup: float = 0.0
+    teacher: str | None = None
+    teacher_weight: float = 0.7
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16
+    jit: bool = True
+    patience: int = 15
+    seed: int = 42
+    limit: int = 0  # use only the first N training faces per class (tests, smoke runs)
+    cache_dir: str | None = None
+    export: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def cpu_has_bf16() -> bool:
+    """Hardware bf16 makes mixed_bfloat16 ~1.4x faster; without it emulation is ~8x slower."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    if precision == "auto":
+        return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    if precision == "mixed_bfloat16" and not cpu_has_bf16():
+        print("warning: this CPU has no hardware bf16; mixed_bfloat16 will be ~8x slower", file=sys.stderr)
+    return precision
+
+
+def lr_at(epoch: int, opts: TrainOptions) -> float:
+    """Warm-up then cosine (or constant) decay, a pure function of the epoch for exact resumes."""
+    if epoch < opts.warmup:
+        return opts.lr * (epoch + 1) / (opts.warmup + 1)
+    if opts.schedule == "constant":
+        return opts.lr
+    t = (epoch - opts.warmup) / max(1, opts.epochs - opts.warmup)
+    return opts.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def class_weights(y, n: int, mode: str):
+    import numpy as np
+
+    counts = np.bincount(y, minlength=n).astype(np.float64)
+    if mode == "none":
+        return np.ones(n, np.float32)
+    w = counts.sum() / (n * np.maximum(counts, 1))
+    if mode == "sqrt":
+        w = np.sqrt(w)
+    return (w / (w * counts).sum() * counts.sum()).astype(np.float32)  # mean weight per sample = 1
+
+
+def _augmenter(level: str, seed: int):
+    import keras
+    from keras import layers
+
+    if level == "none":
+        return None
+    light = level == "light"
+    # float32 whatever the global policy: augmentation is data prep, not part of the bf16 model
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal", seed=seed, dtype="float32"),
+            layers.RandomTranslation(0.08 if light else 0.12, 0.08 if light else 0.12, fill_mode="reflect", seed=seed + 1, dtype="float32"),
+            layers.RandomRotation(0.03 if light else 0.06, fill_mode="reflect", seed=seed + 2, dtype="float32"),
+            layers.RandomZoom((-0.1, 0.1) if light else (-0.2, 0.15), fill_mode="reflect", seed=seed + 3, dtype="float32"),
+            layers.RandomContrast(0.2 if light else 0.35, seed=seed + 4, dtype="float32"),
+            layers.RandomBrightness(0.15 if light else 0.25, value_range=(0, 255), seed=seed + 5, dtype="float32"),
+        ],
+        name="augment",
+    )
+
+
+def _random_erase(x, seed: int, p: float = 0.5):
+    """Cut one random rectangle (up to ~1/3 of the face) per image: makes the net use the
+    whole face instead of one feature, the cheapest regularizer that helps on FER."""
+    import tensorflow as tf
+
+    n = tf.shape(x)[0]
+    size = tf.cast(tf.shape(x)[1], tf.float32)
+    h = tf.random.uniform([n], 0.15, 0.45) * size
+    w = tf.random.uniform([n], 0.15, 0.45) * size
+    cy = tf.random.uniform([n], 0.0, 1.0) * size
+    cx = tf.random.uniform([n], 0.0, 1.0) * size
+    grid = tf.range(size)
+    in_y = tf.abs(grid[None, :] - cy[:, None]) < h[:, None] / 2
+    in_x = tf.abs(grid[None, :] - cx[:, None]) < w[:, None] / 2
+    box = tf.logical_and(in_y[:, :, None], in_x[:, None, :])
+    apply = tf.random.uniform([n]) < p
+    box = tf.logical_and(box, apply[:, None, None])[..., None]
+    noise = tf.random.uniform(tf.shape(x), 0.0, 255.0)
+    return tf.where(box, noise, x)
+
+
+def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=None, weights=None):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if train:
+        ds = ds.shuffle(len(y), seed=opts.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(opts.batch, drop_remainder=train)
+    smooth = opts.label_smoothing if train else 0.0
+    aug = _augmenter(opts.augment, opts.seed) if train else None
+    cw = tf.constant(weights) if weights is not None else None
+
+    def prep(xb, yb):
+        xb = tf.cast(xb, tf.float32)
+        target = tf.one_hot(yb, n_classes) * (1 - smooth) + smooth / n_classes
+        if aug is not None:
+            xb = aug(xb, training=True)
+            xb = tf.clip_by_value(xb, 0.0, 255.0)
+            if opts.augment == "strong":
+                xb = _random_erase(xb, opts.seed)
+        if teacher is not None:
+            tp = tf.cast(teacher(xb, training=False), tf.float32)
+            target = opts.teacher_weight * tp + (1 - opts.teacher_weight) * target
+        if train and opts.mixup > 0:
+            lam = tf.random.uniform([], 0.0, opts.mixup)
+            idx = tf.random.shuffle(tf.range(tf.shape(xb)[0]))
+            xb = (1 - lam) * xb + lam * tf.gather(xb, idx)
+            target = (1 - lam) * target + lam * tf.gather(target, idx)
+        if cw is not None:
+            return xb, target, tf.gather(cw, yb)
+        return xb, target
+
+    return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _load_state(out: Path) -> dict | None:
+    path = out / STATE_NAME
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is corrupt; delete the run folder or start a new --out") from None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_model_atomic(model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _float32_copy(model, arch: str, n_classes: int):
+    """Rebuild under the float32 policy so the shipped file has no bf16 layers in it."""
+    import keras
+
+    from models.archs import ARCHS
+
+    keras.mixed_precision.set_global_policy("float32")
+    clean = ARCHS[arch](n_classes)
+    clean.set_weights([w.astype("float32") for w in model.get_weights()])
+    return clean
+
+
+def train(opts: TrainOptions, resume: bool = False) -> Path:
+    """Train (or resume) a run in `opts.out`; return the folder with the final model + spec."""
+    out = Path(opts.out)
+    state = _load_state(out) if resume else None
+    if resume and state is None:
+        print(f"note: nothing to resume in {out}; starting a new run", file=sys.stderr)
+    if not resume and (out / STATE_NAME).exists():
+        raise UserError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
+    if state is not None:
+        saved = state["options"]
+        saved["classes"] = tuple(saved["classes"])
+        epochs = opts.epochs
+        opts = TrainOptions(**saved)
+        if epochs != opts.epochs:
+            print(f"note: resuming with --epochs {epochs} (was {opts.epochs}); the cosine schedule stretches", file=sys.stderr)
+            opts.epochs = epochs
+
+    from models.archs import ARCHS, count_macs
+
+    if opts.arch not in ARCHS:
+        raise UserError(f"unknown arch {opts.arch!r}: choose from {', '.join(ARCHS)}")
+    from models.data import load_split
+
+    train_ds = load_split(opts.data, "train", opts.classes, opts.cache_dir)
+    val_ds = load_split(opts.data, "validation", opts.classes, opts.cache_dir)
+    if opts.limit:
+        train_ds = _limit(train_ds, opts.limit, opts.seed)
+        val_ds = _limit(val_ds, max(opts.limit // 4, 8), opts.seed)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(opts.seed)
+    precision = resolve_precision(opts.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    teacher = None
+    if opts.teacher:
+        teacher = _load_keras(opts.teacher)
+        tspec = ModelSpec.load(Path(opts.teacher).parent)
+        if tuple(tspec.labels) != tuple(opts.classes):
+            raise UserError(f"teacher labels {tspec.labels} differ from --classes {list(opts.classes)}")
+
+    n = len(opts.classes)
+    out.mkdir(parents=True, exist_ok=True)
+    if state is not None and (out / LAST_NAME).exists():
+        model = _load_keras(out / LAST_NAME, compile=True)
+        initial_epoch = state["epoch"]
+        history = state["history"]
+        print(f"resuming {out} at epoch {initial_epoch + 1}/{opts.epochs}", file=sys.stderr)
+    else:
+        model = ARCHS[opts.arch](n)
+        if opts.optimizer == "sgd":
+            optimizer = keras.optimizers.SGD(opts.lr, momentum=0.9, nesterov=True, weight_decay=opts.weight_decay)
+        else:
+            optimizer = keras.optimizers.AdamW(opts.lr, weight_decay=opts.weight_decay)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            jit_compile=opts.jit,
+        )
+        initial_epoch, history = 0, {}
+    macs = count_macs(model)
+    print(
+        f"arch {opts.arch}: {model.count_params():,} params, {macs / 1e6:.1f}M MACs/face; "
+        f"{len(train_ds)} train / {len(val_ds)} validation faces; classes {', '.join(opts.classes)}; "
+        f"precision {precision}",
+        file=sys.stderr,
+    )
+    weights = class_weights(train_ds.y, n, opts.class_weight) if opts.class_weight != "none" else None
+    tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights)
+    va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False)
+
+    best = max(history.get("val_accuracy", [0.0]) or [0.0])
+    spec = ModelSpec(labels=list(opts.classes), arch=opts.arch)
+
+    class Checkpoint(keras.callbacks.Callback):
+        """Save last + best each epoch, keep the history, and stop early on a plateau."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.optimizer.learning_rate.assign(lr_at(epoch, opts))
+            self._t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            nonlocal best
+            logs = dict(logs or {})
+            logs["lr"] = lr_at(epoch, opts)
+            logs["seconds"] = time.time() - self._t0
+            for k, v in logs.items():
+                history.setdefault(k, []).append(float(v))
+            acc = float(logs.get("val_accuracy", 0.0))
+            if acc > best:
+                best = acc
+                _save_model_atomic(self.model, out / BEST_NAME)
+            _save_model_atomic(self.model, out / LAST_NAME)
+            _write_json(out / STATE_NAME, {"epoch": epoch + 1, "options": asdict(opts), "history": history, "best": best})
+            va_hist = history.get("val_accuracy", [])
+            since_best = len(va_hist) - 1 - int(np.argmax(va_hist)) if va_hist else 0
+            print(f"epoch {epoch + 1}/{opts.epochs}: val_accuracy {acc:.4f} (best {best:.4f}), {logs['seconds']:.0f}s", file=sys.stderr)
+            if opts.patience and since_best >= opts.patience:
+                print(f"early stop: no improvement for {opts.patience} epochs", file=sys.stderr)
+                self.model.stop_training = True
+
+    if initial_epoch < opts.epochs:
+        model.fit(
+            tr,
+            validation_data=va,
+            epochs=opts.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[Checkpoint()],
+            verbose=1 if sys.stderr.isatty() else 2,
+        )
+    best_model = _load_keras(out / BEST_NAME) if (out / BEST_NAME).exists() else model
+    final = _float32_copy(best_model, opts.arch, n)
+    _save_model_atomic(final, out / FINAL_NAME)
+    spec.extra = {
+        "macs": macs,
+        "params": int(final.count_params()),
+        "epochs_run": len(history.get("val_accuracy", [])),
+        "best_val_accuracy": best,
+        "options": {k: v for k, v in asdict(opts).items() if k not in ("extra",)},
+    }
+    spec.source_sha256 = _sha256(out / FINAL_NAME)
+    spec.save(out)
+    _write_json(out / "history.json", history)
+
+    from models.evaluate import evaluate_model
+
+    evaluate_model(final, val_ds, out, history=history, flip_tta=False)
+    if opts.export:
+        from export.run import export_model
+
+        export_model(out / FINAL_NAME, out, calib=opts.data)
+    return out
+
+
+def _limit(ds, per_class: int, seed: int):
+    import numpy as np
+
+    from models.data import Dataset
+
+    rng = np.random.default_rng(seed)
+    keep = []
+    for i in range(len(ds.labels)):
+        idx = np.flatnonzero(ds.y == i)
+        keep.extend(rng.permutation(idx)[:per_class])
+    keep = np.sort(np.asarray(keep))
+    return Dataset(x=ds.x[keep], y=ds.y[keep], labels=ds.labels, source=ds.source)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _load_keras(path, compile: bool = False):
+    """Load a .keras file with safe_mode (no arbitrary code); one clear sentence on failure."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:  # keras raises many types for a bad file
+        raise UserError(f"{path} is not a loadable Keras model ({type(exc).__name__})") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainOptions(data="", out="")
+    p = argparse.ArgumentParser(
+        prog="python -m models.train",
+        description="Train a 48x48 facial-emotion classifier on FER2013-style data, checkpointing every epoch.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="ROOT with train/ and validation/<class>/*.jpg folders, or a fer2013.csv")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, final emotion.keras, labels.json, metrics, plots")
+    p.add_argument("--classes", default="7", help=f"preset {'/'.join(PRESETS)} or a comma list of {','.join(FER_CLASSES)}")
+    p.add_argument("--arch", default=d.arch, help="emonet_n (fast, default), emonet_s (accurate), seed5, seed6")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (the LR schedule spans them)")
+    p.add_argument("--batch", type=int, default=d.batch, help="batch size")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer, help="AdamW, or SGD with Nesterov momentum")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="decoupled weight decay")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up epochs")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule, help="LR decay after warm-up")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing of the one-hot targets")
+    p.add_argument("--class-weight", choices=("none", "balanced", "sqrt"), default=d.class_weight,
+                   help="per-class loss weights for rare classes (sqrt = a softer balance)")
+    p.add_argument("--augment", choices=("none", "light", "strong"), default=d.augment,
+                   help="flip/shift/rotate/zoom/contrast; strong adds random erasing")
+    p.add_argument("--mixup", type=float, default=d.mixup, help="max mixup weight (0 = off)")
+    p.add_argument("--teacher", default=None, help="a trained .keras model to distil from (its labels.json must match)")
+    p.add_argument("--teacher-weight", type=float, default=d.teacher_weight, help="share of the teacher's probabilities in the targets")
+    p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=d.precision,
+                   help="auto = mixed_bfloat16 only where the CPU has hardware bf16")
+    p.add_argument("--no-jit", dest="jit", action="store_false", help="disable XLA compilation of the training step")
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stop after this many epochs without a better val accuracy (0 = never)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, shuffling, augmentation)")
+    p.add_argument("--limit", type=int, default=0, help="use at most N training faces per class (smoke runs)")
+    p.add_argument("--cache-dir", default=None, help="where decoded .npz datasets are cached (default ~/.cache/emotion-engine)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--export", action="store_true", help="after training, export and verify TFLite/ONNX into --out")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("epochs", "batch"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1")
+    if args.lr <= 0:
+        raise UserError("--lr must be positive")
+    if not 0 <= args.teacher_weight <= 1 or not 0 <= args.label_smoothing < 1:
+        raise UserError("--teacher-weight must be in [0, 1] and --label-smoothing in [0, 1)")
+    opts = TrainOptions(
+        data=args.data, out=args.out, classes=parse_classes(args.classes), arch=args.arch, epochs=args.epochs,
+        batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
+        schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
+        augment=args.augment, mixup=args.mixup, teacher=args.teacher, teacher_weight=args.teacher_weight,
+        precision=args.precision, jit=args.jit, patience=args.patience, seed=args.seed, limit=args.limit,
+        cache_dir=args.cache_dir, export=args.export,
+    )
+    if not Path(opts.data).exists():
+        raise UserError(f"data source {opts.data} does not exist")
+    out = train(opts, resume=args.resume)
+    print(f"done: {out / FINAL_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))
