@@ -1,0 +1,96 @@
+"""The integrator's API, in the MediaPipe Tasks style: options -> create -> one call per frame.
+
+    from engine import EmotionRecognizer, EngineOptions
+    with EmotionRecognizer.create(EngineOptions()) as rec:
+        result = rec.process(frame_bgr, timestamp_ms)
+        for face in result.faces:
+            print(face.id, face.emotion, face.confidence)
+
+No threads, no window. The threaded pipeline (engine.pipeline) calls the very same stage
+methods (`detect`, `classify`, `track`) from its threads, so what an integrator gets and
+what `python -m engine.run` and the benchmarks measure is one code path.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.classifier import Classifier, ClassifierOptions, create_classifier
+from engine.crop import CropOptions, crop_faces
+from engine.detect import DetectorOptions, create_detector
+from engine.track import EmotionChange, Face, FaceTracker, TrackerOptions
+from engine.types import Detection
+
+
+@dataclass
+class EngineOptions:
+    classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    crop: CropOptions = field(default_factory=CropOptions)
+    tracker: TrackerOptions = field(default_factory=TrackerOptions)
+    #: Called as on_emotion_change(face_id, old_emotion_or_None, new_emotion, face) when a
+    #: tracked face's *stable* emotion changes (and when a face first appears).
+    on_emotion_change: EmotionChange | None = None
+
+
+@dataclass
+class FrameResult:
+    faces: list[Face]
+    ms: dict[str, float]  # detect, classify, track stage times for this frame
+
+
+def _ms(t0: int) -> float:
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+class EmotionRecognizer:
+    def __init__(self, options: EngineOptions, detector, classifier: Classifier):
+        self.options = options
+        self.detector = detector
+        self.classifier = classifier
+        self.labels = classifier.labels
+        self.tracker = FaceTracker(self.labels, options.tracker, options.on_emotion_change)
+
+    @classmethod
+    def create(cls, options: EngineOptions | None = None) -> "EmotionRecognizer":
+        options = options or EngineOptions()
+        classifier = create_classifier(options.classifier)
+        try:
+            detector = create_detector(options.detector)
+        except BaseException:
+            classifier.close()
+            raise
+        return cls(options, detector, classifier)
+
+    # --- stages (the pipeline threads call these) ---
+    def detect(self, frame: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
+        return self.detector.detect(frame, timestamp_ms)
+
+    def classify(self, frame: np.ndarray, dets: list[Detection]) -> np.ndarray:
+        """Crop every face and classify them all in ONE batched call."""
+        return self.classifier.predict(crop_faces(frame, dets, self.options.crop))
+
+    def track(self, dets: list[Detection], probs: np.ndarray) -> list[Face]:
+        return self.tracker.update(dets, probs)
+
+    # --- one call per frame ---
+    def process(self, frame: np.ndarray, timestamp_ms: int | None = None) -> FrameResult:
+        t0 = time.perf_counter_ns()
+        dets = self.detect(frame, timestamp_ms)
+        t1 = time.perf_counter_ns()
+        probs = self.classify(frame, dets)
+        t2 = time.perf_counter_ns()
+        faces = self.track(dets, probs)
+        return FrameResult(faces, {"detect": (t1 - t0) / 1e6, "classify": (t2 - t1) / 1e6, "track": _ms(t2)})
+
+    def close(self) -> None:
+        self.detector.close()
+        self.classifier.close()
+
+    def __enter__(self) -> "EmotionRecognizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,211 @@
+"""Emotion classifiers behind one interface, one call per batch of faces.
+
+Every backend takes the model contract's input (N, 48, 48, 1) raw pixels 0..255 and
+returns (N, C) probabilities in the order of the model's `labels.json`. Export uses these
+same classes to verify what it wrote, and the benchmarks time them, so what is verified
+and measured is exactly what the engine runs.
+
+TensorFlow is imported only by the Keras backend: a Pi runs tflite or onnx without it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.contract import FACE_SIZE, ModelSpec
+from models.errors import UserError
+
+BACKENDS = ("tflite", "onnx", "keras")
+PRECISIONS = ("int8", "fp16", "fp32")
+SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "keras": ".keras"}
+#: Where the shipped models live; `fast` is the default everywhere.
+ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
+DEFAULT_MODEL = ZOO / "emonet_n"
+
+
+@dataclass
+class ClassifierOptions:
+    model: str | os.PathLike = DEFAULT_MODEL  # a model file or an export directory
+    backend: str = "tflite"
+    precision: str = "int8"  # which file to pick from a directory
+    threads: int = 1
+
+
+def artifact_name(backend: str, precision: str) -> str:
+    """File name export writes for a backend x precision (the engine finds it by this)."""
+    if backend == "keras":
+        return "emotion.keras"
+    return f"emotion_{precision}{SUFFIX[backend]}"
+
+
+def resolve_model(opts: ClassifierOptions) -> Path:
+    """A file is used as given; a directory is searched for the backend x precision export."""
+    if opts.backend not in BACKENDS:
+        raise UserError(f"unknown backend {opts.backend!r}: choose from {', '.join(BACKENDS)}")
+    if opts.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {opts.precision!r}: choose from {', '.join(PRECISIONS)}")
+    path = Path(opts.model)
+    if not path.exists():
+        raise UserError(f"model {path} does not exist")
+    if path.is_dir():
+        candidate = path / artifact_name(opts.backend, opts.precision)
+        if not candidate.is_file():
+            have = sorted(p.name for p in path.iterdir() if p.suffix in SUFFIX.values())
+            raise UserError(f"{path} has no {candidate.name} for --backend {opts.backend} (it has: {', '.join(have) or 'no models'})")
+        return candidate
+    if path.suffix != SUFFIX[opts.backend]:
+        raise UserError(f"{path.name} is not a {SUFFIX[opts.backend]} file, which --backend {opts.backend} needs")
+    return path
+
+
+class Classifier:
+    """Base: `predict(faces) -> probs`. Subclasses wrap one runtime each."""
+
+    backend = ""
+
+    def __init__(self, path: Path, spec: ModelSpec):
+        self.path = path
+        self.spec = spec
+        self.labels: list[str] = list(spec.labels)
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        faces = np.asarray(faces)
+        if faces.ndim == 3:
+            faces = faces[..., None]
+        if faces.shape[1:] != (FACE_SIZE, FACE_SIZE, 1):
+            raise ValueError(f"faces must be (N, {FACE_SIZE}, {FACE_SIZE}, 1), got {faces.shape}")
+        if len(faces) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        probs = self._run(faces)
+        if probs.shape != (len(faces), len(self.labels)):
+            raise UserError(f"{self.path.name} outputs {probs.shape[1:]} values but labels.json lists {len(self.labels)} classes")
+        return probs
+
+    def _run(self, faces: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class TFLiteClassifier(Classifier):
+    backend = "tflite"
+
+    def __init__(self, path: Path, spec: ModelSpec, threads: int = 1):
+        super().__init__(path, spec)
+        from engine.litert import load_tflite_interpreter
+
+        self._it = load_tflite_interpreter(path, threads)
+        inp = self._it.get_input_details()[0]
+        out = self._it.get_output_details()[0]
+        if list(inp["shape"][1:]) != [FACE_SIZE, FACE_SIZE, 1]:
+            raise UserError(f"{path.name} takes input {list(inp['shape'][1:])}, not the contract's 48x48x1")
+        self._in, self._out = inp["index"], out["index"]
+        self._in_dtype = inp["dtype"]
+        self._in_q = inp.get("quantization", (0.0, 0))
+        self._out_q = out.get("quantization", (0.0, 0))
+        self._batch = int(inp["shape"][0])
+        self.input_dtype = np.dtype(self._in_dtype).name
+
+    def _quantize(self, faces: np.ndarray) -> np.ndarray:
+        scale, zero = self._in_q
+        if self._in_dtype == np.float32:
+            return faces.astype(np.float32, copy=False)
+        if self._in_dtype == np.uint8 and scale == 1.0 and zero == 0:
+            return faces.astype(np.uint8, copy=False)  # raw bytes straight in: the fast path
+        info = np.iinfo(self._in_dtype)
+        q = np.round(faces.astype(np.float32) / scale + zero)
+        return np.clip(q, info.min, info.max).astype(self._in_dtype)
+
+    def _run(self, faces: np.ndarray) -> np.ndarray:
+        n = len(faces)
+        if n != self._batch:
+            self._it.resize_tensor_input(self._in, [n, FACE_SIZE, FACE_SIZE, 1], strict=False)
+            self._it.allocate_tensors()
+            self._batch = n
+        self._it.set_tensor(self._in, self._quantize(faces))
+        self._it.invoke()
+        out = self._it.get_tensor(self._out)
+        if out.dtype != np.float32:
+            scale, zero = self._out_q
+            out = (out.astype(np.float32) - zero) * scale
+        return out
+
+
+class OnnxClassifier(Classifier):
+    backend = "onnx"
+
+    def __init__(self, path: Path, spec: ModelSpec, threads: int = 1):
+        super().__init__(path, spec)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime") from None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for corrupt files
+            raise UserError(f"{path} is not a loadable ONNX model ({type(exc).__name__})") from None
+        inp = self._sess.get_inputs()[0]
+        if [d if isinstance(d, int) else None for d in inp.shape[1:]] != [FACE_SIZE, FACE_SIZE, 1]:
+            raise UserError(f"{path.name} takes input {inp.shape[1:]}, not the contract's 48x48x1")
+        self._name = inp.name
+        self._dtype = np.uint8 if "uint8" in inp.type else np.float32
+        self.input_dtype = np.dtype(self._dtype).name
+
+    def _run(self, faces: np.ndarray) -> np.ndarray:
+        return self._sess.run(None, {self._name: faces.astype(self._dtype, copy=False)})[0]
+
+
+class KerasClassifier(Classifier):
+    """Debugging backend. Calls the model directly (never `model.predict` per frame, which
+    builds a tf.data pipeline on every call and is a known Pi bottleneck)."""
+
+    backend = "keras"
+
+    def __init__(self, path: Path, spec: ModelSpec, threads: int = 1):
+        super().__init__(path, spec)
+        try:
+            import tensorflow as tf
+        except ImportError:
+            raise UserError("--backend keras needs TensorFlow: pip install '.[train]'") from None
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        from models.train import _load_keras
+
+        self._model = _load_keras(path)
+        shape = list(self._model.input_shape[1:])
+        if shape != [FACE_SIZE, FACE_SIZE, 1]:
+            raise UserError(f"{path.name} takes input {shape}, not the contract's 48x48x1")
+        self._call = tf.function(lambda x: self._model(x, training=False), reduce_retracing=True)
+        self._tf = tf
+        self.input_dtype = "float32"
+
+    def _run(self, faces: np.ndarray) -> np.ndarray:
+        return self._call(self._tf.constant(faces, self._tf.float32)).numpy()
+
+
+_CLASSES = {"tflite": TFLiteClassifier, "onnx": OnnxClassifier, "keras": KerasClassifier}
+
+
+def create_classifier(opts: ClassifierOptions) -> Classifier:
+    """Resolve the model file, read its labels.json and open it with the backend's runtime."""
+    path = resolve_model(opts)
+    if opts.threads < 1:
+        raise UserError("--threads must be at least 1")
+    spec = ModelSpec.load(path.parent)
+    return _CLASSES[opts.backend](path, spec, opts.threads)
+
+
+def open_model_file(path: str | os.PathLike, threads: int = 1) -> Classifier:
+    """Open any exported model file by its suffix (what export verification uses)."""
+    path = Path(path)
+    backend = {v: k for k, v in SUFFIX.items()}.get(path.suffix)
+    if backend is None:
+        raise UserError(f"{path.name}: unknown model format (expected .tflite, .onnx or .keras)")
+    return create_classifier(ClassifierOptions(model=path, backend=backend, threads=threads))

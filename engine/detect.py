@@ -1,0 +1,187 @@
+"""Face detection: MediaPipe Tasks FaceDetector, or the same BlazeFace model on LiteRT.
+
+The shipped BlazeFace models (models/detector/, with provenance) are used either way, so
+nothing is ever downloaded. MediaPipe 1.x wheels for aarch64 need ARMv8.1 atomics and die
+with SIGILL on a Pi 4 (Cortex-A72): `engine.cpu.mediapipe_safe()` is asked BEFORE
+mediapipe is imported, and the LiteRT implementation takes over there.
+
+Small faces (a classroom, a Pi camera across a room) are missed by the short-range model;
+`model="full"` uses the full-range model and `tiles=True` runs the detector on
+overlapping, upscaled tiles and merges the results.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.types import Detection
+from models.errors import UserError
+
+DETECTOR_DIR = Path(__file__).resolve().parent.parent / "models" / "detector"
+DETECTOR_MODELS = {
+    "short": DETECTOR_DIR / "face_detection_short_range.tflite",
+    "full": DETECTOR_DIR / "face_detection_full_range_sparse.tflite",
+}
+
+
+@dataclass
+class DetectorOptions:
+    model: str = "short"  # short | full | a .tflite path
+    min_score: float = 0.5
+    impl: str = "auto"  # auto | mediapipe | litert
+    video: bool = True  # VIDEO running mode (tracks timestamps) vs IMAGE (stills)
+    tiles: bool = False  # also search 2x3 overlapping tiles for small faces
+    threads: int = 1
+
+
+def _model_path(model: str) -> Path:
+    path = DETECTOR_MODELS.get(model, Path(model))
+    if not path.is_file():
+        raise UserError(f"face-detector model {path} does not exist (use short, full or a .tflite path)")
+    return path
+
+
+def choose_impl(requested: str) -> str:
+    """Pick mediapipe where it can run, LiteRT elsewhere; never import a library that would SIGILL."""
+    requested = os.environ.get("EMOTION_DETECTOR", requested) if requested == "auto" else requested
+    if requested not in ("auto", "mediapipe", "litert"):
+        raise UserError(f"unknown detector implementation {requested!r}: use auto, mediapipe or litert")
+    if requested == "litert":
+        return "litert"
+    from engine.cpu import mediapipe_safe
+
+    safe, reason = mediapipe_safe()
+    if not safe:
+        if requested == "mediapipe":
+            raise UserError(f"mediapipe cannot run on this CPU ({reason}); use --detector-impl litert")
+        return "litert"
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        if requested == "mediapipe":
+            raise UserError("mediapipe is not installed: pip install mediapipe") from None
+        return "litert"
+    return "mediapipe"
+
+
+class MediaPipeFaceDetector:
+    """Thin wrapper over the Tasks FaceDetector returning engine Detections in pixels."""
+
+    def __init__(self, model_path: Path, min_score: float, video: bool):
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mp
+        mode = vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE
+        opts = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path)),
+            running_mode=mode,
+            min_detection_confidence=min_score,
+        )
+        self._det = vision.FaceDetector.create_from_options(opts)
+        self._video = video
+        self._last_ts = -1
+
+    def detect(self, frame_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
+        rgb = np.ascontiguousarray(frame_bgr[:, :, ::-1])
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
+        if self._video:
+            # VIDEO mode insists on strictly increasing timestamps; files can repeat one.
+            ts = int(timestamp_ms if timestamp_ms is not None else self._last_ts + 1)
+            ts = max(ts, self._last_ts + 1)
+            self._last_ts = ts
+            result = self._det.detect_for_video(image, ts)
+        else:
+            result = self._det.detect(image)
+        h, w = frame_bgr.shape[:2]
+        out = []
+        for d in result.detections:
+            bb = d.bounding_box
+            kps = [(k.x * w, k.y * h) for k in d.keypoints]
+            out.append(Detection((int(bb.origin_x), int(bb.origin_y), int(bb.width), int(bb.height)), float(d.categories[0].score), kps))
+        return out
+
+    def close(self) -> None:
+        if self._det is not None:
+            self._det.close()
+            self._det = None
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def merge_detections(dets: list[Detection], thresh: float = 0.3) -> list[Detection]:
+    """Greedy NMS across tiles: the best-scoring box of each overlapping group survives."""
+    kept: list[Detection] = []
+    for d in sorted(dets, key=lambda d: -d.score):
+        if all(iou(d.box, k.box) < thresh for k in kept):
+            kept.append(d)
+    return kept
+
+
+class TiledDetector:
+    """Runs a still-image detector on the whole frame plus 2x3 overlapping tiles.
+
+    BlazeFace looks at a 128x128 (short) or 192x192 (full) version of its input, so a
+    25 px face in a 480 px frame shrinks to ~7 px and vanishes; a tile a third of the
+    frame wide keeps it at ~20 px. Costs ~7 detector calls per frame.
+    """
+
+    def __init__(self, base, rows: int = 2, cols: int = 3, overlap: float = 0.5):
+        self._base = base
+        self._rows, self._cols, self._overlap = rows, cols, overlap
+
+    def _tiles(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
+        th = int(h / (self._rows - (self._rows - 1) * self._overlap))
+        tw = int(w / (self._cols - (self._cols - 1) * self._overlap))
+        ys = np.linspace(0, h - th, self._rows).astype(int) if self._rows > 1 else [0]
+        xs = np.linspace(0, w - tw, self._cols).astype(int) if self._cols > 1 else [0]
+        return [(x, y, tw, th) for y in ys for x in xs]
+
+    def detect(self, frame_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
+        h, w = frame_bgr.shape[:2]
+        dets = list(self._base.detect(frame_bgr))
+        for x0, y0, tw, th in self._tiles(h, w):
+            tile = np.ascontiguousarray(frame_bgr[y0 : y0 + th, x0 : x0 + tw])
+            for d in self._base.detect(tile):
+                x, y, bw, bh = d.box
+                dets.append(Detection((x + x0, y + y0, bw, bh), d.score, [(px + x0, py + y0) for px, py in d.keypoints]))
+        return merge_detections(dets)
+
+    def close(self) -> None:
+        self._base.close()
+
+
+def create_detector(opts: DetectorOptions):
+    """Options -> a detector with `detect(frame_bgr, timestamp_ms) -> list[Detection]` and `close()`."""
+    if not 0.0 < opts.min_score < 1.0:
+        raise UserError("--min-face-score must be between 0 and 1")
+    path = _model_path(opts.model)
+    impl = choose_impl(opts.impl)
+    video = opts.video and not opts.tiles  # tiles are independent stills
+    if impl == "mediapipe":
+        base = MediaPipeFaceDetector(path, opts.min_score, video)
+    else:
+        from engine.blazeface import LiteRTFaceDetector
+
+        if opts.impl == "auto":
+            print("note: using BlazeFace on LiteRT (mediapipe cannot run here)", file=sys.stderr)
+        base = LiteRTFaceDetector(path, min_score=opts.min_score, threads=opts.threads)
+    base.impl = impl
+    if opts.tiles:
+        tiled = TiledDetector(base)
+        tiled.impl = impl
+        return tiled
+    return base

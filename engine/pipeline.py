@@ -1,0 +1,331 @@
+"""The threaded realtime pipeline: capture -> detect -> classify+track -> overlay+sinks.
+
+Stages run in their own threads joined by bounded queues, so detection of frame N+1
+overlaps classification of frame N. Live sources keep only the newest frame (a one-slot
+mailbox that overwrites: latency never queues up); files block instead, so every frame is
+processed, in order. Every stage is timed with perf_counter_ns into the frame's `ms`,
+which feeds the overlay, the JSONL and the benchmarks alike.
+
+Failure rules: an exception in any thread stops the whole pipeline and is re-raised by
+`run()`; a watchdog turns "nothing happened for N seconds" into an error naming the stuck
+stage; a lost camera is reopened with back-off while the process stays up.
+"""
+from __future__ import annotations
+
+import queue
+from collections import deque
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engine.api import EmotionRecognizer
+from engine.overlay import draw
+from engine.sources import ImageSource, Source
+from engine.track import Face
+from models.errors import UserError
+
+_END = object()
+
+
+class PipelineError(RuntimeError):
+    """A stage failed or stalled; the message is one line for the user."""
+
+
+@dataclass
+class PipelineOptions:
+    max_frames: int | None = None
+    bars: bool = False
+    overlay: bool = True  # draw (skip when no image sink wants pixels)
+    queue_size: int = 2
+    watchdog_s: float = 20.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 5.0
+    progress_every_s: float = 2.0
+    quiet: bool = False
+
+
+@dataclass
+class Packet:
+    index: int
+    t: float  # seconds on the source's timeline
+    image: np.ndarray
+    t_capture_ns: int  # when the capture of this frame began
+    ms: dict[str, float] = field(default_factory=dict)
+    dets: list = field(default_factory=list)
+    probs: np.ndarray | None = None
+    faces: list[Face] = field(default_factory=list)
+    name: str | None = None  # image file name for stills
+
+
+@dataclass
+class PipelineStats:
+    frames: int = 0
+    faces: int = 0
+    frames_with_faces: int = 0
+    wall_s: float = 0.0
+    startup_s: float | None = None  # pipeline start -> first frame out
+    #: newest frames' stage times, bounded so a long run's memory stays flat
+    per_frame_ms: deque = field(default_factory=lambda: deque(maxlen=50_000))
+    reconnects: int = 0
+    stopped_by: str = "end"
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class _Mailbox:
+    """One-slot, overwrite-on-put: the newest live frame wins, older ones are dropped."""
+
+    def __init__(self):
+        self._item = None
+        self._has = False
+        self._cv = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item, timeout=None) -> None:
+        with self._cv:
+            if self._has and self._item is not _END:
+                self.dropped += 1
+            if not (self._has and self._item is _END):
+                self._item, self._has = item, True
+            self._cv.notify()
+
+    def get(self, timeout: float):
+        with self._cv:
+            if not self._has and not self._cv.wait_for(lambda: self._has, timeout):
+                raise queue.Empty
+            item, self._item, self._has = self._item, None, False
+            return item
+
+
+def _ms(t0: int) -> float:
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+class Pipeline:
+    """Run a recognizer over a source, handing each finished frame to `on_frame`.
+
+    `on_frame(packet, overlay_image_or_None)` runs on the calling thread (an OpenCV
+    window must live there) and returns True to ask for a stop (q / Esc).
+    """
+
+    def __init__(self, recognizer: EmotionRecognizer, source: Source, opts: PipelineOptions,
+                 on_frame: Callable[[Packet, np.ndarray | None], bool | None] | None = None,
+                 log: Callable[[str], None] | None = None):
+        self.rec = recognizer
+        self.source = source
+        self.opts = opts
+        self.on_frame = on_frame
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.stats = PipelineStats()
+        self.status = ""  # shown on the overlay (e.g. camera lost)
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._busy: dict[str, float | None] = {"capture": None, "detect": None, "classify": None}
+        self._stills = isinstance(source, ImageSource)
+        live = source.live
+        self._q1 = _Mailbox() if live else queue.Queue(opts.queue_size)
+        self._q2: queue.Queue = queue.Queue(opts.queue_size)
+        self._q3: queue.Queue = queue.Queue(opts.queue_size)
+        self._reconnecting = threading.Event()
+
+    # ---------------- control ----------------
+    def stop(self, reason: str = "stop") -> None:
+        if not self._stop.is_set():
+            self.stats.stopped_by = reason
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _put(self, q, item) -> bool:
+        """Blocking put that still notices a stop (so no thread hangs on a full queue)."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q):
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _guard(self, name: str, body: Callable[[], None], downstream) -> Callable[[], None]:
+        def run():
+            try:
+                body()
+            except BaseException as exc:  # any failure stops everything and is reported
+                self._errors.append(PipelineError(f"{name} stage failed: {type(exc).__name__}: {exc}") if not isinstance(exc, UserError) else exc)
+                self._stop.set()
+            finally:
+                self._busy[name] = None
+                try:
+                    downstream.put(_END, timeout=0.5)
+                except queue.Full:
+                    pass
+        return run
+
+    # ---------------- stages ----------------
+    def _capture(self) -> None:
+        src, o = self.source, self.opts
+        start_ns = time.perf_counter_ns()
+        index = 0
+        while not self._stop.is_set():
+            if o.max_frames is not None and index >= o.max_frames:
+                break
+            t0 = time.perf_counter_ns()
+            self._busy["capture"] = time.monotonic()
+            frame = src.read()
+            self._busy["capture"] = None
+            if frame is None:
+                if not src.live:
+                    break
+                self._reconnect_loop()
+                continue
+            t = (t0 - start_ns) / 1e9 if src.live else index / (src.fps or 1.0)
+            pkt = Packet(index, t, frame, t0, {"capture": _ms(t0)}, name=getattr(src, "current", None) and src.current.name)
+            index += 1
+            if not self._put(self._q1, pkt):
+                break
+        self._q1.put(_END, timeout=0.5)
+
+    def _reconnect_loop(self) -> None:
+        """Camera gone: keep the process alive, say so, retry with exponential back-off."""
+        o = self.opts
+        self._reconnecting.set()
+        delay, attempt = o.reconnect_min_s, 0
+        self.status = f"{self.source.name} lost - reconnecting"
+        self.log(f"warning: {self.source.name} stopped delivering frames; reconnecting")
+        while not self._stop.is_set():
+            attempt += 1
+            if self.source.reopen():
+                self.stats.reconnects += 1
+                self.status = ""
+                self.log(f"{self.source.name} is back (after {attempt} attempt{'s' if attempt > 1 else ''})")
+                break
+            self.status = f"{self.source.name} lost - retry {attempt} in {delay:.1f}s"
+            self.log(f"warning: cannot reopen {self.source.name} (attempt {attempt}); next try in {delay:.1f}s")
+            self._stop.wait(delay)
+            delay = min(o.reconnect_max_s, delay * 2)
+        self._reconnecting.clear()
+
+    def _detect(self) -> None:
+        while True:
+            pkt = self._get(self._q1)
+            if pkt is _END:
+                return
+            t0 = time.perf_counter_ns()
+            self._busy["detect"] = time.monotonic()
+            pkt.dets = self.rec.detect(pkt.image, None if self._stills else int(pkt.t * 1000))
+            self._busy["detect"] = None
+            pkt.ms["detect"] = _ms(t0)
+            if not self._put(self._q2, pkt):
+                return
+
+    def _classify(self) -> None:
+        while True:
+            pkt = self._get(self._q2)
+            if pkt is _END:
+                return
+            self._busy["classify"] = time.monotonic()
+            t0 = time.perf_counter_ns()
+            pkt.probs = self.rec.classify(pkt.image, pkt.dets)
+            t1 = time.perf_counter_ns()
+            if self._stills:
+                self.rec.tracker.reset()  # unrelated photos: no identity across them
+            pkt.faces = self.rec.track(pkt.dets, pkt.probs)
+            pkt.ms["classify"] = (t1 - t0) / 1e6
+            pkt.ms["track"] = _ms(t1)
+            self._busy["classify"] = None
+            if not self._put(self._q3, pkt):
+                return
+
+    # ---------------- main loop ----------------
+    def run(self) -> PipelineStats:
+        o = self.opts
+        threads = [
+            threading.Thread(target=self._guard("capture", self._capture, self._q1), name="capture", daemon=True),
+            threading.Thread(target=self._guard("detect", self._detect, self._q2), name="detect", daemon=True),
+            threading.Thread(target=self._guard("classify", self._classify, self._q3), name="classify", daemon=True),
+        ]
+        t_start = time.perf_counter()
+        for th in threads:
+            th.start()
+        last_progress = time.monotonic()
+        last_log = time.monotonic()
+        fps_ema = None
+        last_out = None
+        try:
+            while True:
+                if self._stop.is_set() and self._errors:
+                    break
+                try:
+                    pkt = self._q3.get(timeout=0.2)
+                except queue.Empty:
+                    if self._stop.is_set() and not any(th.is_alive() for th in threads):
+                        break
+                    if self._reconnecting.is_set():
+                        last_progress = time.monotonic()
+                    elif time.monotonic() - last_progress > o.watchdog_s:
+                        now = time.monotonic()
+                        stuck = [k for k, v in self._busy.items() if v is not None and now - v > o.watchdog_s / 2]
+                        raise PipelineError(f"no frame for {o.watchdog_s:.0f}s: the {', '.join(stuck) or 'source'} stage is stuck")
+                    continue
+                if pkt is _END:
+                    break
+                last_progress = time.monotonic()
+                t0 = time.perf_counter_ns()
+                image = None
+                if o.overlay:
+                    fps_now = None
+                    if last_out is not None:
+                        dt = time.perf_counter() - last_out
+                        fps_ema = 1 / dt if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
+                        fps_now = fps_ema
+                    image = draw(pkt.image, pkt.faces, fps_now, pkt.ms, o.bars, self.status)
+                pkt.ms["overlay"] = _ms(t0)
+                last_out = time.perf_counter()
+                quit_asked = bool(self.on_frame(pkt, image)) if self.on_frame else False
+                self._account(pkt, t_start)
+                if not o.quiet and time.monotonic() - last_log > o.progress_every_s:
+                    last_log = time.monotonic()
+                    self.log(f"frame {self.stats.frames}: {self.stats.frames / (time.perf_counter() - t_start):.1f} FPS, "
+                             f"{len(pkt.faces)} face(s)")
+                if quit_asked:
+                    self.stop("quit")
+                    break
+        except KeyboardInterrupt:
+            self.stop("interrupt")
+        finally:
+            self.stats.wall_s = time.perf_counter() - t_start
+            self._stop.set()
+            for th in threads:
+                th.join(timeout=5)
+            self.source.close()
+        alive = [th.name for th in threads if th.is_alive()]
+        if self._errors:
+            raise self._errors[0]
+        if alive:
+            raise PipelineError(f"the {', '.join(alive)} thread did not stop")
+        return self.stats
+
+    def _account(self, pkt: Packet, t_start: float) -> None:
+        s = self.stats
+        if s.startup_s is None:
+            s.startup_s = time.perf_counter() - t_start
+        s.frames += 1
+        s.faces += len(pkt.faces)
+        s.frames_with_faces += bool(pkt.faces)
+        s.per_frame_ms.append(dict(pkt.ms))

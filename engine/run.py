@@ -1,0 +1,251 @@
+"""`python -m engine.run`: realtime facial-emotion recognition from a camera, a clip or photos.
+
+Examples:
+  python -m engine.run                                  # camera 0, window, shipped fast int8 model
+  python -m engine.run --source sample --no-display     # a packaged photo (Grace Hopper), no camera needed
+  python -m engine.run --source clip.mp4 --output out.mp4 --jsonl events.jsonl --no-display
+  python -m engine.run --source picam --width 640 --height 480      # Raspberry Pi camera
+"""
+from __future__ import annotations
+
+import time
+
+_T_START = time.perf_counter()  # before the heavy imports: start-up time counts them
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from engine.api import EmotionRecognizer, EngineOptions
+from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions
+from engine.crop import CropOptions
+from engine.detect import DetectorOptions
+from engine.pipeline import Packet, Pipeline, PipelineError, PipelineOptions
+from engine.sinks import ImageSink, JsonlSink, VideoSink, WindowSink, display_available
+from engine.sources import ImageSource, SourceOptions, open_source
+from engine.track import TrackerOptions
+from models.data import IMAGE_EXTS
+from models.errors import UserError, cli_main
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return v
+
+
+def _nonneg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other bad input
+        raise UserError(f"{message} (see python -m engine.run --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m engine.run",
+        description="Realtime facial-emotion recognition: capture -> face detection -> one batched "
+                    "classifier call per frame -> tracking/smoothing -> overlay -> window/video/JSONL/sound.",
+        epilog=__doc__.split("Examples:", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("source")
+    src.add_argument("--source", default="0",
+                     help="camera index (0), /dev/videoN, picam, a video file, an image, a folder of images, an rtsp/http URL, "
+                          "or 'sample' (a packaged photo) [default: 0]")
+    src.add_argument("--width", type=_positive_int, help="camera capture width (USB/V4L2, Pi camera)")
+    src.add_argument("--height", type=_positive_int, help="camera capture height")
+    src.add_argument("--fps", type=float, help="camera frame rate to request")
+    src.add_argument("--loop", type=_positive_int, default=1, help="play a file or folder this many times [1]")
+    src.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--backend", default="tflite", help=f"classifier runtime: {', '.join(BACKENDS)} [tflite]")
+    m.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="a model file, or an export directory (the --backend/--precision file is picked) [the shipped fast model]")
+    m.add_argument("--precision", default="int8", help=f"which export to pick from a directory: {', '.join(PRECISIONS)} [int8]")
+    m.add_argument("--threads", type=_positive_int, default=1, help="classifier/detector threads [1]")
+
+    d = p.add_argument_group("faces")
+    d.add_argument("--detector", default="short",
+                   help="short (BlazeFace short range: faces within ~2 m), full (full range: small/distant faces), or a .tflite path [short]")
+    d.add_argument("--tiles", action="store_true", help="also search overlapping tiles: finds 25-35 px faces, ~7x detector cost")
+    d.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert (auto avoids mediapipe where the CPU cannot run it) [auto]")
+    d.add_argument("--min-face-score", type=_fraction, default=0.5, help="minimum face-detection confidence [0.5]")
+    d.add_argument("--margin", type=_nonneg, default=CropOptions.margin, help=f"crop margin around the face box [{CropOptions.margin}]")
+    d.add_argument("--no-align", action="store_true", help="do not rotate faces upright from the eye keypoints")
+    d.add_argument("--ema", type=_fraction, default=TrackerOptions.ema, help=f"smoothing: weight of the newest frame (1 = none) [{TrackerOptions.ema}]")
+    d.add_argument("--hysteresis", type=_fraction, default=TrackerOptions.hysteresis,
+                   help=f"how far another emotion must lead before the shown one changes [{TrackerOptions.hysteresis}]")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--no-display", action="store_true", help="no window (headless machines, benchmarks)")
+    o.add_argument("--output", help="write the annotated video (.mp4/.avi), or image(s) for photo sources (.jpg/.png or a folder)")
+    o.add_argument("--jsonl", help="write one JSON object per frame (faces, emotions, stage ms)")
+    o.add_argument("--bars", action="store_true", help="draw a probability bar chart next to each face")
+    o.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    s = p.add_argument_group("sound cues")
+    s.add_argument("--sound", action="store_true", help="play a voice clip matching a face's (stable) emotion")
+    s.add_argument("--sound-dir", help="folder with <emotion>/*.wav clips [the shipped set]")
+    s.add_argument("--sound-out", help="render the cues into this WAV on the source's timeline instead of a speaker")
+    s.add_argument("--sound-stable", type=_nonneg, default=1.0, help="seconds an emotion must hold before its cue [1.0]")
+    s.add_argument("--sound-cooldown", type=_nonneg, default=4.0, help="minimum seconds between cues [4.0]")
+    return p
+
+
+def options_from_args(args: argparse.Namespace, stills: bool) -> EngineOptions:
+    return EngineOptions(
+        classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision, threads=args.threads),
+        detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl,
+                                 video=not stills, tiles=args.tiles, threads=args.threads),
+        crop=CropOptions(margin=args.margin, align=not args.no_align),
+        tracker=TrackerOptions(ema=1.0 if stills else args.ema, hysteresis=args.hysteresis),
+    )
+
+
+def frame_event(pkt: Packet) -> dict:
+    """The JSONL record of one frame (the schema README documents)."""
+    event = {"frame": pkt.index, "t": round(pkt.t, 4), "faces": [f.to_json() for f in pkt.faces],
+             "ms": {k: round(v, 3) for k, v in pkt.ms.items()}}
+    if pkt.name:
+        event["image"] = pkt.name
+    return event
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    t_launch = _T_START
+    source = open_source(SourceOptions(args.source, args.width, args.height, args.fps, args.loop))
+    stills = isinstance(source, ImageSource)
+    closers = [source.close]
+    try:
+        return _run(args, source, stills, closers, t_launch)
+    finally:
+        for close in reversed(closers):
+            try:
+                close()
+            except Exception as exc:  # closing must not hide the real outcome
+                print(f"warning: while closing: {exc}", file=sys.stderr)
+
+
+def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    display = not args.no_display
+    if display and not display_available():
+        print("warning: no display found (headless): running without a window; pass --no-display to silence this", file=sys.stderr)
+        display = False
+
+    rec = EmotionRecognizer.create(options_from_args(args, stills))
+    closers.append(rec.close)
+    log(f"emotion-engine: source {source.name} ({'live' if source.live else 'file'}), "
+        f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {getattr(rec.detector, 'impl', '?')}"
+        f" ({args.detector}{' + tiles' if args.tiles else ''}), labels {', '.join(rec.labels)}")
+
+    sinks = []
+    video = image_out = None
+    if args.output:
+        out = Path(args.output)
+        if stills and (out.suffix.lower() in IMAGE_EXTS or not out.suffix):
+            image_out = ImageSink(out)
+        else:
+            video = VideoSink(out, source.fps)
+        sinks.append(video or image_out)
+    jsonl = JsonlSink(args.jsonl) if args.jsonl else None
+    if jsonl:
+        sinks.append(jsonl)
+    window = WindowSink() if display else None
+    if window:
+        sinks.append(window)
+    for sink in sinks:
+        closers.append(sink.close)
+
+    cues = None
+    if args.sound or args.sound_out:
+        from engine.sound import SoundCues, SoundOptions
+
+        cues = SoundCues.create(SoundOptions(sound_dir=args.sound_dir, stable_s=args.sound_stable, cooldown_s=args.sound_cooldown,
+                                             out_wav=args.sound_out), rec.labels)
+        last_t = [0.0]
+        closers.append(lambda: cues.close(end_t=last_t[0]))
+
+    first_out: list[float] = []
+
+    def on_frame(pkt: Packet, image) -> bool:
+        t0 = time.perf_counter_ns()
+        if not first_out:
+            first_out.append(time.perf_counter() - t_launch)
+        if video is not None:
+            video.write(image)
+        if image_out is not None:
+            image_out.write(image, pkt.name)
+        if window is not None:
+            window.write(image)
+        pkt.ms["sink"] = (time.perf_counter_ns() - t0) / 1e6
+        pkt.ms["total"] = (time.perf_counter_ns() - pkt.t_capture_ns) / 1e6
+        event = frame_event(pkt)
+        if cues is not None:
+            last_t[0] = pkt.t
+            if stills:
+                cue = cues.cue_now(_dominant(pkt), pkt.t) if pkt.faces else None
+            else:
+                cue = cues.update(pkt.t, [(f.id, f.emotion) for f in pkt.faces])
+            if cue:
+                event["sound"] = {"emotion": cue["emotion"], "clip": cue["clip"]}
+                log(f"sound cue: {cue['emotion']} ({cue['clip']}) at {pkt.t:.2f}s")
+        if jsonl is not None:
+            jsonl.write(event)
+        if stills:
+            summary = ", ".join(f"#{f.id} {f.emotion} {f.confidence * 100:.0f}%" for f in pkt.faces) or "no face found"
+            print(f"{pkt.name}: {summary}", flush=True)
+        return bool(window and window.quit_requested)
+
+    want_pixels = bool(video or image_out or window)
+    pipe = Pipeline(rec, source, PipelineOptions(max_frames=args.max_frames, bars=args.bars, overlay=want_pixels,
+                                                 quiet=args.quiet), on_frame=on_frame, log=log)
+    previous = signal.signal(signal.SIGTERM, lambda *_: pipe.stop("SIGTERM"))
+    try:
+        stats = pipe.run()
+    except PipelineError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    startup = first_out[0] if first_out else float("nan")
+    log(f"done: {stats.frames} frames, {stats.faces} faces, {stats.fps:.1f} FPS"
+        f" (stopped by {stats.stopped_by}; first frame {startup:.2f}s after launch)")
+    return 0
+
+
+def _dominant(pkt: Packet) -> str:
+    """The emotion of the most confident face: what a single photo's cue is about."""
+    best = max(pkt.faces, key=lambda f: f.confidence * f.box[2] * f.box[3])
+    return best.emotion
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

@@ -1,0 +1,239 @@
+"""Frame sources: cameras (USB/V4L2, Pi camera), video files, images, folders, stream URLs.
+
+Every source has the same small surface (`read() -> frame or None`, `live`, `fps`,
+`reopen()`, `close()`), so the capture thread treats them alike. A live source returning
+None means "lost" (the capture thread reconnects with back-off); a file returning None
+means "finished".
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from models.data import IMAGE_EXTS
+from models.errors import UserError
+
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv"}
+
+
+@dataclass
+class SourceOptions:
+    source: str = "0"
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    loop: int = 1  # play a file this many times (benchmarks, soak tests)
+
+
+def sample_image_path() -> Path:
+    """A real face photo that installs with matplotlib (a mediapipe dependency): Grace Hopper."""
+    try:
+        from matplotlib import cbook
+
+        return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    except Exception:
+        raise UserError("--source sample needs matplotlib's sample data: pip install matplotlib") from None
+
+
+class Source:
+    live = False
+    name = ""
+    fps = 0.0
+
+    def read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def reopen(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class VideoCaptureSource(Source):
+    """cv2.VideoCapture-backed: a camera, a video file, or a stream URL.
+
+    `opener` builds the capture object; tests pass a fake camera that behaves like a
+    real one (frames, failures, reconnects) because CI has no camera.
+    """
+
+    def __init__(self, target, live: bool, opts: SourceOptions, opener: Callable | None = None, name: str = ""):
+        self._target = target
+        self.live = live
+        self._opts = opts
+        self._opener = opener or self._default_opener
+        self.name = name or str(target)
+        self._cap = None
+        self._loops_left = max(1, opts.loop)
+        if not self._open():
+            what = "camera" if isinstance(target, int) or str(target).startswith("/dev/") else "source"
+            raise UserError(f"cannot open {what} {self.name}" + (" (is it connected and not used by another program?)" if what == "camera" else ""))
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) or (opts.fps or 30.0)
+
+    def _default_opener(self, target):
+        if isinstance(target, int) or str(target).startswith("/dev/video"):
+            api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+            return cv2.VideoCapture(target, api)
+        return cv2.VideoCapture(str(target))
+
+    def _open(self) -> bool:
+        try:
+            cap = self._opener(self._target)
+        except Exception:
+            return False
+        if cap is None or not cap.isOpened():
+            return False
+        if self.live:
+            # MJPG lets USB cameras deliver 720p/1080p at full rate over USB 2 (Pi 4).
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+            if self._opts.width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self._opts.width)
+            if self._opts.height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self._opts.height)
+            if self._opts.fps:
+                cap.set(cv2.CAP_PROP_FPS, self._opts.fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a stale queue
+        self._cap = cap
+        return True
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None:
+            return None
+        ok, frame = self._cap.read()
+        if ok and frame is not None:
+            return frame
+        if not self.live and self._loops_left > 1:
+            self._loops_left -= 1
+            self._cap.release()
+            if self._open():
+                ok, frame = self._cap.read()
+                return frame if ok else None
+        return None
+
+    def reopen(self) -> bool:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        return self._open()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class ImageSource(Source):
+    """One image or a sorted folder of images, each read once (times `loop`)."""
+
+    def __init__(self, paths: list[Path], opts: SourceOptions, name: str):
+        self._paths = paths * max(1, opts.loop)
+        self._i = 0
+        self.name = name
+        self.fps = opts.fps or 1.0
+        self.current: Path | None = None
+
+    def read(self) -> np.ndarray | None:
+        while self._i < len(self._paths):
+            path = self._paths[self._i]
+            self._i += 1
+            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if frame is None:
+                print(f"warning: skipping unreadable image {path}", file=sys.stderr)
+                continue
+            self.current = path
+            return frame
+        return None
+
+
+class PiCameraSource(Source):
+    """Raspberry Pi camera through Picamera2 (imported only when asked for)."""
+
+    live = True
+
+    def __init__(self, opts: SourceOptions):
+        try:
+            from picamera2 import Picamera2  # type: ignore
+        except ImportError:
+            raise UserError("--source picam needs Picamera2: sudo apt install python3-picamera2 (and create the venv with --system-site-packages)") from None
+        self._cls = Picamera2
+        self._opts = opts
+        self.name = "picam"
+        self.fps = opts.fps or 30.0
+        self._cam = None
+        if not self.reopen():
+            raise UserError("cannot open the Raspberry Pi camera (is it connected and enabled?)")
+
+    def reopen(self) -> bool:
+        self.close()
+        try:
+            cam = self._cls()
+            size = (self._opts.width or 640, self._opts.height or 480)
+            cam.configure(cam.create_video_configuration(main={"size": size, "format": "RGB888"}))
+            cam.start()
+        except Exception:
+            return False
+        self._cam = cam
+        return True
+
+    def read(self) -> np.ndarray | None:
+        if self._cam is None:
+            return None
+        try:
+            return self._cam.capture_array()  # RGB888 is BGR in memory order
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+                self._cam.close()
+            except Exception:
+                pass
+            self._cam = None
+
+
+def open_source(opts: SourceOptions, opener: Callable | None = None) -> Source:
+    """Parse `--source` into a Source; one clear sentence when it cannot be opened."""
+    spec = str(opts.source).strip()
+    for name in ("width", "height"):
+        v = getattr(opts, name)
+        if v is not None and v <= 0:
+            raise UserError(f"--{name} must be positive")
+    if opts.fps is not None and opts.fps <= 0:
+        raise UserError("--fps must be positive")
+    if spec == "picam":
+        return PiCameraSource(opts)
+    if spec == "sample":
+        path = sample_image_path()
+        return ImageSource([path], opts, name=path.name)
+    if re.fullmatch(r"\d+", spec):
+        return VideoCaptureSource(int(spec), True, opts, opener, name=f"camera {spec}")
+    if spec.startswith("/dev/video"):
+        if not os.path.exists(spec):
+            raise UserError(f"no camera at {spec}")
+        return VideoCaptureSource(spec, True, opts, opener, name=spec)
+    if re.match(r"^(rtsp|rtmp|http|https|udp|tcp)://", spec):
+        return VideoCaptureSource(spec, True, opts, opener, name=spec)
+    path = Path(spec)
+    if not path.exists():
+        raise UserError(f"source {spec} does not exist (give a camera index, /dev/videoN, picam, a file, a folder or a URL)")
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not images:
+            raise UserError(f"folder {path} has no images")
+        return ImageSource(images, opts, name=str(path))
+    if path.suffix.lower() in IMAGE_EXTS and path.suffix.lower() != ".gif":
+        if cv2.imread(str(path)) is None:
+            raise UserError(f"cannot read image {path}")
+        return ImageSource([path], opts, name=path.name)
+    src = VideoCaptureSource(path, False, opts, opener, name=path.name)
+    return src
