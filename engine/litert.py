@@ -1,0 +1,54 @@
+"""One place that finds a TFLite interpreter, lightest runtime first.
+
+Order: `ai_edge_litert` (the maintained LiteRT wheel, works with numpy 2), then
+`tflite_runtime` (2.14, numpy 1.x only), then `tensorflow.lite` (the full TensorFlow, only
+when nothing lighter is installed: seconds of start-up and ~1.3 GB). A Pi installs
+`pip install ".[tflite]"`, which brings ai-edge-litert.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from models.errors import UserError
+
+INSTALL_HINT = 'install ai-edge-litert (pip install ai-edge-litert, or pip install ".[tflite]")'
+
+
+def interpreter_class():
+    """(Interpreter class, runtime name) from the first runtime that imports."""
+    errors = []
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert"
+    except ImportError as exc:  # not installed, or built for another numpy
+        errors.append(f"ai_edge_litert: {exc}")
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite_runtime"
+    except ImportError as exc:
+        errors.append(f"tflite_runtime: {exc}")
+    try:
+        import tensorflow as tf  # last resort: heavy
+
+        return tf.lite.Interpreter, "tensorflow.lite"
+    except ImportError as exc:
+        errors.append(f"tensorflow: {exc}")
+    raise UserError(f"no TFLite runtime found: {INSTALL_HINT} ({'; '.join(errors)})")
+
+
+def load_tflite_interpreter(path: str | os.PathLike, threads: int = 1):
+    """An allocated interpreter for the .tflite file at `path`, using `threads` CPU threads."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
+    cls, runtime = interpreter_class()
+    try:
+        interp = cls(model_path=str(path), num_threads=max(1, int(threads)))
+        interp.allocate_tensors()
+    except ValueError as exc:  # what the runtimes raise for a file that is not a model
+        raise UserError(f"{path} is not a TFLite model {runtime} can load: {exc}") from exc
+    interp.runtime_name = runtime  # type: ignore[attr-defined]  (for logs and benchmarks)
+    return interp
