@@ -47,23 +47,26 @@ def _model_path(model: str) -> Path:
 
 def choose_impl(requested: str) -> str:
     """Pick mediapipe where it can run, LiteRT elsewhere; never import a library that would SIGILL."""
-    requested = os.environ.get("EMOTION_DETECTOR", requested) if requested == "auto" else requested
     if requested not in ("auto", "mediapipe", "litert"):
         raise UserError(f"unknown detector implementation {requested!r}: use auto, mediapipe or litert")
     if requested == "litert":
         return "litert"
-    from engine.cpu import mediapipe_safe
+    from engine.cpu import choose_detector, mediapipe_safe
 
-    safe, reason = mediapipe_safe()
-    if not safe:
-        if requested == "mediapipe":
+    if requested == "auto":
+        try:
+            requested, _why = choose_detector()
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if requested == "litert":
+            return "litert"
+    else:
+        safe, reason = mediapipe_safe()
+        if not safe:
             raise UserError(f"mediapipe cannot run on this CPU ({reason}); use --detector-impl litert")
-        return "litert"
     try:
         import mediapipe  # noqa: F401
     except ImportError:
-        if requested == "mediapipe":
-            raise UserError("mediapipe is not installed: pip install mediapipe") from None
         return "litert"
     return "mediapipe"
 

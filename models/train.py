@@ -150,7 +150,8 @@ def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if train:
         ds = ds.shuffle(len(y), seed=opts.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(opts.batch, drop_remainder=train)
+    # Drop the ragged last batch (noisy BatchNorm statistics) unless the set is tiny.
+    ds = ds.batch(opts.batch, drop_remainder=train and len(y) >= 4 * opts.batch)
     smooth = opts.label_smoothing if train else 0.0
     aug = _augmenter(opts.augment, opts.seed) if train else None
     cw = tf.constant(weights) if weights is not None else None

@@ -1,0 +1,207 @@
+"""Training half: loaders (folders and CSV agree), the .npz cache, class subsets, a real
+one-epoch training that saves/reloads with safe_mode and predicts, resume, and every bad
+input ending in one sentence and a non-zero exit."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes
+from models.data import load_split
+from models.errors import UserError, cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+HAVE_TF = importlib.util.find_spec("tensorflow") is not None
+
+
+def _small_tree(src_root: Path, dst: Path, per_class: int = 6) -> Path:
+    """Copy a few real faces per class into a private tree the test may modify."""
+    for split in ("train", "validation"):
+        for cls in FER_CLASSES:
+            files = sorted((src_root / split / cls).iterdir())[:per_class]
+            (dst / split / cls).mkdir(parents=True)
+            for f in files:
+                shutil.copy(f, dst / split / cls / f.name)
+    return dst
+
+
+def _write_csv(root: Path, path: Path) -> None:
+    rows = ["emotion,pixels,Usage"]
+    for split, usage in (("train", "Training"), ("validation", "PublicTest")):
+        for ci, cls in enumerate(FER_CLASSES):
+            for f in sorted((root / split / cls).iterdir()):
+                img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+                rows.append(f"{ci},{' '.join(map(str, img.flatten()))},{usage}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_parse_classes_presets_and_order():
+    assert parse_classes("7") == FER_CLASSES
+    assert parse_classes("5") == PRESETS["5"]
+    # canonical order whatever the user typed
+    assert parse_classes("sad, happy,ANGRY") == ("angry", "happy", "sad")
+    with pytest.raises(UserError, match="unknown class 'joy'"):
+        parse_classes("happy,joy")
+    with pytest.raises(UserError, match="two different"):
+        parse_classes("happy,happy")
+
+
+def test_folder_and_csv_loaders_agree(fer_root, tmp_path):
+    tree = _small_tree(fer_root, tmp_path / "tree")
+    csv_path = tmp_path / "fer2013.csv"
+    _write_csv(tree, csv_path)
+    for split in ("train", "validation"):
+        a = load_split(tree, split, cache_dir=tmp_path / "cache", quiet=True)
+        b = load_split(csv_path, split, cache_dir=tmp_path / "cache", quiet=True)
+        assert a.x.shape == b.x.shape and a.x.dtype == np.uint8 and a.x.shape[1:] == (48, 48, 1)
+        order_a = np.lexsort((a.x.reshape(len(a), -1).sum(1), a.y))
+        order_b = np.lexsort((b.x.reshape(len(b), -1).sum(1), b.y))
+        np.testing.assert_array_equal(a.y[order_a], b.y[order_b])
+        np.testing.assert_array_equal(a.x[order_a], b.x[order_b])
+
+
+def test_subset_selection(fer_root, tmp_path):
+    tree = _small_tree(fer_root, tmp_path / "tree", per_class=3)
+    ds = load_split(tree, "train", parse_classes("3"), cache_dir=tmp_path / "cache", quiet=True)
+    assert ds.labels == ("angry", "happy", "sad")
+    assert sorted(set(ds.y.tolist())) == [0, 1, 2]
+    assert ds.counts() == {"angry": 3, "happy": 3, "sad": 3}
+
+
+def test_cache_is_reused_and_invalidated(fer_root, tmp_path):
+    tree = _small_tree(fer_root, tmp_path / "tree", per_class=3)
+    cache = tmp_path / "cache"
+    first = load_split(tree, "train", cache_dir=cache, quiet=True)
+    files = sorted(cache.glob("*.npz"))
+    assert len(files) == 1
+    # a hit loads the same arrays without decoding (the file is untouched)
+    mtime = files[0].stat().st_mtime_ns
+    again = load_split(tree, "train", cache_dir=cache, quiet=True)
+    np.testing.assert_array_equal(first.x, again.x)
+    assert files[0].stat().st_mtime_ns == mtime
+    # changing a source image invalidates the cache
+    victim = sorted((tree / "train" / "happy").iterdir())[0]
+    time.sleep(0.01)
+    cv2.imwrite(str(victim), np.full((48, 48), 7, np.uint8))
+    changed = load_split(tree, "train", cache_dir=cache, quiet=True)
+    assert len(list(cache.glob("*.npz"))) == 2
+    assert (changed.x == 7).all(axis=(1, 2, 3)).sum() == 1
+    # a corrupt cache file is rebuilt, never trusted
+    for f in cache.glob("*.npz"):
+        f.write_bytes(b"not a zip")
+    rebuilt = load_split(tree, "train", cache_dir=cache, quiet=True)
+    np.testing.assert_array_equal(rebuilt.x, changed.x)
+
+
+def test_unreadable_image_is_skipped_by_name(fer_root, tmp_path, capsys):
+    tree = _small_tree(fer_root, tmp_path / "tree", per_class=3)
+    bad = tree / "train" / "fear" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    color = tree / "train" / "fear" / "big_color.png"
+    cv2.imwrite(str(color), np.full((100, 80, 3), 200, np.uint8))
+    ds = load_split(tree, "train", cache_dir=tmp_path / "cache", quiet=True)
+    assert "broken.jpg" in capsys.readouterr().err
+    assert ds.counts()["fear"] == 4  # 3 real + the converted colour image, not the broken one
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/nonexistent/data"], "does not exist"),
+        (["--classes", "happy,joy"], "unknown class 'joy'"),
+        (["--arch", "resnet9000"], "unknown arch 'resnet9000'"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+    ],
+)
+def test_train_bad_inputs_are_one_sentence(args, message, fer_root, tmp_path, capsys):
+    from models.train import main
+
+    base = {"--data": str(fer_root), "--out": str(tmp_path / "run")}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    argv = [x for kv in base.items() for x in kv]
+    assert cli_main(main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_empty_class_folder_is_reported(fer_root, tmp_path, capsys):
+    from models.train import main
+
+    tree = _small_tree(fer_root, tmp_path / "tree", per_class=2)
+    for f in (tree / "train" / "disgust").iterdir():
+        f.unlink()
+    assert cli_main(main, ["--data", str(tree), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "class folder" in err and "disgust" in err and "has no images" in err
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="training needs tensorflow (pip install '.[train]')")
+def test_one_epoch_trains_saves_reloads_and_resumes(fer_root, tmp_path):
+    """A real run on a few hundred faces: checkpoint, labels, metrics, plots; safe_mode reload;
+    then --resume continues at the next epoch instead of starting over."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "models.train", "--data", str(fer_root), "--out", str(out), "--arch", "emonet_n",
+           "--epochs", "1", "--limit", "40", "--classes", "3", "--precision", "float32", "--no-jit",
+           "--cache-dir", str(tmp_path / "cache")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ("emotion.keras", "labels.json", "metrics.json", "confusion.png", "curves.png", "train_state.json", "last.keras"):
+        assert (out / name).is_file(), name
+    spec = ModelSpec.load(out)
+    assert spec.labels == ["angry", "happy", "sad"] and spec.arch == "emonet_n"
+    assert spec.extra["macs"] > 1e6
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"angry", "happy", "sad"} and 0 <= metrics["accuracy"] <= 1
+
+    import keras
+
+    model = keras.saving.load_model(out / "emotion.keras", safe_mode=True)
+    faces = load_split(fer_root, "validation", parse_classes("3"), tmp_path / "cache", quiet=True).x[:5]
+    probs = np.asarray(model(faces.astype(np.float32), training=False))
+    assert probs.shape == (5, 3)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert model.dtype_policy.name == "float32"
+
+    r2 = subprocess.run(cmd[:cmd.index("--epochs") + 1] + ["2"] + cmd[cmd.index("--epochs") + 2:] + ["--resume"],
+                        cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "resuming" in r2.stderr and "epoch 2/2" in r2.stderr
+    assert "epoch 1/2" not in r2.stderr
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]["val_accuracy"]) == 2
+
+    # a second run into the same folder without --resume is refused, not overwritten
+    r3 = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r3.returncode == 2 and "already holds a run" in r3.stderr and "Traceback" not in r3.stderr
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="evaluation needs tensorflow")
+def test_evaluate_cli_writes_report_and_plots(fer_root, tmp_path):
+    from models.train import TrainOptions, train
+
+    run = train(TrainOptions(data=str(fer_root), out=str(tmp_path / "run"), arch="seed5", epochs=1, limit=20,
+                             precision="float32", jit=False, cache_dir=str(tmp_path / "cache")))
+    out = tmp_path / "eval"
+    r = subprocess.run([sys.executable, "-m", "models.evaluate", "--model", str(run / "emotion.keras"), "--data", str(fer_root),
+                        "--out", str(out), "--tta", "--cache-dir", str(tmp_path / "cache")],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "accuracy" in r.stdout and "precision" in r.stdout
+    m = json.loads((out / "metrics_tta.json").read_text())
+    assert m["flip_tta"] is True and len(m["confusion"]) == 7
+    assert (out / "confusion_tta.png").stat().st_size > 1000
+    bad = subprocess.run([sys.executable, "-m", "models.evaluate", "--model", str(tmp_path / "nope.keras"), "--data", str(fer_root)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
