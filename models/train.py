@@ -346,7 +346,11 @@ def train(opts: TrainOptions, resume: bool = False) -> Path:
     if opts.export:
         from export.run import export_model
 
-        export_model(out / FINAL_NAME, out, calib=opts.data)
+        # A --limit smoke run is too small for the parity thresholds to mean anything.
+        export_model(out / FINAL_NAME, out, calib=opts.data, check=not opts.limit)
+    from models.card import write_card
+
+    write_card(out)
     return out
 
 
