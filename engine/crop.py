@@ -25,7 +25,7 @@ class CropOptions:
     margin: float = 0.25  # extra side length, as a fraction of the detector's box side
     shift_y: float = -0.05  # move the crop centre down (+) or up (-), fraction of the side
     align: bool = True  # rotate so the eyes are level
-    max_tilt_deg: float = 45.0  # ignore eye angles beyond this (a bad keypoint, not a head roll)
+    max_tilt_deg: float = 75.0  # ignore eye angles beyond this (a bad keypoint, not a head roll)
 
 
 def eye_angle(det: Detection) -> float:
