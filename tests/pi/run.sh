@@ -2,7 +2,7 @@
 # Raspberry Pi smoke test under emulation (opt-in; not part of the default pytest run).
 #
 #   tests/pi/run.sh a72|a76                 build/reuse an arm64 Debian bookworm root, install the
-#                                           project the way docs/raspberry-pi.md tells a Pi user, run
+#                                           project the way README.md ("Raspberry Pi") tells a Pi user, run
 #                                           the engine on a real clip, print ONE JSON line
 #   tests/pi/run.sh a72|a76 --setup         only build/reuse the root and the venv
 #   tests/pi/run.sh a72|a76 --exec CMD...   run CMD inside the root, in the project dir, venv active
@@ -125,7 +125,7 @@ if [[ -d /etc/xdg/pip ]]; then mkdir -p "$ROOT/etc/xdg"; rm -rf "$ROOT/etc/xdg/p
 mount_all
 
 if [[ ! -e "$ROOT/.pi-apt-done" ]]; then
-  log "apt: CA certificates, libegl1 libgles2 (mediapipe), as docs/raspberry-pi.md says"
+  log "apt: CA certificates, libegl1 libgles2 (mediapipe), as README.md ("Raspberry Pi") says"
   in_root "update-ca-certificates >/dev/null && apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv python3-pip libegl1 libgles2 >/dev/null" >&2
   touch "$ROOT/.pi-apt-done"
 else
@@ -150,7 +150,7 @@ t0=$(date +%s.%N)
 if [[ ! -e "$ROOT$VENV/.pi-venv-done" ]]; then
   log "fresh venv: pip install \".[tflite]\" under qemu $CPU (~5-10 min)"
   rm -rf "$ROOT$VENV"
-  # Exactly the commands of docs/raspberry-pi.md (Raspberry Pi OS Lite = headless: swap the GUI OpenCV).
+  # Exactly the commands of README.md ("Raspberry Pi") (Raspberry Pi OS Lite = headless: swap the GUI OpenCV).
   in_root "set -e; cd $PROJ; python3 -m venv .venv; . .venv/bin/activate;
     pip install -q '.[tflite]';
     pip uninstall -q -y opencv-contrib-python; pip install -q --no-deps opencv-contrib-python-headless" >&2
