@@ -12,8 +12,13 @@ import time
 
 _T_START = time.perf_counter()  # before the heavy imports: start-up time counts them
 
-import argparse
 import os
+
+# OpenCV's own warnings ("[ WARN:0@0.03] ... can't open camera by index") would precede our
+# one-sentence error; set before cv2 is imported. OPENCV_LOG_LEVEL=INFO brings them back.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+import argparse
 import signal
 import sys
 from pathlib import Path
@@ -116,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sound-out", help="render the cues into this WAV on the source's timeline instead of a speaker")
     s.add_argument("--sound-stable", type=_nonneg, default=1.0, help="seconds an emotion must hold before its cue [1.0]")
     s.add_argument("--sound-cooldown", type=_nonneg, default=4.0, help="minimum seconds between cues [4.0]")
+    s.add_argument("--sound-player", default="auto", help="auto, sounddevice, paplay, aplay, afplay or none [auto]")
     return p
 
 
@@ -190,9 +196,12 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
         from engine.sound import SoundCues, SoundOptions
 
         cues = SoundCues.create(SoundOptions(sound_dir=args.sound_dir, stable_s=args.sound_stable, cooldown_s=args.sound_cooldown,
-                                             out_wav=args.sound_out), rec.labels)
+                                             out_wav=args.sound_out, player=args.sound_player), rec.labels)
+        log(f"sound cues: player {cues.player}" + (f", rendering to {args.sound_out}" if args.sound_out else ""))
         last_t = [0.0]
-        closers.append(lambda: cues.close(end_t=last_t[0]))
+        interrupted = [False]
+        # The WAV covers the whole source timeline; an interrupted run does not wait for the clip.
+        closers.append(lambda: cues.close(end_t=last_t[0] + 1.0 / (source.fps or 25.0), wait=not interrupted[0]))
 
     first_out: list[float] = []
 
@@ -231,6 +240,8 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: pipe.stop("SIGTERM"))
     try:
         stats = pipe.run()
+        if cues is not None:
+            interrupted[0] = stats.stopped_by != "end"
     except PipelineError as exc:
         raise UserError(str(exc)) from None
     finally:
