@@ -61,6 +61,11 @@ def resolve_model(opts: ClassifierOptions) -> Path:
     return path
 
 
+def _shape_text(dims) -> str:
+    """(64, 64, 3) / [np.int32(64), ...] / ['height', 48, 1] -> '64x64x3' for messages."""
+    return "x".join(str(int(d)) if isinstance(d, (int, np.integer)) else str(d) for d in dims)
+
+
 class Classifier:
     """Base: `predict(faces) -> probs`. Subclasses wrap one runtime each."""
 
@@ -98,11 +103,16 @@ class TFLiteClassifier(Classifier):
         super().__init__(path, spec)
         from engine.litert import load_tflite_interpreter
 
-        self._it = load_tflite_interpreter(path, threads)
+        self._it = load_tflite_interpreter(path, threads, allocate=False)
         inp = self._it.get_input_details()[0]
         out = self._it.get_output_details()[0]
-        if list(inp["shape"][1:]) != [FACE_SIZE, FACE_SIZE, 1]:
-            raise UserError(f"{path.name} takes input {list(inp['shape'][1:])}, not the contract's 48x48x1")
+        # Checked before allocating, so a wrong model ends in one sentence, not runtime logs first.
+        if [int(d) for d in inp["shape"][1:]] != [FACE_SIZE, FACE_SIZE, 1]:
+            raise UserError(f"{path.name} takes input {_shape_text(inp['shape'][1:])}, not the contract's 48x48x1")
+        try:
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"{path} cannot be prepared by the TFLite runtime: {exc}") from None
         self._in, self._out = inp["index"], out["index"]
         self._in_dtype = inp["dtype"]
         self._in_q = inp.get("quantization", (0.0, 0))
@@ -154,7 +164,7 @@ class OnnxClassifier(Classifier):
             raise UserError(f"{path} is not a loadable ONNX model ({type(exc).__name__})") from None
         inp = self._sess.get_inputs()[0]
         if [d if isinstance(d, int) else None for d in inp.shape[1:]] != [FACE_SIZE, FACE_SIZE, 1]:
-            raise UserError(f"{path.name} takes input {inp.shape[1:]}, not the contract's 48x48x1")
+            raise UserError(f"{path.name} takes input {_shape_text(inp.shape[1:])}, not the contract's 48x48x1")
         self._name = inp.name
         self._dtype = np.uint8 if "uint8" in inp.type else np.float32
         self.input_dtype = np.dtype(self._dtype).name
@@ -181,7 +191,7 @@ class KerasClassifier(Classifier):
         self._model = _load_keras(path)
         shape = list(self._model.input_shape[1:])
         if shape != [FACE_SIZE, FACE_SIZE, 1]:
-            raise UserError(f"{path.name} takes input {shape}, not the contract's 48x48x1")
+            raise UserError(f"{path.name} takes input {_shape_text(shape)}, not the contract's 48x48x1")
         self._call = tf.function(lambda x: self._model(x, training=False), reduce_retracing=True)
         self._tf = tf
         self.input_dtype = "float32"

@@ -64,11 +64,31 @@ def choose_impl(requested: str) -> str:
         safe, reason = mediapipe_safe()
         if not safe:
             raise UserError(f"mediapipe cannot run on this CPU ({reason}); use --detector-impl litert")
-    try:
-        import mediapipe  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("mediapipe") is None:
         return "litert"
     return "mediapipe"
+
+
+def _import_mediapipe():
+    """Import mediapipe without letting it import TensorFlow.
+
+    mediapipe's metadata module tries `import tensorflow` only to open files through
+    tf.io.gfile, and falls back to `open` without it. Where TensorFlow happens to be
+    installed (a training machine) that costs ~2.5 s of start-up and a screen of logs, so
+    the import is blocked for the duration unless TensorFlow is already loaded.
+    """
+    blocked = "tensorflow" not in sys.modules
+    if blocked:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]  (makes `import tensorflow` raise ImportError)
+    try:
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+    finally:
+        if blocked and sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
+    return mp, BaseOptions, vision
 
 
 class MediaPipeFaceDetector:
@@ -76,8 +96,7 @@ class MediaPipeFaceDetector:
 
     def __init__(self, model_path: Path, min_score: float, video: bool):
         os.environ.setdefault("GLOG_minloglevel", "2")
-        import mediapipe as mp
-        from mediapipe.tasks.python import BaseOptions, vision
+        mp, BaseOptions, vision = _import_mediapipe()
 
         self._mp = mp
         mode = vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE

@@ -39,15 +39,19 @@ def interpreter_class():
     raise UserError(f"no TFLite runtime found: {INSTALL_HINT} ({'; '.join(errors)})")
 
 
-def load_tflite_interpreter(path: str | os.PathLike, threads: int = 1):
-    """An allocated interpreter for the .tflite file at `path`, using `threads` CPU threads."""
+def load_tflite_interpreter(path: str | os.PathLike, threads: int = 1, allocate: bool = True):
+    """An interpreter for the .tflite file at `path`, using `threads` CPU threads.
+
+    `allocate=False` leaves `allocate_tensors()` to the caller: the input details can be
+    checked first, before the runtime applies its delegate (and logs about it)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
     cls, runtime = interpreter_class()
     try:
         interp = cls(model_path=str(path), num_threads=max(1, int(threads)))
-        interp.allocate_tensors()
+        if allocate:
+            interp.allocate_tensors()
     except ValueError as exc:  # what the runtimes raise for a file that is not a model
         raise UserError(f"{path} is not a TFLite model {runtime} can load: {exc}") from exc
     interp.runtime_name = runtime  # type: ignore[attr-defined]  (for logs and benchmarks)

@@ -69,7 +69,7 @@ class PipelineStats:
     wall_s: float = 0.0
     startup_s: float | None = None  # pipeline start -> first frame out
     #: newest frames' stage times, bounded so a long run's memory stays flat
-    per_frame_ms: deque = field(default_factory=lambda: deque(maxlen=50_000))
+    per_frame_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
     reconnects: int = 0
     stopped_by: str = "end"
 
@@ -112,15 +112,23 @@ class Pipeline:
 
     `on_frame(packet, overlay_image_or_None)` runs on the calling thread (an OpenCV
     window must live there) and returns True to ask for a stop (q / Esc).
+    `on_idle(image)`, also on the calling thread, is called about twice a second while a
+    lost camera is being reopened, with the last frame redrawn under the status line
+    ("camera 0 lost - retry 3 in 2.0s"): a window keeps saying so and stays responsive.
+    It returns True to ask for a stop. Nothing is written to the frame sinks meanwhile.
     """
+
+    IDLE_EVERY_S = 0.5
 
     def __init__(self, recognizer: EmotionRecognizer, source: Source, opts: PipelineOptions,
                  on_frame: Callable[[Packet, np.ndarray | None], bool | None] | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None,
+                 on_idle: Callable[[np.ndarray], bool | None] | None = None):
         self.rec = recognizer
         self.source = source
         self.opts = opts
         self.on_frame = on_frame
+        self.on_idle = on_idle
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.stats = PipelineStats()
         self.status = ""  # shown on the overlay (e.g. camera lost)
@@ -130,8 +138,10 @@ class Pipeline:
         self._stills = isinstance(source, ImageSource)
         live = source.live
         self._q1 = _Mailbox() if live else queue.Queue(opts.queue_size)
-        self._q2: queue.Queue = queue.Queue(opts.queue_size)
-        self._q3: queue.Queue = queue.Queue(opts.queue_size)
+        # Live: one slot between stages, so a frame waits behind at most one other.
+        depth = 1 if live else opts.queue_size
+        self._q2: queue.Queue = queue.Queue(depth)
+        self._q3: queue.Queue = queue.Queue(depth)
         self._reconnecting = threading.Event()
 
     # ---------------- control ----------------
@@ -171,10 +181,16 @@ class Pipeline:
                 self._stop.set()
             finally:
                 self._busy[name] = None
-                try:
-                    downstream.put(_END, timeout=0.5)
-                except queue.Full:
-                    pass
+                if self._stop.is_set():
+                    # Stopping: every reader also ends on the stop event; this only wakes one early.
+                    try:
+                        downstream.put(_END, timeout=0)
+                    except queue.Full:
+                        pass
+                else:
+                    # Normal end: the next stage must see it however slow it is (a Pi, tiles), so
+                    # wait for room rather than drop it after a timeout and stall until the watchdog.
+                    self._put(downstream, _END)
         return run
 
     # ---------------- stages ----------------
@@ -199,7 +215,7 @@ class Pipeline:
             index += 1
             if not self._put(self._q1, pkt):
                 break
-        self._q1.put(_END, timeout=0.5)
+        # _guard hands _END downstream (a blocking put here raised queue.Full on a stop)
 
     def _reconnect_loop(self) -> None:
         """Camera gone: keep the process alive, say so, retry with exponential back-off."""
@@ -267,6 +283,9 @@ class Pipeline:
         last_log = time.monotonic()
         fps_ema = None
         last_out = None
+        last_pkt: Packet | None = None
+        last_text: tuple = (None, None)  # fps and ms as drawn on last_pkt
+        last_idle = 0.0
         try:
             while True:
                 if self._stop.is_set() and self._errors:
@@ -278,6 +297,13 @@ class Pipeline:
                         break
                     if self._reconnecting.is_set():
                         last_progress = time.monotonic()
+                        if self.on_idle is not None and last_pkt is not None and last_progress - last_idle >= self.IDLE_EVERY_S:
+                            last_idle = last_progress
+                            # same text as when it was drawn (it is drawn over itself), plus the status line
+                            image = draw(last_pkt.image.copy(), last_pkt.faces, *last_text, o.bars, self.status)
+                            if self.on_idle(image):
+                                self.stop("quit")
+                                break
                     elif time.monotonic() - last_progress > o.watchdog_s:
                         now = time.monotonic()
                         stuck = [k for k, v in self._busy.items() if v is not None and now - v > o.watchdog_s / 2]
@@ -294,10 +320,17 @@ class Pipeline:
                         dt = time.perf_counter() - last_out
                         fps_ema = 1 / dt if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
                         fps_now = fps_ema
+                    last_text = (fps_now, dict(pkt.ms))
                     image = draw(pkt.image, pkt.faces, fps_now, pkt.ms, o.bars, self.status)
                 pkt.ms["overlay"] = _ms(t0)
                 last_out = time.perf_counter()
-                quit_asked = bool(self.on_frame(pkt, image)) if self.on_frame else False
+                last_pkt = pkt
+                try:
+                    quit_asked = bool(self.on_frame(pkt, image)) if self.on_frame else False
+                except (UserError, PipelineError):
+                    raise
+                except Exception as exc:  # a failing sink (disk full...) is reported like any other stage
+                    raise PipelineError(f"sink stage failed: {type(exc).__name__}: {exc}") from exc
                 self._account(pkt, t_start)
                 if not o.quiet and time.monotonic() - last_log > o.progress_every_s:
                     last_log = time.monotonic()

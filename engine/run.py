@@ -14,9 +14,11 @@ _T_START = time.perf_counter()  # before the heavy imports: start-up time counts
 
 import os
 
-# OpenCV's own warnings ("[ WARN:0@0.03] ... can't open camera by index") would precede our
-# one-sentence error; set before cv2 is imported. OPENCV_LOG_LEVEL=INFO brings them back.
+# OpenCV's own warnings ("[ WARN:0@0.03] ... can't open camera by index") and FFmpeg's
+# ("moov atom not found") would precede our one-sentence error; set before cv2 is imported.
+# OPENCV_LOG_LEVEL=INFO / OPENCV_FFMPEG_LOGLEVEL=32 bring them back.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
 
 import argparse
 import signal
@@ -234,9 +236,14 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
             print(f"{pkt.name}: {summary}", flush=True)
         return bool(window and window.quit_requested)
 
+    def on_idle(image) -> bool:  # camera lost: the window keeps showing the reconnect status
+        window.write(image)
+        return window.quit_requested
+
     want_pixels = bool(video or image_out or window)
     pipe = Pipeline(rec, source, PipelineOptions(max_frames=args.max_frames, bars=args.bars, overlay=want_pixels,
-                                                 quiet=args.quiet), on_frame=on_frame, log=log)
+                                                 quiet=args.quiet), on_frame=on_frame, log=log,
+                    on_idle=on_idle if window is not None else None)
     previous = signal.signal(signal.SIGTERM, lambda *_: pipe.stop("SIGTERM"))
     try:
         stats = pipe.run()

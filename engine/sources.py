@@ -75,8 +75,18 @@ class VideoCaptureSource(Source):
         self._loops_left = max(1, opts.loop)
         if not self._open():
             what = "camera" if isinstance(target, int) or str(target).startswith("/dev/") else "source"
-            raise UserError(f"cannot open {what} {self.name}" + (" (is it connected and not used by another program?)" if what == "camera" else ""))
+            label = self.name if self.name.startswith(f"{what} ") else f"{what} {self.name}"  # not "camera camera 9"
+            raise UserError(f"cannot open {label}" + (" (is it connected and not used by another program?)" if what == "camera" else ""))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) or (opts.fps or 30.0)
+        self._pending = None
+        if not live:
+            # A file OpenCV opens but cannot decode (a corrupt GIF, an unknown codec) is a clear
+            # error now, before any model loads, not a silent "done: 0 frames" later.
+            ok, first = self._cap.read()
+            if not ok or first is None:
+                self.close()
+                raise UserError(f"cannot read any frame from {self.name} (not a video OpenCV can decode?)")
+            self._pending = first
 
     def _default_opener(self, target):
         if isinstance(target, int) or str(target).startswith("/dev/video"):
@@ -105,6 +115,9 @@ class VideoCaptureSource(Source):
         return True
 
     def read(self) -> np.ndarray | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
         if self._cap is None:
             return None
         ok, frame = self._cap.read()

@@ -73,7 +73,9 @@ class FaceTracker:
         self._next_id = 1
 
     def reset(self) -> None:
+        """Forget every face: the next ones are #1, #2... again (each photo of a folder)."""
         self._tracks.clear()
+        self._next_id = 1
 
     def _match(self, dets: list[Detection]) -> list[int | None]:
         """Index of the track each detection continues, or None for a new face."""

@@ -60,3 +60,29 @@ def fer_root(tmp_path_factory) -> Path:
     if os.environ.get("EMOTION_TEST_PACKAGED_FACES") != "1" and (SHARED_FER / "train").is_dir() and (SHARED_FER / "validation").is_dir():
         return SHARED_FER
     return build_face_folder(tmp_path_factory.mktemp("faces"))
+
+
+#: what `tiny_export_dir` holds (the engine's backends x precisions the tests exercise)
+TINY_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_export_dir(tmp_path_factory, fer_root) -> Path:
+    """An export directory (labels.json + emotion_fp32.tflite, emotion_int8.tflite, emotion_fp32.onnx)
+    of a 1-epoch emonet_n trained on 30 faces per class: real weights, poor accuracy, ~30 s to build.
+    For tests of plumbing (shapes, labels, backends); a test that needs a *good* model uses models/zoo."""
+    import importlib.util
+
+    missing = [m for m in ("tensorflow", "tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"building a test model needs {', '.join(missing)} (pip install '.[train]')")
+    from export.run import export_model
+    from models.train import TrainOptions, train
+
+    base = tmp_path_factory.mktemp("tiny-model")
+    run_dir = train(TrainOptions(data=str(fer_root), out=str(base / "run"), arch="emonet_n", epochs=1, limit=30,
+                                 batch=32, jit=False, precision="float32", augment="light"))
+    out = base / "export"
+    export_model(Path(run_dir) / "emotion.keras", out, calib=fer_root, calib_size=64, verify_size=64,
+                 check=False, formats=TINY_FORMATS)
+    return out

@@ -1,0 +1,349 @@
+#!/usr/bin/env python
+"""Accuracy through the engine: does the engine's detect -> crop -> classify path see a face the
+way the classifier saw FER2013 faces in training?
+
+FER2013 faces are 48x48, registered and cropped by the dataset's makers. The engine instead
+finds a face with BlazeFace in a whole frame and cuts its own square (`engine.crop`: the
+detector's box enlarged by `margin`, moved by `shift_y`, rotated upright from the eye
+keypoints). If that crop differs from FER's, every prediction in the field is made on a face
+framed unlike the training faces. This benchmark measures the gap on faces whose answer is
+known:
+
+  1. N validation faces (models.data.load_split), classified directly at 48x48: the reference;
+  2. each face upscaled to a random size (96-160 px), placed at a random spot in a larger frame
+     (480x360, mid-grey or a blurred background, 1-3 faces per frame);
+  3. the engine's own stages on those frames (EmotionRecognizer.detect, then .classify =
+     crop_faces + ONE batched classifier call), for every margin x shift_y (x align) of a grid.
+
+Reported: the detector's miss rate, the agreement of the engine's label with the direct 48x48
+label of the same face (target >= 90%), and the accuracy against the true label for both.
+
+Examples:
+  python benchmarks/crop_agreement.py                                  # shipped model, 1000 faces
+  python benchmarks/crop_agreement.py --model runs/x/export --n 500 --json out.json --md out.md
+  python benchmarks/crop_agreement.py --margins 0.2,0.3 --shifts=-0.05,0 --align on --background blur
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+_HERE = Path(__file__).resolve().parent
+_REPO = _HERE.parent
+# `python benchmarks/crop_agreement.py` puts benchmarks/ first on sys.path, where models.py would
+# shadow the project's `models` package: drop it and put the repository root there instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text  # noqa: E402
+from models.errors import UserError, cli_main  # noqa: E402
+
+DEFAULT_DATA = SHARED / "data" / "fer2013"
+TARGET = 0.90  # engine label == direct 48x48 label on at least this share of detected faces
+DEFAULT_MARGINS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
+DEFAULT_SHIFTS = (-0.1, -0.05, 0.0, 0.05, 0.1)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("give at least one value")
+    return vals
+
+
+def _range(text: str) -> tuple[int, int]:
+    """'96-160' or '128' -> (lo, hi)."""
+    try:
+        parts = [int(v) for v in text.split("-")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or LO-HI") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or parts[0] < 1 or parts[1] < parts[0]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or LO-HI with 1 <= LO <= HI")
+    return parts[0], parts[1]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UserError(f"{message} (see python benchmarks/crop_agreement.py --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS
+
+    p = _Parser(prog="python benchmarks/crop_agreement.py", description=__doc__.split("\n\n")[0],
+                epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="FER-style data (folders or fer2013.csv) [../shared/data/fer2013]")
+    p.add_argument("--split", default="validation", help="which split's faces [validation]")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="export directory or model file [the shipped model]")
+    p.add_argument("--backend", default="tflite", help=f"{', '.join(BACKENDS)} [tflite]")
+    p.add_argument("--precision", default="int8", help=f"{', '.join(PRECISIONS)} [int8]")
+    p.add_argument("--detector", default="short", help="short, full or a .tflite path [short]")
+    p.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert [auto]")
+    p.add_argument("--min-face-score", type=float, default=0.5, help="face-detection threshold [0.5]")
+    p.add_argument("--n", type=_positive_int, default=1000, help="faces to place [1000]")
+    p.add_argument("--size", type=_range, default=(96, 160), help="face side in the frame, px: N or LO-HI [96-160]")
+    p.add_argument("--faces", type=_range, default=(1, 3), help="faces per frame: N or LO-HI [1-3]")
+    p.add_argument("--width", type=_positive_int, default=480, help="frame width [480]")
+    p.add_argument("--height", type=_positive_int, default=360, help="frame height [360]")
+    p.add_argument("--background", default="grey", choices=("grey", "blur"), help="mid-grey or a blurred random background [grey]")
+    p.add_argument("--margins", type=_floats, default=DEFAULT_MARGINS, help="CropOptions.margin values to sweep")
+    p.add_argument("--shifts", type=_floats, default=DEFAULT_SHIFTS, help="CropOptions.shift_y values to sweep (write --shifts=-0.1,0 when the list starts with a minus)")
+    p.add_argument("--align", default="both", choices=("on", "off", "both"), help="eye-line alignment in the sweep [both]")
+    p.add_argument("--seed", type=int, default=0, help="face choice, sizes and positions [0]")
+    p.add_argument("--json", help="write the results as JSON")
+    p.add_argument("--md", help="write the results as a Markdown table")
+    return p
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def compose_frames(faces: np.ndarray, rng: np.random.Generator, size: tuple[int, int], per_frame: tuple[int, int],
+                   width: int, height: int, background: str) -> list[tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]]:
+    """Place every face once: [(BGR frame, [(face index, (x, y, side, side)), ...]), ...].
+
+    Faces in one frame do not overlap (a gap of a tenth of a face between them), so each
+    detection belongs to one face.
+    """
+    if size[1] > min(width, height):
+        raise UserError(f"--size {size[1]} does not fit a {width}x{height} frame")
+    frames = []
+    i = 0
+    while i < len(faces):
+        k = int(rng.integers(per_frame[0], per_frame[1] + 1))
+        frame = _background(rng, width, height, background)
+        boxes: list[tuple[int, int, int, int]] = []
+        placed = []
+        for _ in range(k):
+            if i >= len(faces):
+                break
+            side = int(rng.integers(size[0], size[1] + 1))
+            for _try in range(50):
+                x, y = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+                gap = side // 10
+                if all(x + side + gap <= bx or bx + bs + gap <= x or y + side + gap <= by or by + bs + gap <= y for bx, by, bs, _ in boxes):
+                    break
+            else:
+                break  # no room left in this frame: the face goes into the next one
+            face = cv2.resize(faces[i], (side, side), interpolation=cv2.INTER_CUBIC)
+            frame[y : y + side, x : x + side] = face[..., None]
+            boxes.append((x, y, side, side))
+            placed.append((i, (x, y, side, side)))
+            i += 1
+        frames.append((frame, placed))
+    return frames
+
+
+def _background(rng: np.random.Generator, width: int, height: int, kind: str) -> np.ndarray:
+    if kind == "grey":
+        return np.full((height, width, 3), 128, np.uint8)
+    # Smooth blotches (something like an out-of-focus room): low-resolution noise, upscaled and blurred.
+    small = rng.integers(40, 216, (max(2, height // 24), max(2, width // 24), 3), dtype=np.uint8)
+    big = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.GaussianBlur(big, (0, 0), 6)
+
+
+def match(dets, boxes: list[tuple[int, int, int, int]]) -> list[int | None]:
+    """For each true face box, the index of the detection whose centre lies inside it (best score)."""
+    taken: set[int] = set()
+    out: list[int | None] = []
+    for x, y, w, h in boxes:
+        best = None
+        for j, d in enumerate(dets):
+            dx, dy, dw, dh = d.box
+            cx, cy = dx + dw / 2, dy + dh / 2
+            if j not in taken and x <= cx <= x + w and y <= cy <= y + h and (best is None or d.score > dets[best].score):
+                best = j
+        if best is not None:
+            taken.add(best)
+        out.append(best)
+    return out
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def run(args: argparse.Namespace) -> dict:
+    from engine.api import EmotionRecognizer, EngineOptions
+    from engine.classifier import ClassifierOptions
+    from engine.crop import CropOptions, crop_faces
+    from engine.detect import DetectorOptions
+    from engine.types import Detection
+    from models.data import load_split
+
+    t_start = time.time()
+    rec = EmotionRecognizer.create(EngineOptions(
+        classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision),
+        detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl, video=False)))
+    try:
+        labels = tuple(rec.labels)
+        data = load_split(args.data, args.split, labels, quiet=True)
+        if len(data) == 0:
+            raise UserError(f"{args.data} has no {args.split} faces for the model's classes")
+        rng = np.random.default_rng(args.seed)
+        pick = np.sort(rng.permutation(len(data))[: min(args.n, len(data))])
+        faces, truth = data.x[pick, :, :, 0], data.y[pick]
+        n = len(faces)
+        print(f"crop_agreement: {n} {args.split} faces from {rel(args.data)}, model {rel(rec.classifier.path)} "
+              f"({rec.classifier.backend}), detector {getattr(rec.detector, 'impl', '?')} ({args.detector})", file=sys.stderr)
+
+        # 1. the reference: the classifier on the 48x48 faces themselves (batches, same classifier object)
+        direct = np.concatenate([rec.classifier.predict(faces[i : i + 256, :, :, None]).argmax(1) for i in range(0, n, 256)])
+
+        # 2. the frames, 3. the detector once per frame (its output does not depend on the crop)
+        frames = compose_frames(faces, rng, args.size, args.faces, args.width, args.height, args.background)
+        matched: list[tuple[np.ndarray, list, list[int]]] = []  # (frame, detections of found faces, their face indices)
+        found = np.zeros(n, bool)
+        extra = 0
+        scale, dy = [], []  # true side / detector box side; (true centre - box centre) / true side, +down
+        detect_s = 0.0
+        oracle = np.full(n, -1)
+        for frame, placed in frames:
+            t0 = time.perf_counter()
+            dets = rec.detect(frame)
+            detect_s += time.perf_counter() - t0
+            hits = match(dets, [b for _, b in placed])
+            keep = [(dets[j], i) for (i, _), j in zip(placed, hits) if j is not None]
+            extra += len(dets) - len(keep)
+            for (i, (x, y, side, _)), j in zip(placed, hits):
+                if j is not None:
+                    found[i] = True
+                    bx, by, bw, bh = dets[j].box
+                    scale.append(side / max(bw, bh))
+                    dy.append((y + side / 2 - (by + bh / 2)) / side)
+            matched.append((frame, [d for d, _ in keep], [i for _, i in keep]))
+            # the ceiling: the engine's crop of the TRUE square (what the resampling alone costs)
+            truth_dets = [Detection(b, 1.0) for _, b in placed]
+            oracle[[i for i, _ in placed]] = rec.classifier.predict(
+                crop_faces(frame, truth_dets, CropOptions(margin=0.0, shift_y=0.0, align=False))).argmax(1)
+        detect_ms = detect_s * 1000 / max(1, len(frames))
+        n_found = int(found.sum())
+        if n_found == 0:
+            raise UserError("the detector found none of the placed faces: nothing to compare (try --size 128-160)")
+
+        # 4. the engine's crop + classify for every grid point
+        aligns = {"on": (True,), "off": (False,), "both": (True, False)}[args.align]
+        default = CropOptions()
+        rows = []
+        for align in aligns:
+            for margin in args.margins:
+                for shift in args.shifts:
+                    rec.options.crop = CropOptions(margin=margin, shift_y=shift, align=align)
+                    engine = np.full(n, -1)
+                    for frame, dets, idx in matched:
+                        if dets:
+                            engine[idx] = rec.classify(frame, dets).argmax(1)
+                    sel = found
+                    rows.append({
+                        "margin": margin, "shift_y": shift, "align": align,
+                        "default": (margin, shift, align) == (default.margin, default.shift_y, default.align),
+                        "agreement": float((engine[sel] == direct[sel]).mean()),
+                        "engine_accuracy": float((engine[sel] == truth[sel]).mean()),
+                    })
+        best = max(rows, key=lambda r: (r["agreement"], r["engine_accuracy"]))
+        for r in rows:
+            r["best"] = r is best
+    finally:
+        rec.close()
+
+    return {
+        "benchmark": "crop_agreement",
+        "date": now_utc(),
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k not in ("json", "md")},
+        "model": rel(str(rec.classifier.path)),
+        "labels": list(labels),
+        "faces": n,
+        "frames": len(frames),
+        "detected": n_found,
+        "miss_rate": 1 - n_found / n,
+        "extra_detections": extra,
+        "detect_ms_per_frame": round(detect_ms, 2),
+        "direct_accuracy_all": float((direct == truth).mean()),
+        "direct_accuracy_detected": float((direct[found] == truth[found]).mean()),
+        "missed_direct_accuracy": float((direct[~found] == truth[~found]).mean()) if n_found < n else None,
+        "oracle_agreement": float((oracle == direct).mean()),
+        "box_geometry": {
+            "true_side_over_box_side": {q: round(float(np.percentile(scale, v)), 3) for q, v in (("p10", 10), ("p50", 50), ("p90", 90))},
+            "true_centre_below_box_centre": {q: round(float(np.percentile(dy, v)), 3) for q, v in (("p10", 10), ("p50", 50), ("p90", 90))},
+        },
+        "default_crop": asdict(default),
+        "rows": rows,
+        "best": best,
+        "target_agreement": TARGET,
+        "meets_target": best["agreement"] >= TARGET,
+        "seconds": round(time.time() - t_start, 1),
+    }
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def tables(res: dict) -> tuple[str, str]:
+    headers = ["align", "margin", "shift_y", "agree %", "engine acc %", "direct acc %", ""]
+    rows = [[("on" if r["align"] else "off"), f"{r['margin']:.2f}", f"{r['shift_y']:+.2f}", _pct(r["agreement"]), _pct(r["engine_accuracy"]),
+             _pct(res["direct_accuracy_detected"]), " ".join(t for t, on in (("best", r["best"]), ("default", r["default"])) if on)]
+            for r in res["rows"]]
+    b, g = res["best"], res["box_geometry"]
+    summary = (f"{res['faces']} faces in {res['frames']} frames; detector missed {res['faces'] - res['detected']} "
+               f"({_pct(res['miss_rate'])}%), {res['extra_detections']} extra detections, {res['detect_ms_per_frame']} ms/frame.\n"
+               f"Direct 48x48 accuracy: {_pct(res['direct_accuracy_all'])}% on all faces, {_pct(res['direct_accuracy_detected'])}% on the detected ones"
+               + (f", {_pct(res['missed_direct_accuracy'])}% on the missed ones" if res["missed_direct_accuracy"] is not None else "") + ".\n"
+               f"Ceiling: the engine's crop of the true square agrees on {_pct(res['oracle_agreement'])}% (resampling alone); "
+               f"the true side is {g['true_side_over_box_side']['p50']:.2f}x the detector's box side (p10-p90 "
+               f"{g['true_side_over_box_side']['p10']:.2f}-{g['true_side_over_box_side']['p90']:.2f}), its centre "
+               f"{abs(g['true_centre_below_box_centre']['p50']):.3f} sides {'below' if g['true_centre_below_box_centre']['p50'] >= 0 else 'above'}"
+               f" the box centre.\n"
+               f"Best crop: margin {b['margin']:.2f}, shift_y {b['shift_y']:+.2f}, align {'on' if b['align'] else 'off'}: "
+               f"agreement {_pct(b['agreement'])}% (target {100 * res['target_agreement']:.0f}%: "
+               f"{'met' if res['meets_target'] else 'NOT met'}), engine accuracy {_pct(b['engine_accuracy'])}%.")
+    return (text_table(headers, rows) + "\n\n" + summary,
+            f"Model `{res['model']}`, {res['params']['split']} split, background {res['params']['background']}, "
+            f"face size {res['params']['size'][0]}-{res['params']['size'][1]} px, seed {res['params']['seed']}.\n\n"
+            + md_table(headers, rows, left=0) + "\n\n" + summary.replace("\n", "\n\n") + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not 0.0 < args.min_face_score < 1.0:
+        raise UserError("--min-face-score must be between 0 and 1")
+    res = run(args)
+    text, md = tables(res)
+    print(text)
+    if args.json:
+        write_json(args.json, res)
+    if args.md:
+        write_text(args.md, md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

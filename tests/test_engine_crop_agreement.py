@@ -1,0 +1,69 @@
+"""benchmarks/crop_agreement.py: the engine's detect -> crop -> classify path against direct 48x48
+classification of the same faces. Plumbing only (a tiny model): the numbers are the benchmark's job."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "crop_agreement.py"
+
+
+def run(*args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_crop_agreement_json_and_table(tiny_export_dir, fer_root, tmp_path):
+    out = tmp_path / "ca.json"
+    proc = run("--model", tiny_export_dir, "--data", fer_root, "--n", 40, "--margins", "0.2,0.25", "--shifts=-0.05,0",
+               "--align", "both", "--json", out, "--md", tmp_path / "ca.md")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert res["faces"] == 40 and 0 <= res["detected"] <= 40 and res["miss_rate"] == 1 - res["detected"] / 40
+    assert len(res["rows"]) == 2 * 2 * 2 and sum(r["best"] for r in res["rows"]) == 1
+    assert [r["default"] for r in res["rows"]].count(True) == 1  # margin 0.25, shift -0.05, align on
+    for r in res["rows"]:
+        assert 0.0 <= r["agreement"] <= 1.0 and 0.0 <= r["engine_accuracy"] <= 1.0
+    assert res["best"]["agreement"] == max(r["agreement"] for r in res["rows"])
+    assert res["meets_target"] == (res["best"]["agreement"] >= res["target_agreement"])
+    assert 0.0 <= res["oracle_agreement"] <= 1.0
+    assert "Best crop: margin" in proc.stdout and "agree %" in proc.stdout
+    assert "| align |" in (tmp_path / "ca.md").read_text()
+
+
+def test_crop_agreement_frames_place_every_face_once():
+    sys.path.insert(0, str(REPO))
+    from benchmarks.crop_agreement import compose_frames
+
+    coarse = np.random.default_rng(0).integers(0, 256, (25, 6, 6), dtype=np.uint8)  # smooth, face-like frequencies
+    faces = np.stack([cv2.resize(c, (48, 48), interpolation=cv2.INTER_CUBIC) for c in coarse])
+    frames = compose_frames(faces, np.random.default_rng(1), (96, 160), (1, 3), 480, 360, "blur")
+    placed = [i for _, p in frames for i, _ in p]
+    assert placed == list(range(25))
+    for frame, p in frames:
+        assert frame.shape == (360, 480, 3) and 1 <= len(p) <= 3
+        for i, (x, y, w, h) in p:
+            assert 96 <= w == h <= 160 and x + w <= 480 and y + h <= 360
+            back = cv2.resize(frame[y : y + h, x : x + w, 0], (48, 48), interpolation=cv2.INTER_AREA)
+            assert np.abs(back.astype(int) - faces[i]).mean() < 12, "the face is there, upscaled"
+
+
+def test_crop_agreement_bad_input_is_one_line(tiny_export_dir, tmp_path):
+    cases = (
+        (["--n", "0"], "--n: must be at least 1"),
+        (["--size", "200-100"], "is not N or LO-HI"),
+        (["--margins", "a,b"], "not a comma-separated list"),
+        (["--model", tmp_path / "none"], "does not exist"),
+        (["--model", tiny_export_dir, "--data", tmp_path / "none"], "does not exist"),
+        (["--model", tiny_export_dir, "--size", "400"], "does not fit a 480x360 frame"),
+    )
+    for args, fragment in cases:
+        proc = run(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and fragment in lines[-1], proc.stderr
