@@ -98,7 +98,10 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
         lines += ["then refresh the shipped copy and this card:", "", "```bash",
                   f"python -m models.card runs/{spec.arch} --ship {ship_as}", "```", ""]
     if report:
-        lines += ["## Exports", "", report.get("markdown_table") or (run / "export_report.md").read_text().strip(), ""]
+        body = (run / "export_report.md").read_text().strip().splitlines()
+        if body and body[0].startswith("# "):
+            body = body[1:]  # the report's own title; this section has one
+        lines += ["## Exports", "", *body, ""]
     path = run / CARD_NAME
     path.write_text("\n".join(lines) + "\n")
     return path
