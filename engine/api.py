@@ -22,6 +22,7 @@ from engine.crop import CropOptions, crop_faces
 from engine.detect import DetectorOptions, create_detector
 from engine.track import EmotionChange, Face, FaceTracker, TrackerOptions
 from engine.types import Detection
+from models.logs import quiet
 
 
 @dataclass
@@ -56,12 +57,13 @@ class EmotionRecognizer:
     @classmethod
     def create(cls, options: EngineOptions | None = None) -> "EmotionRecognizer":
         options = options or EngineOptions()
-        classifier = create_classifier(options.classifier)
-        try:
-            detector = create_detector(options.detector)
-        except BaseException:
-            classifier.close()
-            raise
+        with quiet():  # LiteRT/MediaPipe print INFO lines from C++ while loading
+            classifier = create_classifier(options.classifier)
+            try:
+                detector = create_detector(options.detector)
+            except BaseException:
+                classifier.close()
+                raise
         return cls(options, detector, classifier)
 
     # --- stages (the pipeline threads call these) ---
@@ -86,8 +88,9 @@ class EmotionRecognizer:
         return FrameResult(faces, {"detect": (t1 - t0) / 1e6, "classify": (t2 - t1) / 1e6, "track": _ms(t2)})
 
     def close(self) -> None:
-        self.detector.close()
-        self.classifier.close()
+        with quiet():
+            self.detector.close()
+            self.classifier.close()
 
     def __enter__(self) -> "EmotionRecognizer":
         return self

@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.api import EmotionRecognizer, EngineOptions
-from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions
+from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions, resolve_model
 from engine.crop import CropOptions
 from engine.detect import DetectorOptions
 from engine.pipeline import Packet, Pipeline, PipelineError, PipelineOptions
 from engine.sinks import ImageSink, JsonlSink, VideoSink, WindowSink, display_available
 from engine.sources import ImageSource, SourceOptions, open_source
 from engine.track import TrackerOptions
+from models.contract import ModelSpec
 from models.data import IMAGE_EXTS
 from models.errors import UserError, cli_main
 
@@ -169,7 +170,21 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
         print("warning: no display found (headless): running without a window; pass --no-display to silence this", file=sys.stderr)
         display = False
 
-    rec = EmotionRecognizer.create(options_from_args(args, stills))
+    opts = options_from_args(args, stills)
+    # Sound clips are checked before the models load, so a bad --sound-dir fails in a blink.
+    spec = ModelSpec.load(resolve_model(opts.classifier).parent)
+    cues = None
+    if args.sound or args.sound_out:
+        from engine.sound import SoundCues, SoundOptions
+
+        cues = SoundCues.create(SoundOptions(sound_dir=args.sound_dir, stable_s=args.sound_stable, cooldown_s=args.sound_cooldown,
+                                             out_wav=args.sound_out, player=args.sound_player), spec.labels)
+        log(f"sound cues: player {cues.player}" + (f", rendering to {args.sound_out}" if args.sound_out else ""))
+        last_t = [0.0]
+        interrupted = [False]
+        # The WAV covers the whole source timeline; an interrupted run does not wait for the clip.
+        closers.append(lambda: cues.close(end_t=last_t[0] + 1.0 / (source.fps or 25.0), wait=not interrupted[0]))
+    rec = EmotionRecognizer.create(opts)
     closers.append(rec.close)
     log(f"emotion-engine: source {source.name} ({'live' if source.live else 'file'}), "
         f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {getattr(rec.detector, 'impl', '?')}"
@@ -193,17 +208,6 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
     for sink in sinks:
         closers.append(sink.close)
 
-    cues = None
-    if args.sound or args.sound_out:
-        from engine.sound import SoundCues, SoundOptions
-
-        cues = SoundCues.create(SoundOptions(sound_dir=args.sound_dir, stable_s=args.sound_stable, cooldown_s=args.sound_cooldown,
-                                             out_wav=args.sound_out, player=args.sound_player), rec.labels)
-        log(f"sound cues: player {cues.player}" + (f", rendering to {args.sound_out}" if args.sound_out else ""))
-        last_t = [0.0]
-        interrupted = [False]
-        # The WAV covers the whole source timeline; an interrupted run does not wait for the clip.
-        closers.append(lambda: cues.close(end_t=last_t[0] + 1.0 / (source.fps or 25.0), wait=not interrupted[0]))
 
     first_out: list[float] = []
 

@@ -19,7 +19,6 @@ Formats (file names come from `engine.classifier.artifact_name`):
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -40,6 +39,7 @@ from engine.classifier import artifact_name, open_model_file  # noqa: E402
 from models.contract import FACE_SIZE, FER_CLASSES, SPEC_NAME, ModelSpec  # noqa: E402
 from models.data import IMAGE_EXTS, Dataset  # noqa: E402
 from models.errors import UserError  # noqa: E402
+from models.logs import quiet  # noqa: E402
 
 FORMATS: tuple[str, ...] = ("tflite-fp32", "tflite-fp16", "tflite-int8", "onnx-fp32", "onnx-int8")
 #: format -> (backend, precision) as the engine names them
@@ -83,47 +83,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def quiet(label: str = ""):
-    """Silence the C++/Python log spam TensorFlow, the TFLite converter and tf2onnx print
-    on file descriptors 1 and 2. On an exception the captured tail is shown, then re-raised."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = []
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        try:
-            for fd in (1, 2):
-                try:
-                    saved.append((fd, os.dup(fd)))
-                    os.dup2(sink.fileno(), fd)
-                except OSError:  # no such descriptor (embedded use): nothing to silence
-                    pass
-            yield
-        except BaseException:
-            _restore(saved)
-            saved = []
-            sink.seek(0)
-            tail = sink.read().decode("utf-8", "replace").strip().splitlines()[-15:]
-            if tail and label:
-                log(f"  last lines {label} printed:")
-                for line in tail:
-                    log(f"  | {line[:300]}")
-            raise
-        finally:
-            _restore(saved)
-
-
-def _restore(saved: list[tuple[int, int]]) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a closed stream must not hide the real error
-            pass
-    for fd, dup in saved:
-        os.dup2(dup, fd)
-        os.close(dup)
 
 
 def _import_tf():

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.contract import FACE_SIZE, FER_CLASSES
+from models.contract import FER_CLASSES
 from models.errors import UserError
 from models.preprocess import to_face48
 

@@ -244,7 +244,6 @@ def train(opts: TrainOptions, resume: bool = False) -> Path:
 
     import keras
     import numpy as np
-    import tensorflow as tf
 
     keras.utils.set_random_seed(opts.seed)
     precision = resolve_precision(opts.precision)

