@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--detector", default="short",
                    help="short (BlazeFace short range: faces within ~2 m), full (full range: small/distant faces), or a .tflite path [short]")
     d.add_argument("--tiles", action="store_true", help="also search overlapping tiles: finds 25-35 px faces, ~7x detector cost")
+    d.add_argument("--detect-every", type=_positive_int, default=1,
+                   help="run the face detector on every Nth frame of a video/camera and keep its boxes in between [1]")
     d.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert (auto avoids mediapipe where the CPU cannot run it) [auto]")
     d.add_argument("--min-face-score", type=_fraction, default=0.5, help="minimum face-detection confidence [0.5]")
     d.add_argument("--margin", type=_nonneg, default=CropOptions.margin, help=f"crop margin around the face box [{CropOptions.margin}]")
@@ -132,7 +134,8 @@ def options_from_args(args: argparse.Namespace, stills: bool) -> EngineOptions:
     return EngineOptions(
         classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision, threads=args.threads),
         detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl,
-                                 video=not stills, tiles=args.tiles, threads=args.threads),
+                                 video=not stills, tiles=args.tiles, threads=args.threads,
+                                 every=args.detect_every),
         crop=CropOptions(margin=args.margin, align=not args.no_align),
         tracker=TrackerOptions(ema=1.0 if stills else args.ema, hysteresis=args.hysteresis),
     )

@@ -213,7 +213,7 @@ def _float32_copy(model, arch: str, n_classes: int):
     return clean
 
 
-def train(opts: TrainOptions, resume: bool = False) -> Path:
+def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -> Path:
     """Train (or resume) a run in `opts.out`; return the folder with the final model + spec."""
     out = Path(opts.out)
     state = _load_state(out) if resume else None
@@ -226,7 +226,7 @@ def train(opts: TrainOptions, resume: bool = False) -> Path:
         saved["classes"] = tuple(saved["classes"])
         epochs = opts.epochs
         opts = TrainOptions(**saved)
-        if epochs != opts.epochs:
+        if not keep_epochs and epochs != opts.epochs:
             print(f"note: resuming with --epochs {epochs} (was {opts.epochs}); the cosine schedule stretches", file=sys.stderr)
             opts.epochs = epochs
 
@@ -397,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: checkpoints, final emotion.keras, labels.json, metrics, plots")
     p.add_argument("--classes", default="7", help=f"preset {'/'.join(PRESETS)} or a comma list of {','.join(FER_CLASSES)}")
     p.add_argument("--arch", default=d.arch, help="emonet_n (fast, default), emonet_s (accurate), seed5, seed6")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (the LR schedule spans them)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"total epochs, the LR schedule spans them (default {d.epochs}; with --resume: the run's own)")
     p.add_argument("--batch", type=int, default=d.batch, help="batch size")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer, help="AdamW, or SGD with Nesterov momentum")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
@@ -427,14 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("epochs", "batch"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1")
     if args.lr <= 0:
         raise UserError("--lr must be positive")
     if not 0 <= args.teacher_weight <= 1 or not 0 <= args.label_smoothing < 1:
         raise UserError("--teacher-weight must be in [0, 1] and --label-smoothing in [0, 1)")
     opts = TrainOptions(
-        data=args.data, out=args.out, classes=parse_classes(args.classes), arch=args.arch, epochs=args.epochs,
+        data=args.data, out=args.out, classes=parse_classes(args.classes), arch=args.arch,
+        epochs=args.epochs or TrainOptions.epochs,
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
         augment=args.augment, mixup=args.mixup, teacher=args.teacher, teacher_weight=args.teacher_weight,
@@ -443,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not Path(opts.data).exists():
         raise UserError(f"data source {opts.data} does not exist")
-    out = train(opts, resume=args.resume)
+    out = train(opts, resume=args.resume, keep_epochs=args.resume and args.epochs is None)
     print(f"done: {out / FINAL_NAME}")
     return 0
 

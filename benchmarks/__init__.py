@@ -1,0 +1,193 @@
+"""Benchmarks: `fps.py` (the real threaded pipeline, end to end) and `models.py` (per exported
+model: size, accuracy, MACs, ms/face). Both run as scripts (`python benchmarks/fps.py`) or as
+modules (`python -m benchmarks.fps`).
+
+This package only holds light helpers shared by the two scripts (machine and package
+facts, percentiles, tables); nothing heavy is imported here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+SHARED = REPO.parent / "shared"
+
+#: packages whose versions every result file records
+VERSION_PACKAGES = ("numpy", "opencv", "mediapipe", "ai-edge-litert", "tflite-runtime", "onnxruntime")
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (or platform's best guess elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            fields.setdefault(k.strip(), v.strip())
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        if fields.get(key):
+            return fields[key]
+    if fields.get("CPU part"):  # aarch64 without a name: give the part number
+        return f"{platform.machine()} CPU implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD features that decide which precision is fastest (DESIGN.md: check before choosing)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return []
+    wanted = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16",
+              "asimd", "asimddp", "atomics", "fphp", "asimdhp", "i8mm", "bf16"}
+    found: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            found |= wanted & set(line.split(":", 1)[1].split())
+    return sorted(found)
+
+
+def machine_info() -> dict:
+    info = {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+    try:
+        info["load_avg_1m_at_start"] = round(os.getloadavg()[0], 2)  # a busy machine skews timings
+    except OSError:
+        pass
+    return info
+
+
+def package_versions(extra: Iterable[str] = ()) -> dict[str, str]:
+    """Installed versions of the runtime packages (and `extra`), without importing them."""
+    from importlib import metadata
+
+    out: dict[str, str] = {}
+    for name in (*VERSION_PACKAGES, *extra):
+        if name == "opencv":
+            for dist in ("opencv-contrib-python", "opencv-python", "opencv-contrib-python-headless", "opencv-python-headless"):
+                try:
+                    out[dist] = metadata.version(dist)
+                    break
+                except metadata.PackageNotFoundError:
+                    continue
+            continue
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def rel(text: str) -> str:
+    """Paths inside the repository (or beside it, ../shared) written relative to its root, so result
+    files read the same on every checkout."""
+    return str(text).replace(str(REPO) + os.sep, "").replace(str(REPO.parent) + os.sep, ".." + os.sep)
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 90, 99)) -> dict[str, float]:
+    """{"p50": ..., "p90": ..., "p99": ...} (linear interpolation; ordered by construction)."""
+    import numpy as np
+
+    if len(values) == 0:
+        return {f"p{q}": float("nan") for q in qs}
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{q}": round(float(np.percentile(arr, q)), 4) for q in qs}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (getrusage; psutil's current RSS as a fallback)."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KB on Linux
+    except ImportError:  # Windows
+        try:
+            import psutil
+
+            return round(psutil.Process().memory_info().peak_wset / 2**20, 1)  # type: ignore[attr-defined]
+        except Exception:
+            return float("nan")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def fmt(v, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:  # nan
+            return "-"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A right-aligned plain-text table (first column left-aligned), Ultralytics-style."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """A Markdown table: the first `left` columns left-aligned (names), the rest right (numbers)."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < left else "---:" for i in range(len(headers))) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a result file, creating its folder; a clear error when that is impossible."""
+    from models.errors import UserError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

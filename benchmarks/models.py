@@ -1,0 +1,281 @@
+#!/usr/bin/env python
+"""Per exported model: format, precision, size, validation accuracy, MACs, and milliseconds per
+face at batch 1 / 4 / 16 with 1 and 4 threads, timed through engine.classifier (the engine's
+own predict path, nothing re-implemented).
+
+Examples:
+  python benchmarks/models.py                                  # every model under models/zoo/
+  python benchmarks/models.py --model /tmp/run/export --data ../shared/data/fer2013
+  python benchmarks/models.py --batches 1,4 --threads 1 --json m.json --md m.md
+
+Targets checked here: the fast model (emonet_n) <= 0.3 ms/face and the accurate model
+(emonet_s) <= 3 ms/face, at batch 4 on one thread in the model's fastest precision.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+_HERE = Path(__file__).resolve().parent
+_REPO = _HERE.parent
+# `python benchmarks/models.py` puts benchmarks/ first on sys.path, where this very file would
+# shadow the project's `models` package: drop it and put the repository root there instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks import (  # noqa: E402
+    SHARED, fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text,
+)
+from models.errors import UserError, cli_main  # noqa: E402
+
+DEFAULT_DATA = SHARED / "data" / "fer2013"
+#: ms/face at batch 4, one thread, in the model's fastest precision
+TARGETS = {"emonet_n": ("fast", 0.3), "emonet_s": ("accurate", 3.0)}
+FORMATS = (("tflite", "int8"), ("tflite", "fp16"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp16"), ("onnx", "fp32"))
+
+
+def log(msg: str) -> None:
+    print(f"models: {msg}", file=sys.stderr, flush=True)
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"{what} {text!r} must be whole numbers separated by commas") from None
+    if not vals or min(vals) < 1:
+        raise UserError(f"{what} needs numbers of at least 1")
+    return list(dict.fromkeys(vals))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UserError(f"{message} (see python benchmarks/models.py --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python benchmarks/models.py", description=__doc__.split("\n\n")[0],
+                epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append",
+                   help="an export directory (labels.json + emotion_*.tflite/onnx); repeat or comma-separate for several "
+                        "[every folder under models/zoo/]")
+    p.add_argument("--data", default=str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None,
+                   help="FER2013 folders or fer2013.csv for validation accuracy; 'none' to skip [../shared/data/fer2013 when present]")
+    p.add_argument("--batches", default="1,4,16", help="batch sizes to time [1,4,16]")
+    p.add_argument("--threads", default="1,4", help="runtime thread counts to time [1,4]")
+    p.add_argument("--repeats", type=int, default=7, help="timed repeats per cell; the best is reported [7]")
+    p.add_argument("--min-time", type=float, default=0.15, help="seconds each repeat runs at least [0.15]")
+    p.add_argument("--keras", action="store_true", help="also time emotion.keras (needs TensorFlow)")
+    p.add_argument("--max-faces", type=int, default=0, help="evaluate on at most this many validation faces (0 = all)")
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--md", help="write the table to this Markdown file")
+    return p
+
+
+def model_dirs(specs: list[str] | None) -> list[Path]:
+    from engine.classifier import ZOO
+    from models.contract import SPEC_NAME
+
+    if specs:
+        dirs = [Path(s.strip()).expanduser() for spec in specs for s in spec.split(",") if s.strip()]
+        for d in dirs:
+            if not d.is_dir():
+                raise UserError(f"model directory {d} does not exist" + (" (give the export folder, not a file)" if d.is_file() else ""))
+            if not (d / SPEC_NAME).is_file():
+                raise UserError(f"{d} has no {SPEC_NAME}: is it an export folder?")
+        return dirs
+    dirs = sorted(d for d in ZOO.iterdir() if (d / SPEC_NAME).is_file()) if ZOO.is_dir() else []
+    if not dirs:
+        raise UserError(f"no exported models under {ZOO}: export one there or pass --model DIR")
+    return dirs
+
+
+def time_predict(clf, faces, repeats: int, min_time: float) -> float:
+    """Best-of-`repeats` mean milliseconds per predict call (each repeat runs >= min_time seconds)."""
+    for _ in range(3):
+        clf.predict(faces)  # warm-up: allocation, XNNPACK packing, resize to this batch
+    best = float("inf")
+    for _ in range(repeats):
+        calls = 0
+        t0 = time.perf_counter()
+        while True:
+            clf.predict(faces)
+            calls += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_time:
+                break
+        best = min(best, dt / calls)
+    return best * 1000.0
+
+
+def accuracy(clf, x, y, batch: int = 256) -> float:
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += int((clf.predict(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
+    return correct / len(x)
+
+
+def bench_model(d: Path, args, batches: list[int], threads: list[int], val_cache: dict) -> list[dict]:
+    import numpy as np
+
+    from engine.classifier import ClassifierOptions, artifact_name, create_classifier
+    from models.contract import ModelSpec
+
+    spec = ModelSpec.load(d)
+    extra = spec.extra if isinstance(spec.extra, dict) else {}
+    arch = spec.arch or d.name
+    combos = [(b, p) for b, p in FORMATS if (d / artifact_name(b, p)).is_file()]
+    if args.keras and (d / "emotion.keras").is_file():
+        combos.append(("keras", "fp32"))
+    if not combos:
+        log(f"skipping {d}: no emotion_*.tflite / emotion_*.onnx files")
+        return []
+
+    val = None
+    if args.data:
+        key = tuple(spec.labels)
+        if key not in val_cache:
+            from models.data import load_split
+
+            ds = load_split(args.data, "validation", key, quiet=True)
+            x, y = ds.x, ds.y
+            if args.max_faces and args.max_faces < len(y):
+                idx = np.random.default_rng(0).permutation(len(y))[: args.max_faces]
+                x, y = x[np.sort(idx)], y[np.sort(idx)]
+            val_cache[key] = (x, y)
+        val = val_cache[key]
+    rng = np.random.default_rng(0)
+    pool = val[0][: max(batches)] if val is not None and len(val[0]) >= max(batches) else \
+        rng.integers(0, 256, (max(batches), 48, 48, 1), dtype=np.uint8)
+
+    rows = []
+    for backend, prec in combos:
+        path = d / artifact_name(backend, prec)
+        row = {"model": d.name, "dir": rel(str(d.resolve())), "arch": arch, "format": backend, "precision": prec, "file": path.name,
+               "size_kb": round(path.stat().st_size / 1024, 1), "macs": extra.get("macs"), "params": extra.get("params"),
+               "accuracy": None, "val_faces": len(val[1]) if val is not None else 0, "ms_per_face": {}}
+        for t in threads:
+            clf = create_classifier(ClassifierOptions(model=d, backend=backend, precision=prec, threads=t))
+            try:
+                row["input_dtype"] = getattr(clf, "input_dtype", None)
+                row["runtime"] = getattr(getattr(clf, "_it", None), "runtime_name", None) or backend
+                if val is not None and row["accuracy"] is None:
+                    log(f"{d.name} {backend}-{prec}: accuracy on {len(val[1])} validation faces")
+                    row["accuracy"] = round(accuracy(clf, *val), 4)
+                for b in batches:
+                    ms = time_predict(clf, pool[:b], args.repeats, args.min_time)
+                    row["ms_per_face"][f"b{b}_t{t}"] = round(ms / b, 4)
+            finally:
+                clf.close()
+        log(f"{d.name} {backend}-{prec}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["ms_per_face"].items()) + " ms/face")
+        rows.append(row)
+    return rows
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    """Per model with a target: its fastest precision at batch 4, one thread, against the budget."""
+    out = []
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name and r["format"] != "keras" and "b4_t1" in r["ms_per_face"]]
+        if not mine:
+            continue
+        arch = mine[0]["arch"]
+        role, budget = TARGETS.get(arch, (None, None))
+        best = min(mine, key=lambda r: r["ms_per_face"]["b4_t1"])
+        out.append({"model": name, "arch": arch, "role": role, "budget_ms": budget,
+                    "fastest": f"{best['format']}-{best['precision']}", "ms_per_face": best["ms_per_face"]["b4_t1"],
+                    "accuracy": best["accuracy"],
+                    "met": (best["ms_per_face"]["b4_t1"] <= budget) if budget is not None else None})
+    return out
+
+
+def table(report: dict) -> tuple[list[str], list[list[str]]]:
+    cells = report["settings"]["cells"]
+    headers = ["model", "arch", "format", "precision", "size KB", "val acc", "MMACs", *[c.replace("_", " ") for c in cells]]
+    rows = []
+    for r in report["rows"]:
+        rows.append([r["model"], r["arch"], r["format"], r["precision"], fmt(r["size_kb"], 0),
+                     f"{r['accuracy'] * 100:.2f}%" if r["accuracy"] is not None else "-",
+                     fmt(r["macs"] / 1e6, 1) if r["macs"] else "-",
+                     *[fmt(r["ms_per_face"].get(c), 3) for c in cells]])
+    return headers, rows
+
+
+def target_lines(report: dict) -> list[str]:
+    lines = []
+    for t in report["targets"]:
+        if t["budget_ms"] is None:
+            lines.append(f"{t['model']} ({t['arch']}): fastest {t['fastest']} {t['ms_per_face']:.3f} ms/face at batch 4, 1 thread (no target for this arch)")
+        else:
+            lines.append(f"{t['model']} ({t['role']} model, {t['arch']}): fastest {t['fastest']} {t['ms_per_face']:.3f} ms/face "
+                         f"at batch 4, 1 thread vs budget {t['budget_ms']} ms: {'met' if t['met'] else 'MISSED'}")
+    return lines
+
+
+def format_markdown(report: dict) -> str:
+    m = report["machine"]
+    headers, rows = table(report)
+    out = [f"# Model benchmark ({report['date']})", "",
+           f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['cpu_flags']) or 'no SIMD flags read'}), {m['os']}, "
+           f"Python {m['python']}" + (f", 1-min load {m['load_avg_1m_at_start']} at start" if "load_avg_1m_at_start" in m else "") + ".",
+           "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+           f"Timing: engine.classifier predict, best of {report['settings']['repeats']} repeats of >= "
+           f"{report['settings']['min_time_s']} s each, after 3 warm-up calls; ms per face = ms per call / batch. "
+           f"Accuracy: {report['settings']['data'] or 'not measured (no --data)'}"
+           + (f", {report['rows'][0]['val_faces']} validation faces" if report["rows"] and report["rows"][0]["val_faces"] else "") + ".",
+           "", md_table(headers, rows, left=4), "", "Columns bN tT: ms per face at batch N with T runtime threads"
+           + (f" (this machine has {m['cores']} cores: more threads than cores only adds contention)" if m.get("cores") and
+              max(report["settings"]["threads"]) > m["cores"] else "") + ".", "", "## Targets", ""]
+    out += [f"- {line}" for line in target_lines(report)] or ["- no model with a target (emonet_n, emonet_s) was measured"]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    batches, threads = _ints(args.batches, "--batches"), _ints(args.threads, "--threads")
+    if args.repeats < 1 or args.min_time <= 0:
+        raise UserError("--repeats must be at least 1 and --min-time positive")
+    if args.data in ("none", ""):
+        args.data = None
+    elif args.data and not Path(args.data).expanduser().exists():
+        raise UserError(f"--data {args.data} does not exist")
+    for opt in ("json", "md"):
+        value = getattr(args, opt)
+        if value and not Path(value).expanduser().resolve().parent.is_dir():
+            raise UserError(f"folder {Path(value).parent} for --{opt} does not exist")
+    dirs = model_dirs(args.model)
+    rows: list[dict] = []
+    cache: dict = {}
+    for d in dirs:
+        log(f"{d}")
+        rows += bench_model(d, args, batches, threads, cache)
+    if not rows:
+        raise UserError("no model files found in " + ", ".join(str(d) for d in dirs))
+    report = {
+        "benchmark": "models", "date": now_utc(), "machine": machine_info(),
+        "versions": package_versions(extra=("tensorflow",) if args.keras else ()),
+        "settings": {"batches": batches, "threads": threads, "repeats": args.repeats, "min_time_s": args.min_time,
+                     "data": rel(str(Path(args.data).expanduser().resolve())) if args.data else None,
+                     "cells": [f"b{b}_t{t}" for t in threads for b in batches],
+                     "targets": {k: {"role": r, "ms_per_face_b4_t1": v} for k, (r, v) in TARGETS.items()}},
+        "rows": rows,
+    }
+    report["targets"] = check_targets(rows)
+    if args.json:
+        write_json(Path(args.json).expanduser(), report)
+    if args.md:
+        write_text(Path(args.md).expanduser(), format_markdown(report))
+    headers, table_rows = table(report)
+    print(text_table(headers, table_rows))
+    print("ms per face; bN tT = batch N, T threads")
+    for line in target_lines(report):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))
