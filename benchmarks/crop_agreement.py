@@ -44,6 +44,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text  # noqa: E402
+from models.cli import Parser, positive_int  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
@@ -78,25 +79,10 @@ def _range(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return v
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UserError(f"{message} (see python benchmarks/crop_agreement.py --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS
 
-    p = _Parser(prog="python benchmarks/crop_agreement.py", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python benchmarks/crop_agreement.py", description=__doc__.split("\n\n")[0],
                 epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="FER-style data (folders or fer2013.csv) [../shared/data/fer2013]")
     p.add_argument("--split", default="validation", help="which split's faces [validation]")
@@ -106,11 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="short", help="short, full or a .tflite path [short]")
     p.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert [auto]")
     p.add_argument("--min-face-score", type=float, default=0.5, help="face-detection threshold [0.5]")
-    p.add_argument("--n", type=_positive_int, default=1000, help="faces to place [1000]")
+    p.add_argument("--n", type=positive_int, default=1000, help="faces to place [1000]")
     p.add_argument("--size", type=_range, default=(96, 160), help="face side in the frame, px: N or LO-HI [96-160]")
     p.add_argument("--faces", type=_range, default=(1, 3), help="faces per frame: N or LO-HI [1-3]")
-    p.add_argument("--width", type=_positive_int, default=480, help="frame width [480]")
-    p.add_argument("--height", type=_positive_int, default=360, help="frame height [360]")
+    p.add_argument("--width", type=positive_int, default=480, help="frame width [480]")
+    p.add_argument("--height", type=positive_int, default=360, help="frame height [360]")
     p.add_argument("--background", default="grey", choices=("grey", "blur"), help="mid-grey or a blurred random background [grey]")
     p.add_argument("--margins", type=_floats, default=DEFAULT_MARGINS, help="CropOptions.margin values to sweep")
     p.add_argument("--shifts", type=_floats, default=DEFAULT_SHIFTS, help="CropOptions.shift_y values to sweep (write --shifts=-0.1,0 when the list starts with a minus)")

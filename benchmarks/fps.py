@@ -45,6 +45,7 @@ from benchmarks import (  # noqa: E402
     SHARED, cpu_seconds, fmt, machine_info, md_table, now_utc, package_versions, peak_rss_mb, percentiles,
     rel as _rel, text_table, write_json, write_text,
 )
+from models.cli import Parser, csv_list, nonneg_int, positive_int  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_SOURCE = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
@@ -73,45 +74,16 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- arguments
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return v
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UserError(f"{message} (see python benchmarks/fps.py --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from engine.classifier import DEFAULT_MODEL
 
-    p = _Parser(prog="python benchmarks/fps.py", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python benchmarks/fps.py", description=__doc__.split("\n\n")[0],
                 epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=str(DEFAULT_SOURCE),
                    help="a clip, image folder, camera index (0) or URL; several separated by commas [the shared 2-face clip]")
-    p.add_argument("--loop", type=_positive_int, default=1, help="play a file this many times [1]")
-    p.add_argument("--max-frames", type=_positive_int, help="stop each run after this many frames (cameras: default 300)")
-    p.add_argument("--warmup", type=_nonneg_int, default=10, help="first frames left out of every number but start-up [10]")
+    p.add_argument("--loop", type=positive_int, default=1, help="play a file this many times [1]")
+    p.add_argument("--max-frames", type=positive_int, help="stop each run after this many frames (cameras: default 300)")
+    p.add_argument("--warmup", type=nonneg_int, default=10, help="first frames left out of every number but start-up [10]")
     p.add_argument("--backend", default="tflite", help="comma list of tflite, onnx, keras [tflite]")
     p.add_argument("--precision", default="int8", help="comma list of int8, fp16, fp32 [int8]")
     p.add_argument("--threads", default="1", help="classifier/detector threads; a comma list runs each [1]")
@@ -130,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write all results to this JSON file")
     p.add_argument("--md", help="write the tables to this Markdown file")
     p.add_argument("--plot", help="write a PNG: FPS per configuration and stacked per-stage latency")
-    p.add_argument("--run-timeout", type=_positive_int, default=900, help="seconds one configuration may take [900]")
+    p.add_argument("--run-timeout", type=positive_int, default=900, help="seconds one configuration may take [900]")
     p.add_argument("--in-process", action="store_true", help="run configurations in this process (debugging; start-up/RSS then mix)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one configuration described by this JSON file
@@ -176,20 +148,20 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
     """(sources, configurations to run, skipped configurations with the reason)."""
     from engine.classifier import PRECISIONS, artifact_name
 
-    backends, precisions = _csv(args.backend), _csv(args.precision)
+    backends, precisions = csv_list(args.backend), csv_list(args.precision)
     if not backends or not precisions:
         raise UserError("--backend and --precision need at least one entry each")
     for prec in precisions:
         if prec not in PRECISIONS:
             raise UserError(f"unknown precision {prec!r}: choose from {', '.join(PRECISIONS)}")
     try:
-        threads = [int(t) for t in _csv(args.threads)]
+        threads = [int(t) for t in csv_list(args.threads)]
     except ValueError:
         raise UserError(f"--threads {args.threads!r} must be whole numbers separated by commas") from None
     if not threads or min(threads) < 1:
         raise UserError("--threads must be at least 1")
     detectors = []
-    for d in _csv(args.detector):
+    for d in csv_list(args.detector):
         base, _, extra = d.partition("+")
         tiles = bool(extra) or args.tiles
         if extra not in ("", "tiles") or not base:
@@ -199,7 +171,7 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
         raise UserError("--detector needs at least one entry")
     detectors = list(dict.fromkeys(detectors))
     try:
-        everies = [int(e) for e in _csv(args.detect_every)]
+        everies = [int(e) for e in csv_list(args.detect_every)]
     except ValueError:
         raise UserError(f"--detect-every {args.detect_every!r} must be whole numbers separated by commas") from None
     if not everies or min(everies) < 1:
@@ -207,7 +179,7 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
     if args.compare and args.compare != "fer":
         raise UserError(f"--compare {args.compare!r}: only 'fer' is supported")
 
-    sources = [_check_source(s) for s in _csv(args.source)]
+    sources = [_check_source(s) for s in csv_list(args.source)]
     if not sources:
         raise UserError("--source needs at least one entry")
     model = Path(args.model).expanduser().resolve()

@@ -30,6 +30,7 @@ if str(_REPO) not in sys.path:
 from benchmarks import (  # noqa: E402
     SHARED, fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text,
 )
+from models.cli import Parser  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
@@ -52,13 +53,8 @@ def _ints(text: str, what: str) -> list[int]:
     return list(dict.fromkeys(vals))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UserError(f"{message} (see python benchmarks/models.py --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python benchmarks/models.py", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python benchmarks/models.py", description=__doc__.split("\n\n")[0],
                 epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append",
                    help="an export directory (labels.json + emotion_*.tflite/onnx); repeat or comma-separate for several "

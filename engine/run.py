@@ -36,46 +36,12 @@ from engine.sources import ImageSource, SourceOptions, open_source
 from engine.track import TrackerOptions
 from models.contract import ModelSpec
 from models.data import IMAGE_EXTS
+from models.cli import Parser, fraction, nonneg_float, positive_int
 from models.errors import UserError, cli_main
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return v
-
-
-def _nonneg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return v
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, like every other bad input
-        raise UserError(f"{message} (see python -m engine.run --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="python -m engine.run",
         description="Realtime facial-emotion recognition: capture -> face detection -> one batched "
                     "classifier call per frame -> tracking/smoothing -> overlay -> window/video/JSONL/sound.",
@@ -86,31 +52,31 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--source", default="0",
                      help="camera index (0), /dev/videoN, picam, a video file, an image, a folder of images, an rtsp/http URL, "
                           "or 'sample' (a packaged photo) [default: 0]")
-    src.add_argument("--width", type=_positive_int, help="camera capture width (USB/V4L2, Pi camera)")
-    src.add_argument("--height", type=_positive_int, help="camera capture height")
+    src.add_argument("--width", type=positive_int, help="camera capture width (USB/V4L2, Pi camera)")
+    src.add_argument("--height", type=positive_int, help="camera capture height")
     src.add_argument("--fps", type=float, help="camera frame rate to request")
-    src.add_argument("--loop", type=_positive_int, default=1, help="play a file or folder this many times [1]")
-    src.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
+    src.add_argument("--loop", type=positive_int, default=1, help="play a file or folder this many times [1]")
+    src.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
 
     m = p.add_argument_group("model")
     m.add_argument("--backend", default="tflite", help=f"classifier runtime: {', '.join(BACKENDS)} [tflite]")
     m.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="a model file, or an export directory (the --backend/--precision file is picked) [the shipped fast model]")
     m.add_argument("--precision", default="int8", help=f"which export to pick from a directory: {', '.join(PRECISIONS)} [int8]")
-    m.add_argument("--threads", type=_positive_int, default=1, help="classifier/detector threads [1]")
+    m.add_argument("--threads", type=positive_int, default=1, help="classifier/detector threads [1]")
 
     d = p.add_argument_group("faces")
     d.add_argument("--detector", default="short",
                    help="short (BlazeFace short range: faces within ~2 m), full (full range: small/distant faces), or a .tflite path [short]")
     d.add_argument("--tiles", action="store_true", help="also search overlapping tiles: finds 25-35 px faces, ~7x detector cost")
-    d.add_argument("--detect-every", type=_positive_int, default=1,
+    d.add_argument("--detect-every", type=positive_int, default=1,
                    help="run the face detector on every Nth frame of a video/camera and keep its boxes in between [1]")
     d.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert (auto avoids mediapipe where the CPU cannot run it) [auto]")
-    d.add_argument("--min-face-score", type=_fraction, default=0.5, help="minimum face-detection confidence [0.5]")
-    d.add_argument("--margin", type=_nonneg, default=CropOptions.margin, help=f"crop margin around the face box [{CropOptions.margin}]")
+    d.add_argument("--min-face-score", type=fraction, default=0.5, help="minimum face-detection confidence [0.5]")
+    d.add_argument("--margin", type=nonneg_float, default=CropOptions.margin, help=f"crop margin around the face box [{CropOptions.margin}]")
     d.add_argument("--no-align", action="store_true", help="do not rotate faces upright from the eye keypoints")
-    d.add_argument("--ema", type=_fraction, default=TrackerOptions.ema, help=f"smoothing: weight of the newest frame (1 = none) [{TrackerOptions.ema}]")
-    d.add_argument("--hysteresis", type=_fraction, default=TrackerOptions.hysteresis,
+    d.add_argument("--ema", type=fraction, default=TrackerOptions.ema, help=f"smoothing: weight of the newest frame (1 = none) [{TrackerOptions.ema}]")
+    d.add_argument("--hysteresis", type=fraction, default=TrackerOptions.hysteresis,
                    help=f"how far another emotion must lead before the shown one changes [{TrackerOptions.hysteresis}]")
 
     o = p.add_argument_group("output")
@@ -124,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sound", action="store_true", help="play a voice clip matching a face's (stable) emotion")
     s.add_argument("--sound-dir", help="folder with <emotion>/*.wav clips [the shipped set]")
     s.add_argument("--sound-out", help="render the cues into this WAV on the source's timeline instead of a speaker")
-    s.add_argument("--sound-stable", type=_nonneg, default=1.0, help="seconds an emotion must hold before its cue [1.0]")
-    s.add_argument("--sound-cooldown", type=_nonneg, default=4.0, help="minimum seconds between cues [4.0]")
+    s.add_argument("--sound-stable", type=nonneg_float, default=1.0, help="seconds an emotion must hold before its cue [1.0]")
+    s.add_argument("--sound-cooldown", type=nonneg_float, default=4.0, help="minimum seconds between cues [4.0]")
     s.add_argument("--sound-player", default="auto", help="auto, sounddevice, paplay, aplay, afplay or none [auto]")
     return p
 
