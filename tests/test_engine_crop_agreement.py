@@ -53,14 +53,14 @@ def test_crop_agreement_frames_place_every_face_once():
             assert np.abs(back.astype(int) - faces[i]).mean() < 12, "the face is there, upscaled"
 
 
-def test_crop_agreement_bad_input_is_one_line(tiny_export_dir, tmp_path):
+def test_crop_agreement_bad_input_is_one_line(tiny_export_dir, fer_root, tmp_path):
     cases = (
         (["--n", "0"], "--n: must be at least 1"),
         (["--size", "200-100"], "is not N or LO-HI"),
         (["--margins", "a,b"], "not a comma-separated list"),
-        (["--model", tmp_path / "none"], "does not exist"),
+        (["--model", tmp_path / "none", "--data", fer_root], "does not exist"),
         (["--model", tiny_export_dir, "--data", tmp_path / "none"], "does not exist"),
-        (["--model", tiny_export_dir, "--size", "400"], "does not fit a 480x360 frame"),
+        (["--model", tiny_export_dir, "--data", fer_root, "--size", "400"], "does not fit a 480x360 frame"),
     )
     for args, fragment in cases:
         proc = run(*args)
