@@ -5,13 +5,14 @@ import argparse
 import sys
 from typing import Sequence
 
+from models.cli import Parser
 from models.errors import cli_main
 
 FORMAT_HELP = "tflite-fp32,tflite-fp16,tflite-int8,onnx-fp32,onnx-int8"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m export",
         description=(
             "Convert a trained .keras emotion model to TFLite and ONNX, verify every file against Keras "

@@ -7,7 +7,6 @@ refreshes every number in it. `--ship DEST` copies the files the engine and the 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from models.contract import SPEC_NAME, ModelSpec
+from models.cli import Parser
 from models.errors import UserError, cli_main
 
 CARD_NAME = "MODEL_CARD.md"
@@ -123,7 +123,7 @@ def ship(run: Path, dest: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.card", description="Write MODEL_CARD.md for a training run, optionally ship it.")
+    p = Parser(prog="python -m models.card", description="Write MODEL_CARD.md for a training run, optionally ship it.")
     p.add_argument("run", help="a run folder (labels.json, metrics.json, optionally export_report.json)")
     p.add_argument("--title", help="card title (default: arch and class count)")
     p.add_argument("--ship", metavar="DEST", help="also copy the model, exports and card to DEST (e.g. models/zoo/emonet_n)")

@@ -18,6 +18,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.contract import ModelSpec, parse_classes  # noqa: E402
+from models.cli import Parser  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
 
@@ -129,7 +130,7 @@ def evaluate_model(model, dataset, out_dir: Path, history: dict | None = None, f
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m models.evaluate",
         description="Accuracy, per-class precision/recall/F1, confusion matrix and curves for a trained model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -25,6 +25,7 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes  # noqa: E402
+from models.cli import Parser  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
 STATE_NAME = "train_state.json"
@@ -388,7 +389,7 @@ def _load_keras(path, compile: bool = False):
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainOptions(data="", out="")
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m models.train",
         description="Train a 48x48 facial-emotion classifier on FER2013-style data, checkpointing every epoch.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
