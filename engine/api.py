@@ -1,6 +1,6 @@
 """The integrator's API, in the MediaPipe Tasks style: options -> create -> one call per frame.
 
-    from engine import EmotionRecognizer, EngineOptions
+    from engine.api import EmotionRecognizer, EngineOptions
     with EmotionRecognizer.create(EngineOptions()) as rec:
         result = rec.process(frame_bgr, timestamp_ms)
         for face in result.faces:

@@ -185,7 +185,10 @@ class KerasClassifier(Classifier):
             import tensorflow as tf
         except ImportError:
             raise UserError("--backend keras needs TensorFlow: pip install '.[train]'") from None
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already initialised in this process: keep its setting
+            pass
         from models.train import _load_keras
 
         self._model = _load_keras(path)

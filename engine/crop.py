@@ -43,7 +43,7 @@ def eye_angle(det: Detection) -> float:
 def crop_face(frame: np.ndarray, det: Detection, opts: CropOptions = CropOptions()) -> np.ndarray:
     """Frame (BGR or gray) + detection -> 48x48 uint8 gray face."""
     x, y, w, h = det.box
-    side = max(w, h) * (1.0 + opts.margin)
+    side = max(w, h, 1) * (1.0 + opts.margin)
     cx = x + w / 2.0
     cy = y + h / 2.0 + opts.shift_y * side
     angle = eye_angle(det) if opts.align else 0.0

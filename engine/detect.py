@@ -55,6 +55,7 @@ def choose_impl(requested: str) -> str:
         raise UserError(f"unknown detector implementation {requested!r}: use auto, mediapipe or litert")
     if requested == "litert":
         return "litert"
+    explicit = requested == "mediapipe"
     from engine.cpu import choose_detector, mediapipe_safe
 
     if requested == "auto":
@@ -71,6 +72,8 @@ def choose_impl(requested: str) -> str:
     import importlib.util
 
     if importlib.util.find_spec("mediapipe") is None:
+        if explicit:
+            raise UserError("mediapipe is not installed: pip install mediapipe, or use --detector-impl litert")
         return "litert"
     return "mediapipe"
 
@@ -100,7 +103,10 @@ class MediaPipeFaceDetector:
 
     def __init__(self, model_path: Path, min_score: float, video: bool):
         os.environ.setdefault("GLOG_minloglevel", "2")
-        mp, BaseOptions, vision = _import_mediapipe()
+        try:
+            mp, BaseOptions, vision = _import_mediapipe()
+        except (ImportError, OSError) as exc:  # e.g. libEGL missing on a Pi OS Lite
+            raise UserError(f"mediapipe cannot be loaded ({exc}); use --detector-impl litert") from None
 
         self._mp = mp
         mode = vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE
@@ -109,7 +115,10 @@ class MediaPipeFaceDetector:
             running_mode=mode,
             min_detection_confidence=min_score,
         )
-        self._det = vision.FaceDetector.create_from_options(opts)
+        try:
+            self._det = vision.FaceDetector.create_from_options(opts)
+        except (ValueError, RuntimeError) as exc:  # not a BlazeFace model, or a broken file
+            raise UserError(f"{model_path.name} is not a face-detector model MediaPipe can load ({str(exc).splitlines()[0]})") from None
         self._video = video
         self._last_ts = -1
 
@@ -128,6 +137,8 @@ class MediaPipeFaceDetector:
         out = []
         for d in result.detections:
             bb = d.bounding_box
+            if bb.width <= 0 or bb.height <= 0:
+                continue  # degenerate box at the frame edge: nothing to crop
             kps = [(k.x * w, k.y * h) for k in d.keypoints]
             out.append(Detection((int(bb.origin_x), int(bb.origin_y), int(bb.width), int(bb.height)), float(d.categories[0].score), kps))
         return out
@@ -204,8 +215,6 @@ def create_detector(opts: DetectorOptions):
     else:
         from engine.blazeface import LiteRTFaceDetector
 
-        if opts.impl == "auto":
-            print("note: using BlazeFace on LiteRT (mediapipe cannot run here)", file=sys.stderr)
         base = LiteRTFaceDetector(path, min_score=opts.min_score, threads=opts.threads)
     base.impl = impl
     if opts.tiles:

@@ -210,11 +210,10 @@ class Pipeline:
                     break
                 self._reconnect_loop()
                 continue
-            t1 = time.perf_counter_ns()
             t = (t0 - start_ns) / 1e9 if src.live else index / (src.fps or 1.0)
-            # A camera's read() mostly waits for the next frame: latency counts from its arrival.
-            born = t1 if src.live else t0
-            pkt = Packet(index, t, frame, born, {"capture": (t1 - t0) / 1e6}, name=getattr(src, "current", None) and src.current.name)
+            # Latency counts from the start of the read: for a camera that includes the wait for
+            # the frame (benchmarks/fps.py --realtime subtracts its known pacing wait).
+            pkt = Packet(index, t, frame, t0, {"capture": _ms(t0)}, name=getattr(src, "current", None) and src.current.name)
             index += 1
             if not self._put(self._q1, pkt):
                 break

@@ -164,6 +164,8 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
     if args.output:
         out = Path(args.output)
         if stills and (out.suffix.lower() in IMAGE_EXTS or not out.suffix):
+            if out.is_dir() and Path(args.source).is_dir() and out.resolve() == Path(args.source).resolve():
+                raise UserError("--output must not be the source folder: the annotated images would replace the photos")
             image_out = ImageSink(out)
         else:
             video = VideoSink(out, source.fps)
@@ -223,6 +225,8 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
         if cues is not None:
             interrupted[0] = stats.stopped_by != "end"
     except PipelineError as exc:
+        if cues is not None:
+            interrupted[0] = True  # report the error now, not after the clip
         raise UserError(str(exc)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -23,7 +23,10 @@ class JsonlSink:
         path = Path(path)
         if path.parent and not path.parent.exists():
             raise UserError(f"folder {path.parent} for --jsonl does not exist")
-        self._fh = open(path, "w", encoding="utf-8")
+        try:
+            self._fh = open(path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write --jsonl {path}: {exc.strerror or exc}") from None
 
     def write(self, event: dict) -> None:
         # One write call per complete line, then flush: a kill never leaves half a line.
@@ -71,7 +74,10 @@ class ImageSink:
         if self.path.suffix.lower() in IMAGE_EXTS:
             target = self.path if self._n == 0 else self.path.with_name(f"{self.path.stem}_{self._n}{self.path.suffix}")
         else:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create output folder {self.path}: {exc.strerror or exc}") from None
             target = self.path / (name or f"frame_{self._n:05d}.jpg")
         self._n += 1
         if not cv2.imwrite(str(target), frame):

@@ -20,6 +20,7 @@ import numpy as np
 from models.data import IMAGE_EXTS
 from models.errors import UserError
 
+STREAM_TIMEOUT_MS = 8000
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 
@@ -91,6 +92,10 @@ class VideoCaptureSource(Source):
         if isinstance(target, int) or str(target).startswith("/dev/video"):
             api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
             return cv2.VideoCapture(target, api)
+        if self.live:  # a network stream: bounded open/read waits, so a dead stream reconnects
+            # instead of blocking ~30 s inside FFmpeg (longer than the pipeline's watchdog).
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+            return cv2.VideoCapture(str(target), cv2.CAP_ANY, params)
         return cv2.VideoCapture(str(target))
 
     def _open(self) -> bool:

@@ -109,6 +109,8 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
 
 def ship(run: Path, dest: Path) -> list[Path]:
     """Copy the engine's files and the card (not checkpoints) into `dest`, replacing old ones."""
+    if dest.resolve() == run.resolve():
+        raise UserError("--ship needs a folder other than the run folder itself")
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
     for name in SHIP_FILES:
