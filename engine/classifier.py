@@ -92,6 +92,11 @@ class Classifier:
     def _run(self, faces: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _check_width(self, n_out) -> None:
+        """At load, not at the first face: the model's class count must match labels.json."""
+        if isinstance(n_out, (int, np.integer)) and int(n_out) > 0 and int(n_out) != len(self.labels):
+            raise UserError(f"{self.path.name} outputs {int(n_out)} classes but its labels.json lists {len(self.labels)}")
+
     def close(self) -> None:
         pass
 
@@ -113,6 +118,11 @@ class TFLiteClassifier(Classifier):
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"{path} cannot be prepared by the TFLite runtime: {exc}") from None
+        self._check_width(out["shape"][-1])
+        if np.dtype(inp["dtype"]) not in (np.float32, np.uint8, np.int8):
+            raise UserError(f"{path.name} takes {np.dtype(inp['dtype']).name} input; the engine feeds float32, uint8 or int8")
+        if np.dtype(inp["dtype"]) != np.float32 and not inp.get("quantization", (0.0, 0))[0] > 0:
+            raise UserError(f"{path.name} has an integer input without quantization parameters")
         self._in, self._out = inp["index"], out["index"]
         self._in_dtype = inp["dtype"]
         self._in_q = inp.get("quantization", (0.0, 0))
@@ -165,6 +175,7 @@ class OnnxClassifier(Classifier):
         inp = self._sess.get_inputs()[0]
         if [d if isinstance(d, int) else None for d in inp.shape[1:]] != [FACE_SIZE, FACE_SIZE, 1]:
             raise UserError(f"{path.name} takes input {_shape_text(inp.shape[1:])}, not the contract's 48x48x1")
+        self._check_width(self._sess.get_outputs()[0].shape[-1])
         self._name = inp.name
         self._dtype = np.uint8 if "uint8" in inp.type else np.float32
         self.input_dtype = np.dtype(self._dtype).name
@@ -195,6 +206,7 @@ class KerasClassifier(Classifier):
         shape = list(self._model.input_shape[1:])
         if shape != [FACE_SIZE, FACE_SIZE, 1]:
             raise UserError(f"{path.name} takes input {_shape_text(shape)}, not the contract's 48x48x1")
+        self._check_width(self._model.output_shape[-1])
         self._call = tf.function(lambda x: self._model(x, training=False), reduce_retracing=True)
         self._tf = tf
         self.input_dtype = "float32"

@@ -36,11 +36,3 @@ def to_face48(image: np.ndarray) -> np.ndarray:
         return gray
     interp = cv2.INTER_AREA if min(h, w) >= FACE_SIZE else cv2.INTER_LINEAR
     return cv2.resize(gray, (FACE_SIZE, FACE_SIZE), interpolation=interp)
-
-
-def to_batch(faces: list[np.ndarray] | np.ndarray) -> np.ndarray:
-    """Stack 48x48 faces into the contract's (N, 48, 48, 1) uint8 batch."""
-    arr = np.asarray(faces, dtype=np.uint8)
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    return arr

@@ -142,6 +142,19 @@ def test_model_without_labels_or_wrong_file_is_one_sentence(model_dir, tmp_path)
                           "has no emotion_fp16.tflite for --backend tflite")
 
 
+def test_labels_that_do_not_match_the_model_are_one_sentence(model_dir, tmp_path):
+    """A 7-class model next to a 3-class labels.json fails at start-up, before any frame."""
+    import json
+
+    spec = json.loads((model_dir / "labels.json").read_text())
+    spec["labels"] = ["angry", "happy", "sad"]
+    (tmp_path / "labels.json").write_text(json.dumps(spec))
+    for name, extra in (("emotion_int8.tflite", ()), ("emotion_fp32.onnx", ("--backend", "onnx", "--precision", "fp32"))):
+        shutil.copy(model_dir / name, tmp_path)
+        assert_one_line_error(run_cli("--source", "sample", "--no-display", "--model", tmp_path, *extra),
+                              f"{name} outputs 7 classes but its labels.json lists 3")
+
+
 @pytest.fixture(scope="module")
 def model_64x64x3(tmp_path_factory, model_dir) -> Path:
     """A real TFLite model that takes 64x64 colour images (not the 48x48x1 contract)."""
