@@ -28,12 +28,12 @@ import cv2
 import numpy as np
 
 from engine.litert import load_tflite_interpreter
+from engine.detect import DETECTOR_MODELS
 from engine.types import Detection
 from models.errors import UserError
 
-DETECTOR_DIR = Path(__file__).resolve().parent.parent / "models" / "detector"
-SHORT_RANGE = DETECTOR_DIR / "face_detection_short_range.tflite"
-FULL_RANGE = DETECTOR_DIR / "face_detection_full_range_sparse.tflite"
+SHORT_RANGE = DETECTOR_MODELS["short"]
+FULL_RANGE = DETECTOR_MODELS["full"]
 
 NUM_KEYPOINTS = 6
 SCORE_CLIP = 100.0  # TensorsToDetections score_clipping_thresh

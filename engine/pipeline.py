@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.api import EmotionRecognizer
+from engine.api import EmotionRecognizer, _ms
 from engine.overlay import draw
 from engine.sources import ImageSource, Source
 from engine.track import Face
@@ -101,10 +101,6 @@ class _Mailbox:
                 raise queue.Empty
             item, self._item, self._has = self._item, None, False
             return item
-
-
-def _ms(t0: int) -> float:
-    return (time.perf_counter_ns() - t0) / 1e6
 
 
 class Pipeline:

@@ -20,11 +20,9 @@ Formats (file names come from `engine.classifier.artifact_name`):
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -36,10 +34,10 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from engine.classifier import artifact_name, open_model_file  # noqa: E402
-from models.contract import FACE_SIZE, FER_CLASSES, SPEC_NAME, ModelSpec  # noqa: E402
+from models.contract import FACE_SIZE, FER_CLASSES, SPEC_NAME, ModelSpec, sha256_file  # noqa: E402
 from models.data import IMAGE_EXTS, Dataset  # noqa: E402
 from models.errors import UserError  # noqa: E402
-from models.logs import quiet  # noqa: E402
+from models.logs import log, quiet  # noqa: E402
 
 FORMATS: tuple[str, ...] = ("tflite-fp32", "tflite-fp16", "tflite-int8", "onnx-fp32", "onnx-int8")
 #: format -> (backend, precision) as the engine names them
@@ -54,10 +52,6 @@ BATCH_TOLERANCE = 1e-3
 REPORT_JSON = "export_report.json"
 REPORT_MD = "export_report.md"
 SEED = 0
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -75,14 +69,6 @@ def parse_formats(formats: str | Iterable[str] | None) -> tuple[str, ...]:
     if not names:
         raise UserError(f"no format given: choose from {', '.join(FORMATS)}")
     return tuple(f for f in FORMATS if f in names)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _import_tf():

@@ -7,6 +7,7 @@ hard-codes the class list.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,15 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 SPEC_NAME = "labels.json"
+
+
+def sha256_file(path: str | Path) -> str:
+    """The `source_sha256` of a spec: ties every export and card to the exact model file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def parse_classes(text: str) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes  # noqa: E402
+from models.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes, sha256_file  # noqa: E402
 from models.cli import Parser  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
@@ -336,7 +336,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -
         "best_val_accuracy": best,
         "options": {k: v for k, v in asdict(opts).items() if k not in ("extra",)},
     }
-    spec.source_sha256 = _sha256(out / FINAL_NAME)
+    spec.source_sha256 = sha256_file(out / FINAL_NAME)
     spec.save(out)
     _write_json(out / "history.json", history)
 
@@ -366,12 +366,6 @@ def _limit(ds, per_class: int, seed: int):
         keep.extend(rng.permutation(idx)[:per_class])
     keep = np.sort(np.asarray(keep))
     return Dataset(x=ds.x[keep], y=ds.y[keep], labels=ds.labels, source=ds.source)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _load_keras(path, compile: bool = False):
