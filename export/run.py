@@ -629,6 +629,13 @@ def export_model(
         moved = [p for p in tmp.iterdir() if p.name != SPEC_NAME] + [tmp / SPEC_NAME]  # sidecar last
         for p in moved:
             os.replace(p, out / p.name)
+        # Exports of formats not made this time belong to an earlier model: labels.json no longer
+        # describes them, and the engine would pick them up by name. Remove them, saying so.
+        for fmt in FORMATS:
+            stale = out / artifact_name(*FORMAT_KIND[fmt])
+            if fmt not in files and stale.is_file():
+                stale.unlink()
+                log(f"  removed {stale.name}: left by an earlier export, it does not match this model")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -166,7 +166,9 @@ def test_defaults_out_to_model_folder_and_calib_to_training_data(tiny_model, tmp
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_model.parent, run_dir)
     before = ModelSpec.load(run_dir)
+    (run_dir / "emotion_int8.onnx").write_bytes(b"an export of an earlier model")
     report = export_model(run_dir / "emotion.keras", formats=["tflite-fp32"], calib_size=16, verify_size=32, check=False)
+    assert not (run_dir / "emotion_int8.onnx").exists(), "a stale export the new labels.json does not describe was kept"
     assert report["settings"]["calib"] == str(Path(before.extra["options"]["data"]))
     assert (run_dir / "emotion_fp32.tflite").is_file() and (run_dir / REPORT_JSON).is_file()
     after = ModelSpec.load(run_dir)
