@@ -300,9 +300,9 @@ def run_config(job: dict) -> dict:
     """Run the pipeline once for one configuration and measure it. Runs in the worker process."""
     from engine.api import EmotionRecognizer
     from engine.pipeline import Pipeline, PipelineError, PipelineOptions
+    from engine.outputs import Outputs
     from engine.run import build_parser as engine_parser
-    from engine.run import frame_event, options_from_args
-    from engine.sinks import JsonlSink, VideoSink
+    from engine.run import options_from_args
     from engine.sources import ImageSource, SourceOptions, open_source
 
     launch = job["launch_wall"]
@@ -324,40 +324,33 @@ def run_config(job: dict) -> dict:
         rec = EmotionRecognizer.create(options_from_args(args, stills))
         load_s = time.perf_counter() - t0
         closers.append(rec.close)
-        video = VideoSink(args.output, source.fps) if args.output else None
-        jsonl = JsonlSink(args.jsonl) if args.jsonl else None
-        for sink in (video, jsonl):
-            if sink is not None:
-                closers.append(sink.close)
+        # engine.run's own sinks and per-frame handler (--output/--jsonl): the same work, timed the same way
+        outputs = Outputs.open(args, source, stills, rec.labels, display=False, log=lambda m: log(f"{label}: {m}"))
+        closers.append(outputs.close)
 
         out_t: list[float] = []  # perf_counter when each frame came out
         out_index: list[int] = []  # which source frame it was (live sources drop some)
         n_faces: list[int] = []
+        per_frame: list[dict] = []  # every frame's stage ms (the pipeline's own record is bounded)
         sides: list[float] = []  # face box sizes (px): which faces were found, not just how many
         mark: dict[str, float] = {}
-        first_out: list[float] = []
+        first_out: list[float] = []  # wall clock: start-up counts from the launch in the parent process
 
         def on_frame(pkt, image) -> bool:
-            # What engine.run's on_frame does for --output/--jsonl (same sinks, same timing points).
-            t0 = time.perf_counter_ns()
             if not first_out:
                 first_out.append(time.time())
-            if video is not None:
-                video.write(image)
-            pkt.ms["sink"] = (time.perf_counter_ns() - t0) / 1e6
-            pkt.ms["total"] = (time.perf_counter_ns() - pkt.t_capture_ns) / 1e6
-            if jsonl is not None:
-                jsonl.write(frame_event(pkt))
+            outputs.handle(pkt, image)
             now = time.perf_counter()
             out_t.append(now)
             out_index.append(pkt.index)
             n_faces.append(len(pkt.faces))
+            per_frame.append(dict(pkt.ms))
             sides.extend((f.box[2] * f.box[3]) ** 0.5 for f in pkt.faces)
             if len(out_t) == warmup:  # the measured window starts when the last warm-up frame is out
                 mark["t"], mark["cpu"] = now, cpu_seconds()
             return False
 
-        opts = PipelineOptions(max_frames=args.max_frames, overlay=bool(video), quiet=job.get("quiet", False),
+        opts = PipelineOptions(max_frames=args.max_frames, overlay=outputs.want_pixels, quiet=job.get("quiet", False),
                                progress_every_s=2.0)
         pipe = Pipeline(rec, source, opts, on_frame=on_frame, log=lambda m: log(f"{label}: {m}"))
         if warmup == 0:
@@ -380,7 +373,6 @@ def run_config(job: dict) -> dict:
     if frames <= warmup:
         raise UserError(f"{source.name} gave only {frames} frame(s), not more than --warmup {warmup}: "
                         f"use --loop N or a smaller --warmup")
-    per_frame = [dict(m) for m in list(stats.per_frame_ms)]
     waits = None
     if paced is not None:  # camera-like: the wait for the next frame is not work and not latency
         waits = [paced.waits_ms[i] if i < len(paced.waits_ms) else 0.0 for i in out_index]

@@ -30,12 +30,12 @@ from engine.api import EmotionRecognizer, EngineOptions
 from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions, resolve_model
 from engine.crop import CropOptions
 from engine.detect import DetectorOptions
-from engine.pipeline import Packet, Pipeline, PipelineError, PipelineOptions
-from engine.sinks import ImageSink, JsonlSink, VideoSink, WindowSink, display_available
+from engine.outputs import Outputs
+from engine.pipeline import Pipeline, PipelineError, PipelineOptions
+from engine.sinks import display_available
 from engine.sources import ImageSource, SourceOptions, open_source
 from engine.track import TrackerOptions
 from models.contract import ModelSpec
-from models.data import IMAGE_EXTS
 from models.cli import Parser, fraction, nonneg_float, positive_int
 from models.errors import UserError, cli_main
 
@@ -107,15 +107,6 @@ def options_from_args(args: argparse.Namespace, stills: bool) -> EngineOptions:
     )
 
 
-def frame_event(pkt: Packet) -> dict:
-    """The JSONL record of one frame (the schema README documents)."""
-    event = {"frame": pkt.index, "t": round(pkt.t, 4), "faces": [f.to_json() for f in pkt.faces],
-             "ms": {k: round(v, 3) for k, v in pkt.ms.items()}}
-    if pkt.name:
-        event["image"] = pkt.name
-    return event
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t_launch = _T_START
@@ -140,106 +131,32 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
         display = False
 
     opts = options_from_args(args, stills)
-    # Sound clips are checked before the models load, so a bad --sound-dir fails in a blink.
+    # Sinks and sound clips are checked before the models load, so a bad path fails in a blink.
     spec = ModelSpec.load(resolve_model(opts.classifier).parent)
-    cues = None
-    if args.sound or args.sound_out:
-        from engine.sound import SoundCues, SoundOptions
-
-        cues = SoundCues.create(SoundOptions(sound_dir=args.sound_dir, stable_s=args.sound_stable, cooldown_s=args.sound_cooldown,
-                                             out_wav=args.sound_out, player=args.sound_player), spec.labels)
-        log(f"sound cues: player {cues.player}" + (f", rendering to {args.sound_out}" if args.sound_out else ""))
-        last_t = [0.0]
-        interrupted = [False]
-        # The WAV covers the whole source timeline; an interrupted run does not wait for the clip.
-        closers.append(lambda: cues.close(end_t=last_t[0] + 1.0 / (source.fps or 25.0), wait=not interrupted[0]))
+    outputs = Outputs.open(args, source, stills, spec.labels, display, log)
+    closers.append(outputs.close)
     rec = EmotionRecognizer.create(opts)
     closers.append(rec.close)
     log(f"emotion-engine: source {source.name} ({'live' if source.live else 'file'}), "
         f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {getattr(rec.detector, 'impl', '?')}"
         f" ({args.detector}{' + tiles' if args.tiles else ''}), labels {', '.join(rec.labels)}")
 
-    sinks = []
-    video = image_out = None
-    if args.output:
-        out = Path(args.output)
-        if stills and (out.suffix.lower() in IMAGE_EXTS or not out.suffix):
-            if out.is_dir() and Path(args.source).is_dir() and out.resolve() == Path(args.source).resolve():
-                raise UserError("--output must not be the source folder: the annotated images would replace the photos")
-            image_out = ImageSink(out)
-        else:
-            video = VideoSink(out, source.fps)
-        sinks.append(video or image_out)
-    jsonl = JsonlSink(args.jsonl) if args.jsonl else None
-    if jsonl:
-        sinks.append(jsonl)
-    window = WindowSink() if display else None
-    if window:
-        sinks.append(window)
-    for sink in sinks:
-        closers.append(sink.close)
-
-
-    first_out: list[float] = []
-
-    def on_frame(pkt: Packet, image) -> bool:
-        t0 = time.perf_counter_ns()
-        if not first_out:
-            first_out.append(time.perf_counter() - t_launch)
-        if video is not None:
-            video.write(image)
-        if image_out is not None:
-            image_out.write(image, pkt.name)
-        if window is not None:
-            window.write(image)
-        pkt.ms["sink"] = (time.perf_counter_ns() - t0) / 1e6
-        pkt.ms["total"] = (time.perf_counter_ns() - pkt.t_capture_ns) / 1e6
-        event = frame_event(pkt)
-        if cues is not None:
-            last_t[0] = pkt.t
-            if stills:
-                cue = cues.cue_now(_dominant(pkt), pkt.t) if pkt.faces else None
-            else:
-                cue = cues.update(pkt.t, [(f.id, f.emotion) for f in pkt.faces])
-            if cue:
-                event["sound"] = {"emotion": cue["emotion"], "clip": cue["clip"]}
-                log(f"sound cue: {cue['emotion']} ({cue['clip']}) at {pkt.t:.2f}s")
-        if jsonl is not None:
-            jsonl.write(event)
-        if stills:
-            summary = ", ".join(f"#{f.id} {f.emotion} {f.confidence * 100:.0f}%" for f in pkt.faces) or "no face found"
-            print(f"{pkt.name}: {summary}", flush=True)
-        return bool(window and window.quit_requested)
-
-    def on_idle(image) -> bool:  # camera lost: the window keeps showing the reconnect status
-        window.write(image)
-        return window.quit_requested
-
-    want_pixels = bool(video or image_out or window)
-    pipe = Pipeline(rec, source, PipelineOptions(max_frames=args.max_frames, bars=args.bars, overlay=want_pixels,
-                                                 quiet=args.quiet), on_frame=on_frame, log=log,
-                    on_idle=on_idle if window is not None else None)
+    pipe = Pipeline(rec, source, PipelineOptions(max_frames=args.max_frames, bars=args.bars, overlay=outputs.want_pixels,
+                                                 quiet=args.quiet), on_frame=outputs.handle, log=log,
+                    on_idle=outputs.idle if outputs.window is not None else None)
     previous = signal.signal(signal.SIGTERM, lambda *_: pipe.stop("SIGTERM"))
     try:
         stats = pipe.run()
-        if cues is not None:
-            interrupted[0] = stats.stopped_by != "end"
+        outputs.interrupted = stats.stopped_by != "end"
     except PipelineError as exc:
-        if cues is not None:
-            interrupted[0] = True  # report the error now, not after the clip
+        outputs.interrupted = True  # report the error now, not after the sound clip
         raise UserError(str(exc)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    startup = first_out[0] if first_out else float("nan")
+    startup = outputs.first_out - t_launch if outputs.first_out is not None else float("nan")
     log(f"done: {stats.frames} frames, {stats.faces} faces, {stats.fps:.1f} FPS"
         f" (stopped by {stats.stopped_by}; first frame {startup:.2f}s after launch)")
     return 0
-
-
-def _dominant(pkt: Packet) -> str:
-    """The emotion of the most confident face: what a single photo's cue is about."""
-    best = max(pkt.faces, key=lambda f: f.confidence * f.box[2] * f.box[3])
-    return best.emotion
 
 
 if __name__ == "__main__":

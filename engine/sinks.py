@@ -39,23 +39,65 @@ class JsonlSink:
 
 
 class VideoSink:
-    """mp4 (or avi) writer, opened lazily at the first frame's size."""
+    """mp4 (or avi) writer, opened lazily at the first frame's size.
 
-    def __init__(self, path: str | os.PathLike, fps: float):
+    A file source's frames are written one for one at its own rate. A live source drops
+    frames whenever the pipeline is busier than the camera, so there each frame goes to
+    the output slot of its capture time (`t`), the previous frame filling any slots in
+    between: the video plays at real speed instead of fast-forwarding. Frames of another
+    size (a folder of mixed photos) are letterboxed to the first frame's size, as a video
+    file cannot change size midway.
+    """
+
+    MAX_GAP_S = 5.0  # a longer gap (a camera reconnect) is cut, not filled with a still
+
+    def __init__(self, path: str | os.PathLike, fps: float, live: bool = False):
         self.path = Path(path)
         if not self.path.parent.exists():
             raise UserError(f"folder {self.path.parent} for --output does not exist")
         self._fps = fps if fps and fps > 0 else 25.0
+        self._live = live
         self._writer = None
+        self._size: tuple[int, int] | None = None  # (w, h)
+        self._slot: int | None = None  # output slot of the last written live frame
+        self._last: np.ndarray | None = None
+        self.frames_written = 0
 
-    def write(self, frame: np.ndarray) -> None:
+    def _fit(self, frame: np.ndarray) -> np.ndarray:
+        w, h = self._size
+        fh, fw = frame.shape[:2]
+        if (fw, fh) == (w, h):
+            return frame
+        scale = min(w / fw, h / fh)
+        nw, nh = max(1, round(fw * scale)), max(1, round(fh * scale))
+        canvas = np.zeros((h, w, 3), np.uint8)
+        x, y = (w - nw) // 2, (h - nh) // 2
+        canvas[y:y + nh, x:x + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        return canvas
+
+    def write(self, frame: np.ndarray, t: float | None = None) -> None:
         if self._writer is None:
             fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
             h, w = frame.shape[:2]
+            self._size = (w, h)
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self._fps, (w, h))
             if not self._writer.isOpened():
                 raise UserError(f"cannot write video {self.path}")
+        frame = self._fit(frame)
+        if self._live and t is not None:
+            slot = int(round(t * self._fps))
+            if self._slot is not None:
+                gap = slot - self._slot
+                if gap <= 0:
+                    return  # same output slot as the previous frame: the file's rate cannot show both
+                if gap <= self.MAX_GAP_S * self._fps:
+                    for _ in range(gap - 1):
+                        self._writer.write(self._last)
+                        self.frames_written += 1
+            self._slot = slot
+            self._last = frame
         self._writer.write(frame)
+        self.frames_written += 1
 
     def close(self) -> None:
         if self._writer is not None:

@@ -323,3 +323,41 @@ def test_shipped_model_astronaut_is_happy_cli(photos):
     proc = run_cli("--source", photos / "astronaut.png", "--no-display")
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"astronaut\.png: #1 happy \d+%\n", proc.stdout), proc.stdout
+
+
+def test_folder_of_mixed_size_photos_to_one_mp4(model_dir, photos, tmp_path):
+    """A video cannot change size midway: later photos are letterboxed to the first one's size."""
+    out = tmp_path / "photos.mp4"
+    proc = run_cli("--source", photos, "--no-display", "--quiet", "--model", model_dir, "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    frames = _video_frames(out)
+    first = cv2.imread(str(photos / "astronaut.png"))
+    assert len(frames) == 3 and all(f.shape == first.shape for f in frames), [f.shape for f in frames]
+
+
+def _video_frames(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def test_live_video_output_keeps_real_time_when_frames_are_dropped(tmp_path):
+    """A camera run writes each processed frame at its capture time's slot: dropped frames are
+    filled with the previous one, so 1 s of camera is 1 s of video, not a fast-forward."""
+    from engine.sinks import VideoSink
+
+    sink = VideoSink(tmp_path / "live.mp4", fps=10.0, live=True)
+    shades = {0.0: 40, 0.1: 80, 0.45: 160, 0.5: 200, 0.52: 220, 30.0: 250}  # 0.52 shares 0.5's slot; 30 s: a reconnect gap
+    for t, v in shades.items():
+        sink.write(np.full((48, 64, 3), v, np.uint8), t)
+    sink.close()
+    got = [int(f.mean().round()) for f in _video_frames(tmp_path / "live.mp4")]
+    # slots 0, 1, [2, 3 = previous], 4 (0.45 rounds to 4), 5; 0.52 dropped (slot 5 again); the 29.5 s gap is cut
+    want = [40, 80, 80, 80, 160, 200, 250]
+    assert len(got) == len(want) and all(abs(g - w) <= 6 for g, w in zip(got, want)), got
