@@ -8,10 +8,12 @@ when nothing lighter is installed: seconds of start-up and ~1.3 GB). A Pi instal
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from models.errors import UserError
 
+_warned: list[bool] = []  # the TensorFlow fallback is announced once per process
 INSTALL_HINT = 'install ai-edge-litert (pip install ai-edge-litert, or pip install ".[tflite]")'
 
 
@@ -33,6 +35,10 @@ def interpreter_class():
     try:
         import tensorflow as tf  # last resort: heavy
 
+        if not _warned:
+            _warned.append(True)
+            print(f"warning: no LiteRT runtime, using TensorFlow's interpreter (seconds of start-up, ~1 GB): {INSTALL_HINT}",
+                  file=sys.stderr, flush=True)
         return tf.lite.Interpreter, "tensorflow.lite"
     except ImportError as exc:
         errors.append(f"tensorflow: {exc}")
