@@ -516,6 +516,7 @@ def run_fer(job: dict) -> dict:
     ms = ms[warmup:]
     measured = len(ms)
     with_faces = sum(1 for k in faces if k)  # faces found: every frame counts, as for the pipeline
+    e2e_fps = None if job["source"].get("live") else _fer_streaming_fps(detector, job, warmup)
     return {
         "source": name, "package": "fer", "version": metadata.version("fer"),
         "call": "FER(mtcnn=False).detect_emotions(frame)",
@@ -531,8 +532,33 @@ def run_fer(job: dict) -> dict:
         "cpu_pct": round(100.0 * (cpu_end - cpu0) / (t_end - t_window), 1),
         "peak_rss_mb": peak_rss_mb(),
         "startup_s": round(startup, 3),
-        "note": "frames decoded before timing (the pipeline's numbers include decoding in its capture stage)",
+        "fps_with_decoding": e2e_fps,
+        "note": "fps: frames decoded before timing (the pipeline's numbers include decoding in its capture stage); "
+                "fps_with_decoding: read a frame with the same decoder, then detect_emotions, as a fer script does",
     }
+
+
+def _fer_streaming_fps(detector, job: dict, warmup: int) -> float | None:
+    """fer as its users run a clip: decode a frame, detect_emotions, next. The same decoder
+    (engine.sources) and frames as the pipeline, so both sides of the ratio include decoding."""
+    from engine.sources import SourceOptions, open_source
+
+    src = open_source(SourceOptions(job["source"]["spec"], loop=job["loop"]))
+    n, t_window = 0, None
+    try:
+        while job["max_frames"] is None or n < job["max_frames"]:
+            if n == warmup:
+                t_window = time.perf_counter()
+            frame = src.read()
+            if frame is None:
+                break
+            detector.detect_emotions(frame)
+            n += 1
+    finally:
+        src.close()
+    if t_window is None or n <= warmup:
+        return None
+    return round((n - warmup) / (time.perf_counter() - t_window), 2)
 
 
 def _load_avg() -> float | None:
@@ -664,6 +690,9 @@ def benchmark(args) -> dict:
         r["vs_fer"] = None if peer is None else {
             "fer_fps": peer["fps"],
             "speed_ratio": round(r["fps"] / peer["fps"], 2) if peer["fps"] > 0 else None,
+            "fer_fps_with_decoding": peer.get("fps_with_decoding"),
+            "speed_ratio_with_decoding": (round(r["fps"] / peer["fps_with_decoding"], 2)
+                                          if peer.get("fps_with_decoding") else None),
             "fer_faces_per_frame": peer["faces_per_frame"],
             "fer_frames_with_faces": peer["frames_with_faces"],
             "target_ratio": FER_TARGET,
@@ -694,7 +723,7 @@ def benchmark(args) -> dict:
 
 SUMMARY_HEADERS = ("source", "config", "FPS", "e2e p50", "e2e p99", "detect p50", "classify p50", "ms/face",
                    "faces/frame", "frames w/ faces", "face px", "CPU %", "RSS MB", "FPS/bound", "e2e/sum", "start s",
-                   "fer FPS", "x fer", "fer faces/frame", "fer frames w/ faces")
+                   "fer FPS", "x fer", "fer FPS w/ decode", "x fer w/ decode", "fer faces/frame", "fer frames w/ faces")
 
 
 def _pct(n: int, total: int) -> str:
@@ -720,6 +749,8 @@ def summary_rows(report: dict) -> list[list[str]]:
             f"{c['latency_ratio']:.2f}x" if c["latency_ratio"] is not None else "-",
             fmt(r["startup_s"], 2),
             fmt(v.get("fer_fps")), f"{v['speed_ratio']:.1f}x" if v.get("speed_ratio") else "-",
+            fmt(v.get("fer_fps_with_decoding")),
+            f"{v['speed_ratio_with_decoding']:.1f}x" if v.get("speed_ratio_with_decoding") else "-",
             fmt(v.get("fer_faces_per_frame"), 2),
             _pct(peer["frames_with_faces"], peer["frames"]) if "frames_with_faces" in peer else "-",
         ])
@@ -730,7 +761,8 @@ def summary_rows(report: dict) -> list[list[str]]:
         rows.append([f["source"], f"fer {f['version']} (Haar)", fmt(f["fps"]), "-", "-", "-", "-", "-",
                      fmt(f["faces_per_frame"], 2), _pct(f["frames_with_faces"], f["frames"]), _px(f.get("face_px")),
                      fmt(f["cpu_pct"], 0), fmt(f["peak_rss_mb"], 0), "-", "-", fmt(f["startup_s"], 2),
-                     fmt(f["fps"]), "1.0x", fmt(f["faces_per_frame"], 2), _pct(f["frames_with_faces"], f["frames"])])
+                     fmt(f["fps"]), "1.0x", fmt(f.get("fps_with_decoding")), "1.0x" if f.get("fps_with_decoding") else "-",
+                     fmt(f["faces_per_frame"], 2), _pct(f["frames_with_faces"], f["frames"])])
     rows.sort(key=lambda row: row[0])  # stable: each source's rows together, ours first, fer last
     return rows
 
@@ -749,7 +781,8 @@ def format_text(report: dict) -> str:
     lines = [text_table(SUMMARY_HEADERS, summary_rows(report)), ""]
     lines.append("times in ms; e2e = capture-to-output latency; face px = box side p10-p90; FPS/bound = FPS / (1000 / slowest thread's median "
                  f"ms), target >= {THROUGHPUT_TARGET:.0%}; e2e/sum = e2e p50 / sum of stage medians, target <= {LATENCY_TARGET}x; "
-                 f"x fer target >= {FER_TARGET:.0f}x")
+                 f"x fer = vs fer on pre-decoded frames; x fer w/ decode = vs fer decoding the clip too, as the pipeline does; "
+                 f"target >= {FER_TARGET:.0f}x")
     for s in report["skipped"]:
         lines.append(f"skipped {s['config']} on {s['source']}: {s['reason']}")
     for f in report["fer"]:
@@ -769,7 +802,9 @@ def format_markdown(report: dict) -> str:
            "## Summary", "", md_table(SUMMARY_HEADERS, summary_rows(report), left=2), "",
            "Times in ms. e2e = capture-to-output latency. face px = side of the found face boxes, p10-p90. FPS/bound = FPS / (1000 / median ms of the slowest pipeline "
            f"thread), target >= {THROUGHPUT_TARGET:.0%}. e2e/sum = e2e p50 / sum of stage medians, target <= {LATENCY_TARGET}x. "
-           f"x fer = our FPS / fer's FPS on the same decoded frames, target >= {FER_TARGET:.0f}x.", "",
+           "x fer = our FPS / fer's FPS on the same frames decoded before timing (fer does not pay for decoding, the "
+           "pipeline does); x fer w/ decode = our FPS / fer's FPS when it reads each frame with the same decoder "
+           f"first, as a fer script does (both sides decode). Target >= {FER_TARGET:.0f}x.", "",
            "## Per-stage latency (ms)", "", md_table(("source", "config", "stage", "p50", "p90", "p99"), stage_rows(report), left=3), "",
            "## Checks", ""]
     for r in report["runs"]:
@@ -784,7 +819,9 @@ def format_markdown(report: dict) -> str:
         out.append(f"- {r['source']} {_label(r)}: {tput}; e2e p50 {r['latency']['p50']:.1f} ms vs stage sum "
                    f"{c['stage_median_sum_ms']:.1f} ms = {c['latency_ratio']:.2f}x ({'met' if c['latency_ok'] else 'missed'}); "
                    f"start-up {fmt(r['startup_s'], 2)} s (model+detector load {r['load_s']:.2f} s)"
-                   + (f"; {v['speed_ratio']:.1f}x fer ({'met' if v['ratio_ok'] else 'missed'})" if v and v.get("speed_ratio") else "")
+                   + (f"; {v['speed_ratio']:.1f}x fer on pre-decoded frames ({'met' if v['ratio_ok'] else 'missed'})" if v and v.get("speed_ratio") else "")
+                   + (f", {v['speed_ratio_with_decoding']:.1f}x fer decoding too ({'met' if v['speed_ratio_with_decoding'] >= FER_TARGET else 'missed'})"
+                      if v and v.get("speed_ratio_with_decoding") else "")
                    + f". Equivalent: `{r['command']}`")
     for s in report["skipped"]:
         out.append(f"- skipped {s['config']} on {s['source']}: {s['reason']}")

@@ -25,7 +25,7 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes, sha256_file  # noqa: E402
-from models.cli import Parser  # noqa: E402
+from models.cli import Parser, fraction  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
 STATE_NAME = "train_state.json"
@@ -51,6 +51,9 @@ class TrainOptions:
     class_weight: str = "none"  # none | balanced | sqrt
     augment: str = "strong"  # none | light | strong
     mixup: float = 0.0
+    #: probability of a batch being shrunk to a random 24..44 px and enlarged back: the engine's
+    #: crops are resampled from camera pixels, so the net must not hinge on the exact 48x48 grid
+    resample: float = 0.0
     teacher: str | None = None
     teacher_weight: float = 0.7
     precision: str = "auto"  # auto | float32 | mixed_bfloat16
@@ -145,6 +148,17 @@ def _random_erase(x, seed: int, p: float = 0.5):
     return tf.where(box, noise, x)
 
 
+def _random_resample(x, seed: int, p: float):
+    """Down- then up-sample a whole batch (one random size per batch) with probability p."""
+    import tensorflow as tf
+
+    size = tf.shape(x)[1]
+    side = tf.random.uniform([], 24, 45, dtype=tf.int32, seed=seed)
+    small = tf.image.resize(x, tf.stack([side, side]), method="area")
+    back = tf.image.resize(small, tf.stack([size, size]), method="bilinear")
+    return tf.cond(tf.random.uniform([], seed=seed + 1) < p, lambda: back, lambda: x)
+
+
 def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=None, weights=None):
     import tensorflow as tf
 
@@ -165,6 +179,8 @@ def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=
             xb = tf.clip_by_value(xb, 0.0, 255.0)
             if opts.augment == "strong":
                 xb = _random_erase(xb, opts.seed)
+        if train and opts.resample > 0:
+            xb = _random_resample(xb, opts.seed + 7, opts.resample)
         if teacher is not None:
             tp = tf.cast(teacher(xb, training=False), tf.float32)
             target = opts.teacher_weight * tp + (1 - opts.teacher_weight) * target
@@ -406,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=("none", "light", "strong"), default=d.augment,
                    help="flip/shift/rotate/zoom/contrast; strong adds random erasing")
     p.add_argument("--mixup", type=float, default=d.mixup, help="max mixup weight (0 = off)")
+    p.add_argument("--resample", type=fraction, default=d.resample,
+                   help="probability of a batch being shrunk to 24-44 px and enlarged back (robustness to the engine's resampled crops) [0]")
     p.add_argument("--teacher", default=None, help="a trained .keras model to distil from (its labels.json must match)")
     p.add_argument("--teacher-weight", type=float, default=d.teacher_weight, help="share of the teacher's probabilities in the targets")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=d.precision,
@@ -434,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs or TrainOptions.epochs,
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
-        augment=args.augment, mixup=args.mixup, teacher=args.teacher, teacher_weight=args.teacher_weight,
+        augment=args.augment, mixup=args.mixup, resample=args.resample, teacher=args.teacher, teacher_weight=args.teacher_weight,
         precision=args.precision, jit=args.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
     )

@@ -116,6 +116,8 @@ def test_fps_json_has_every_field(model_dir, clip, tmp_path):
     else:
         assert fer["fps"] > 0 and fer["frames"] == 8 and _ordered(fer["ms_per_frame"])
         assert report["runs"][0]["vs_fer"]["speed_ratio"] > 0
+        # fer decoding the clip itself, as its users run it: slower than on pre-decoded frames
+        assert 0 < fer["fps_with_decoding"] and report["runs"][0]["vs_fer"]["speed_ratio_with_decoding"] > 0
     md = (tmp_path / "fps.md").read_text()
     assert "| source | config | FPS |" in md and "capture-to-output" in md
     assert (tmp_path / "fps.png").read_bytes()[:4] == b"\x89PNG"
