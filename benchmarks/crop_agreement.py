@@ -201,6 +201,10 @@ def run(args: argparse.Namespace) -> dict:
 
         # 1. the reference: the classifier on the 48x48 faces themselves (batches, same classifier object)
         direct = np.concatenate([rec.classifier.predict(faces[i : i + 256, :, :, None]).argmax(1) for i in range(0, n, 256)])
+        # The model's stability yardstick: how often it gives the same label to the mirrored face. A
+        # crop can hardly agree with the direct label more often than a mirror image does.
+        mirrored = np.ascontiguousarray(faces[:, :, ::-1, None])
+        flip_label = np.concatenate([rec.classifier.predict(mirrored[i : i + 256]).argmax(1) for i in range(0, n, 256)])
 
         # 2. the frames, 3. the detector once per frame (its output does not depend on the crop)
         frames = compose_frames(faces, rng, args.size, args.faces, args.width, args.height, args.background)
@@ -276,6 +280,7 @@ def run(args: argparse.Namespace) -> dict:
         "direct_accuracy_detected": float((direct[found] == truth[found]).mean()),
         "missed_direct_accuracy": float((direct[~found] == truth[~found]).mean()) if n_found < n else None,
         "oracle_agreement": float((oracle == direct).mean()),
+        "flip_agreement": float((flip_label == direct).mean()),
         "box_geometry": {
             "true_side_over_box_side": {q: round(float(np.percentile(scale, v)), 3) for q, v in (("p10", 10), ("p50", 50), ("p90", 90))},
             "true_centre_below_box_centre": {q: round(float(np.percentile(dy, v)), 3) for q, v in (("p10", 10), ("p50", 50), ("p90", 90))},
@@ -308,6 +313,7 @@ def tables(res: dict) -> tuple[str, str]:
                f"{g['true_side_over_box_side']['p10']:.2f}-{g['true_side_over_box_side']['p90']:.2f}), its centre "
                f"{abs(g['true_centre_below_box_centre']['p50']):.3f} sides {'below' if g['true_centre_below_box_centre']['p50'] >= 0 else 'above'}"
                f" the box centre.\n"
+               f"Model stability: it gives the mirrored 48x48 face the same label on {_pct(res['flip_agreement'])}% of faces.\n"
                f"Best crop: margin {b['margin']:.2f}, shift_y {b['shift_y']:+.2f}, align {'on' if b['align'] else 'off'}: "
                f"agreement {_pct(b['agreement'])}% (target {100 * res['target_agreement']:.0f}%: "
                f"{'met' if res['meets_target'] else 'NOT met'}), engine accuracy {_pct(b['engine_accuracy'])}%.")

@@ -31,7 +31,7 @@ def test_crop_agreement_json_and_table(tiny_export_dir, fer_root, tmp_path):
         assert 0.0 <= r["agreement"] <= 1.0 and 0.0 <= r["engine_accuracy"] <= 1.0
     assert res["best"]["agreement"] == max(r["agreement"] for r in res["rows"])
     assert res["meets_target"] == (res["best"]["agreement"] >= res["target_agreement"])
-    assert 0.0 <= res["oracle_agreement"] <= 1.0
+    assert 0.0 <= res["oracle_agreement"] <= 1.0 and 0.0 <= res["flip_agreement"] <= 1.0
     assert "Best crop: margin" in proc.stdout and "agree %" in proc.stdout
     assert "| align |" in (tmp_path / "ca.md").read_text()
 
