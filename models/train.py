@@ -54,6 +54,9 @@ class TrainOptions:
     #: probability of a batch being shrunk to a random 24..44 px and enlarged back: the engine's
     #: crops are resampled from camera pixels, so the net must not hinge on the exact 48x48 grid
     resample: float = 0.0
+    #: start from this saved model's weights (same arch and classes): fine-tuning, e.g. a shipped
+    #: model with a new augmentation, at a lower --lr and a few epochs
+    init: str | None = None
     teacher: str | None = None
     teacher_weight: float = 0.7
     precision: str = "auto"  # auto | float32 | mixed_bfloat16
@@ -230,6 +233,21 @@ def _float32_copy(model, arch: str, n_classes: int):
     return clean
 
 
+def _init_from(model, opts: TrainOptions) -> None:
+    path = Path(opts.init)
+    if not path.is_file():
+        raise UserError(f"--init {path} does not exist")
+    src = _load_keras(path)
+    spec = ModelSpec.load(path.parent) if (path.parent / "labels.json").is_file() else None
+    if spec is not None and tuple(spec.labels) != tuple(opts.classes):
+        raise UserError(f"--init model labels {spec.labels} differ from --classes {list(opts.classes)}")
+    shapes = [tuple(w.shape) for w in model.get_weights()]
+    if [tuple(w.shape) for w in src.get_weights()] != shapes:
+        raise UserError(f"--init {path.name} is not a {opts.arch} with {len(opts.classes)} classes (its weights do not fit)")
+    model.set_weights(src.get_weights())
+    print(f"initialised from {path}", file=sys.stderr)
+
+
 def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -> Path:
     """Train (or resume) a run in `opts.out`; return the folder with the final model + spec."""
     out = Path(opts.out)
@@ -281,6 +299,8 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -
         print(f"resuming {out} at epoch {initial_epoch + 1}/{opts.epochs}", file=sys.stderr)
     else:
         model = ARCHS[opts.arch](n)
+        if opts.init:
+            _init_from(model, opts)
         if opts.optimizer == "sgd":
             optimizer = keras.optimizers.SGD(opts.lr, momentum=0.9, nesterov=True, weight_decay=opts.weight_decay)
         else:
@@ -422,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=("none", "light", "strong"), default=d.augment,
                    help="flip/shift/rotate/zoom/contrast; strong adds random erasing")
     p.add_argument("--mixup", type=float, default=d.mixup, help="max mixup weight (0 = off)")
+    p.add_argument("--init", help="start from this .keras model's weights (same --arch and classes): fine-tuning")
     p.add_argument("--resample", type=fraction, default=d.resample,
                    help="probability of a batch being shrunk to 24-44 px and enlarged back (robustness to the engine's resampled crops) [0]")
     p.add_argument("--teacher", default=None, help="a trained .keras model to distil from (its labels.json must match)")
@@ -452,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs or TrainOptions.epochs,
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
-        augment=args.augment, mixup=args.mixup, resample=args.resample, teacher=args.teacher, teacher_weight=args.teacher_weight,
+        augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight,
         precision=args.precision, jit=args.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
     )

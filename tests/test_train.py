@@ -186,6 +186,22 @@ def test_one_epoch_trains_saves_reloads_and_resumes(fer_root, tmp_path):
     r3 = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert r3.returncode == 2 and "already holds a run" in r3.stderr and "Traceback" not in r3.stderr
 
+    # --init: a fine-tune starts from the saved weights (at a negligible lr they stay put) ...
+    ft = tmp_path / "ft"
+    ft_cmd = [*cmd[:cmd.index("--out") + 1], str(ft), *cmd[cmd.index("--out") + 2:], "--init", str(out / "emotion.keras"),
+              "--lr", "1e-9", "--weight-decay", "0", "--resample", "1"]
+    r4 = subprocess.run(ft_cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r4.returncode == 0 and "initialised from" in r4.stderr, r4.stderr[-2000:]
+    tuned = keras.saving.load_model(ft / "last.keras", safe_mode=True)
+    kernel = lambda m: next(w for w in m.get_weights() if w.ndim == 4)  # noqa: E731 - the first conv kernel
+    init = keras.saving.load_model(out / "emotion.keras", safe_mode=True)
+    np.testing.assert_allclose(kernel(tuned), kernel(init), atol=1e-6)
+    # ... and a model that does not fit (3 classes into a 7-class run) is one sentence
+    bad = [str(tmp_path / "ft2") if a == str(ft) else a for a in ft_cmd]
+    r5 = subprocess.run([*bad[:bad.index("--classes") + 1], "7", *bad[bad.index("--classes") + 2:]],
+                        cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r5.returncode == 2 and "--init model labels" in r5.stderr and "Traceback" not in r5.stderr, r5.stderr[-2000:]
+
 
 @pytest.mark.skipif(not HAVE_TF, reason="evaluation needs tensorflow")
 def test_evaluate_cli_writes_report_and_plots(fer_root, tmp_path):
