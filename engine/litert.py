@@ -35,7 +35,7 @@ def interpreter_class():
     try:
         import tensorflow as tf  # last resort: heavy
 
-        if not _warned:
+        if not _warned and "tensorflow" not in sys.modules:  # already loaded (export, keras): nothing to add
             _warned.append(True)
             print(f"warning: no LiteRT runtime, using TensorFlow's interpreter (seconds of start-up, ~1 GB): {INSTALL_HINT}",
                   file=sys.stderr, flush=True)

@@ -82,7 +82,10 @@ class Outputs:
                 self.window = WindowSink()
         except BaseException:
             self.interrupted = True
-            self.close()
+            try:
+                self.close()
+            except BaseException:  # noqa: S110 - the error that stopped the opening is the one to report
+                pass
             raise
         return self
 

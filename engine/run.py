@@ -151,6 +151,9 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
     except PipelineError as exc:
         outputs.interrupted = True  # report the error now, not after the sound clip
         raise UserError(str(exc)) from None
+    except BaseException:
+        outputs.interrupted = True
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     startup = outputs.first_out - t_launch if outputs.first_out is not None else float("nan")

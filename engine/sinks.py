@@ -49,17 +49,25 @@ class VideoSink:
     file cannot change size midway.
     """
 
-    MAX_GAP_S = 5.0  # a longer gap (a camera reconnect) is cut, not filled with a still
+    MAX_GAP_S = 2.0  # a longer gap (a camera reconnect) is cut, not filled with a still
+    #: Cameras and streams sometimes report nonsense rates (0, 1000, the 90 kHz time base): a live
+    #: output outside this range is written at 30 FPS instead.
+    LIVE_FPS_RANGE = (1.0, 120.0)
 
     def __init__(self, path: str | os.PathLike, fps: float, live: bool = False):
         self.path = Path(path)
         if not self.path.parent.exists():
             raise UserError(f"folder {self.path.parent} for --output does not exist")
-        self._fps = fps if fps and fps > 0 else 25.0
+        lo, hi = self.LIVE_FPS_RANGE
+        if live:
+            self._fps = fps if fps and lo <= fps <= hi else 30.0
+        else:
+            self._fps = fps if fps and fps > 0 else 25.0
         self._live = live
         self._writer = None
         self._size: tuple[int, int] | None = None  # (w, h)
-        self._slot: int | None = None  # output slot of the last written live frame
+        self._t0: float | None = None  # capture time of the first live frame
+        self._slot = 0  # output slot of the last written live frame
         self._last: np.ndarray | None = None
         self.frames_written = 0
 
@@ -75,6 +83,10 @@ class VideoSink:
         canvas[y:y + nh, x:x + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         return canvas
 
+    def _put(self, frame: np.ndarray) -> None:
+        self._writer.write(frame)
+        self.frames_written += 1
+
     def write(self, frame: np.ndarray, t: float | None = None) -> None:
         if self._writer is None:
             fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
@@ -84,20 +96,27 @@ class VideoSink:
             if not self._writer.isOpened():
                 raise UserError(f"cannot write video {self.path}")
         frame = self._fit(frame)
-        if self._live and t is not None:
-            slot = int(round(t * self._fps))
-            if self._slot is not None:
-                gap = slot - self._slot
-                if gap <= 0:
-                    return  # same output slot as the previous frame: the file's rate cannot show both
-                if gap <= self.MAX_GAP_S * self._fps:
-                    for _ in range(gap - 1):
-                        self._writer.write(self._last)
-                        self.frames_written += 1
-            self._slot = slot
-            self._last = frame
-        self._writer.write(frame)
-        self.frames_written += 1
+        if not self._live or t is None:
+            self._put(frame)
+            return
+        if self._t0 is None:
+            self._t0, self._slot, self._last = t, 0, frame
+            self._put(frame)
+            return
+        # Slots count from the first frame and only move forward: capture-time jitter then never
+        # drops a frame that arrives at the camera's own rate, and the video keeps real time.
+        ideal = (t - self._t0) * self._fps
+        nxt = self._slot + 1
+        if ideal < nxt - 1:
+            return  # a frame before its slot: the source runs faster than the file's rate
+        slot = max(nxt, round(ideal))
+        if slot - nxt > self.MAX_GAP_S * self._fps:
+            self._t0 += (slot - nxt) / self._fps  # cut the gap: the timeline resumes at the next slot
+            slot = nxt
+        for _ in range(slot - nxt):
+            self._put(self._last)
+        self._slot, self._last = slot, frame
+        self._put(frame)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -401,6 +401,38 @@ def _versions() -> dict:
 # --------------------------------------------------------------------------- the export
 
 
+def _previous_export(out: Path) -> ModelSpec | None:
+    """The sidecar an earlier export left in `out`, if any (read before it is replaced)."""
+    try:
+        return ModelSpec.load(out) if (out / SPEC_NAME).is_file() else None
+    except (UserError, ValueError, OSError):
+        return None
+
+
+def _keep_earlier_exports(previous: ModelSpec | None, source_sha256: str, files: dict, out: Path) -> list[dict]:
+    """Artifact records of formats exported earlier FROM THE SAME model file and not redone now:
+    exporting onnx-fp32 today must not throw away yesterday's int8 calibration."""
+    if previous is None or previous.source_sha256 != source_sha256:
+        return []
+    earlier = (previous.extra or {}).get("export", {}).get("artifacts", [])
+    return [a for a in earlier if a.get("format") in FORMAT_KIND and a["format"] not in files
+            and (out / a.get("file", "")).is_file() and sha256_file(out / a["file"]) == a.get("sha256")]
+
+
+def _remove_stale_exports(out: Path, files: dict, kept: set[str]) -> None:
+    """Exports of another model (or of unknown origin) that this export did not replace: labels.json
+    no longer describes them, and the engine would pick them up by name."""
+    for fmt in FORMATS:
+        stale = out / artifact_name(*FORMAT_KIND[fmt])
+        if fmt in files or fmt in kept or not stale.is_file():
+            continue
+        try:
+            stale.unlink()
+            log(f"  removed {stale.name}: left by an export of another model, labels.json no longer describes it")
+        except OSError as exc:
+            log(f"warning: could not remove {stale} ({exc.strerror or exc}): it belongs to another model, delete it")
+
+
 def export_model(
     model_path: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
@@ -488,6 +520,7 @@ def export_model(
     keras_acc = float((keras_probs.argmax(1) == val.y).mean())
 
     out_abs = out.resolve()
+    previous = _previous_export(out)
     out_abs.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_abs.name}.export-", dir=out_abs.parent))
     try:
@@ -619,6 +652,10 @@ def export_model(
                 for fmt, r in rows.items()
             ],
         }
+        kept = _keep_earlier_exports(previous, spec.source_sha256, files, out)
+        if kept:
+            log(f"  kept {', '.join(a['format'] for a in kept)} from an earlier export of the same model")
+        spec.extra["export"]["artifacts"] += kept
         spec.save(tmp)
         report["seconds"] = round(time.time() - t_start, 1)
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
@@ -629,13 +666,7 @@ def export_model(
         moved = [p for p in tmp.iterdir() if p.name != SPEC_NAME] + [tmp / SPEC_NAME]  # sidecar last
         for p in moved:
             os.replace(p, out / p.name)
-        # Exports of formats not made this time belong to an earlier model: labels.json no longer
-        # describes them, and the engine would pick them up by name. Remove them, saying so.
-        for fmt in FORMATS:
-            stale = out / artifact_name(*FORMAT_KIND[fmt])
-            if fmt not in files and stale.is_file():
-                stale.unlink()
-                log(f"  removed {stale.name}: left by an earlier export, it does not match this model")
+        _remove_stale_exports(out, files, {a["format"] for a in kept})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -157,9 +157,12 @@ def _random_resample(x, seed: int, p: float):
 
     size = tf.shape(x)[1]
     side = tf.random.uniform([], 24, 45, dtype=tf.int32, seed=seed)
-    small = tf.image.resize(x, tf.stack([side, side]), method="area")
-    back = tf.image.resize(small, tf.stack([size, size]), method="bilinear")
-    return tf.cond(tf.random.uniform([], seed=seed + 1) < p, lambda: back, lambda: x)
+
+    def resample():
+        small = tf.image.resize(x, tf.stack([side, side]), method="area")
+        return tf.image.resize(small, tf.stack([size, size]), method="bilinear")
+
+    return tf.cond(tf.random.uniform([], seed=seed + 1) < p, resample, lambda: x)
 
 
 def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=None, weights=None):

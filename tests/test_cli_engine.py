@@ -353,11 +353,25 @@ def test_live_video_output_keeps_real_time_when_frames_are_dropped(tmp_path):
     from engine.sinks import VideoSink
 
     sink = VideoSink(tmp_path / "live.mp4", fps=10.0, live=True)
-    shades = {0.0: 40, 0.1: 80, 0.45: 160, 0.5: 200, 0.52: 220, 30.0: 250}  # 0.52 shares 0.5's slot; 30 s: a reconnect gap
+    # 0.52: jitter, takes the next slot; 0.53: ahead of its slot, dropped; 30 s: a reconnect gap, cut
+    shades = {0.0: 40, 0.1: 80, 0.45: 160, 0.5: 200, 0.52: 220, 0.53: 230, 30.0: 250}
     for t, v in shades.items():
         sink.write(np.full((48, 64, 3), v, np.uint8), t)
     sink.close()
     got = [int(f.mean().round()) for f in _video_frames(tmp_path / "live.mp4")]
-    # slots 0, 1, [2, 3 = previous], 4 (0.45 rounds to 4), 5; 0.52 dropped (slot 5 again); the 29.5 s gap is cut
-    want = [40, 80, 80, 80, 160, 200, 250]
+    want = [40, 80, 80, 80, 160, 200, 220, 250]  # slots 0, 1, 2-3 (previous frame again), 4, 5, 6, 7
     assert len(got) == len(want) and all(abs(g - w) <= 6 for g, w in zip(got, want)), got
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.3, 0.5])
+def test_live_video_output_loses_no_frame_to_capture_jitter(tmp_path, offset):
+    """Frames at the camera's own rate, with a few ms of jitter, map one to one onto the output."""
+    from engine.sinks import VideoSink
+
+    sink = VideoSink(tmp_path / "jitter.mp4", fps=90000.0, live=True)  # a nonsense reported rate: written at 30
+    rng = np.random.default_rng(1)
+    frame = np.zeros((32, 32, 3), np.uint8)
+    for k in range(120):
+        sink.write(frame, 5.0 + (k + offset) / 30.0 + rng.uniform(-0.004, 0.004))
+    sink.close()
+    assert sink.frames_written == 120

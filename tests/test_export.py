@@ -175,6 +175,10 @@ def test_defaults_out_to_model_folder_and_calib_to_training_data(tiny_model, tmp
     assert after.extra["options"] == before.extra["options"] and after.extra["best_val_accuracy"] == before.extra["best_val_accuracy"]
     assert [a["format"] for a in after.extra["export"]["artifacts"]] == ["tflite-fp32"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # another format of the SAME model later: the earlier export stays, and labels.json lists both
+    export_model(run_dir / "emotion.keras", formats=["onnx-fp32"], calib_size=16, verify_size=32, check=False)
+    assert (run_dir / "emotion_fp32.tflite").is_file() and (run_dir / "emotion_fp32.onnx").is_file()
+    assert [a["format"] for a in ModelSpec.load(run_dir).extra["export"]["artifacts"]] == ["onnx-fp32", "tflite-fp32"]
 
 
 # ----------------------------------------------------------------------------- bad input
