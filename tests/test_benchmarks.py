@@ -208,3 +208,24 @@ def test_models_bad_input_is_one_line(tmp_path):
     assert "does not exist" in _one_error_line(r)
     r = _run("models.py", "--model", str(tmp_path), "--batches", "0")
     assert "--batches" in _one_error_line(r)
+
+
+def test_profile_parts_add_up(model_dir, clip, tmp_path):
+    """benchmarks/profile.py: the serial per-part times of the engine's own calls, summing to the frame's cost."""
+    path, real = clip
+    out = tmp_path / "profile.json"
+    r = _run("profile.py", "--source", str(path), "--model", str(model_dir), "--loop", "1", "--max-frames", "10",
+             "--warmup", "2", "--cprofile", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["frames"] == 8 and set(res["parts"]) == {"decode", "detect", "crop", "classify", "track", "overlay"}
+    assert all(p["mean_ms"] >= 0 and _ordered(p) for p in res["parts"].values())
+    assert res["sum_ms"] == pytest.approx(sum(p["mean_ms"] for p in res["parts"].values()), abs=1e-3)
+    assert res["parts"]["detect"]["mean_ms"] > 0 and res["top_functions"]
+    if real:
+        assert res["faces_per_frame"] == 2.0 and res["parts"]["classify"]["mean_ms"] > 0
+    assert "one core:" in r.stdout
+
+
+def test_profile_refuses_a_camera_in_one_line():
+    assert "profile a file or folder" in _one_error_line(_run("profile.py", "--source", "0"))
