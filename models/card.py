@@ -18,15 +18,16 @@ from models.cli import Parser
 from models.errors import UserError, cli_main
 
 CARD_NAME = "MODEL_CARD.md"
+NOTES_NAME = "NOTES.md"
 SHIP_FILES = ("emotion.keras", SPEC_NAME, "metrics.json", "metrics_tta.json", "history.json", "confusion.png", "curves.png",
-              "export_report.json", "export_report.md", CARD_NAME)
+              "export_report.json", "export_report.md", NOTES_NAME, CARD_NAME)
 SHIP_GLOBS = ("emotion_*.tflite", "emotion_*.onnx")
 
 #: Recipe flags in the order `models.train --help` lists them, with their option names.
 _FLAGS = (("arch", "--arch"), ("epochs", "--epochs"), ("batch", "--batch"), ("optimizer", "--optimizer"), ("lr", "--lr"),
           ("weight_decay", "--weight-decay"), ("warmup", "--warmup"), ("schedule", "--schedule"),
           ("label_smoothing", "--label-smoothing"), ("class_weight", "--class-weight"), ("augment", "--augment"),
-          ("mixup", "--mixup"), ("teacher", "--teacher"), ("teacher_weight", "--teacher-weight"),
+          ("mixup", "--mixup"), ("resample", "--resample"), ("init", "--init"), ("teacher", "--teacher"), ("teacher_weight", "--teacher-weight"),
           ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
 
 
@@ -34,7 +35,7 @@ def retrain_command(options: dict, out: str) -> str:
     parts = ["python -m models.train", f"--data {options.get('data', 'DATA')}", f"--classes {','.join(options.get('classes', []))}"]
     for key, flag in _FLAGS:
         value = options.get(key)
-        if value is None or (key in ("teacher_weight",) and not options.get("teacher")):
+        if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key == "resample" and not value):
             continue
         parts.append(f"{flag} {value}")
     if options.get("jit") is False:
@@ -97,6 +98,9 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
     if ship_as:
         lines += ["then refresh the shipped copy and this card:", "", "```bash",
                   f"python -m models.card runs/{spec.arch} --ship {ship_as}", "```", ""]
+    notes = run / NOTES_NAME
+    if notes.is_file():  # what the run's own files cannot say (e.g. a schedule changed mid-run), written by its trainer
+        lines += ["## Notes", "", notes.read_text().strip(), ""]
     if report:
         body = (run / "export_report.md").read_text().strip().splitlines()
         if body and body[0].startswith("# "):

@@ -202,6 +202,17 @@ def test_one_epoch_trains_saves_reloads_and_resumes(fer_root, tmp_path):
                         cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert r5.returncode == 2 and "--init model labels" in r5.stderr and "Traceback" not in r5.stderr, r5.stderr[-2000:]
 
+    # the model card: written from the run's files, with its notes and the command that retrains it; shipped
+    (ft / "NOTES.md").write_text("Fine-tuned for the test.")
+    zoo = tmp_path / "zoo" / "tuned"
+    r6 = subprocess.run([sys.executable, "-m", "models.card", str(ft), "--title", "tuned", "--ship", str(zoo)],
+                        cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert r6.returncode == 0, r6.stderr[-2000:]
+    card = (zoo / "MODEL_CARD.md").read_text()
+    assert "## Notes\n\nFine-tuned for the test." in card and "| angry |" in card
+    assert f"--init {out / 'emotion.keras'}" in card and "--resample 1.0" in card
+    assert {"emotion.keras", "labels.json", "NOTES.md", "metrics.json"} <= {p.name for p in zoo.iterdir()}
+
 
 @pytest.mark.skipif(not HAVE_TF, reason="evaluation needs tensorflow")
 def test_evaluate_cli_writes_report_and_plots(fer_root, tmp_path):
