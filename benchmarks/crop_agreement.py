@@ -26,6 +26,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import asdict
@@ -97,10 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", type=_range, default=(1, 3), help="faces per frame: N or LO-HI [1-3]")
     p.add_argument("--width", type=positive_int, default=480, help="frame width [480]")
     p.add_argument("--height", type=positive_int, default=360, help="frame height [360]")
+    p.add_argument("--roll", type=float, default=0.0,
+                   help="turn each face by a random angle up to this many degrees (tilted heads: what alignment is for) [0]")
     p.add_argument("--background", default="grey", choices=("grey", "blur"), help="mid-grey or a blurred random background [grey]")
     p.add_argument("--margins", type=_floats, default=DEFAULT_MARGINS, help="CropOptions.margin values to sweep")
     p.add_argument("--shifts", type=_floats, default=DEFAULT_SHIFTS, help="CropOptions.shift_y values to sweep (write --shifts=-0.1,0 when the list starts with a minus)")
     p.add_argument("--align", default="both", choices=("on", "off", "both"), help="eye-line alignment in the sweep [both]")
+    p.add_argument("--keep-roll", type=_floats, default=None,
+                   help="CropOptions.keep_roll_deg values to sweep with alignment on (head roll left as is) [the engine's default]")
     p.add_argument("--seed", type=int, default=0, help="face choice, sizes and positions [0]")
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--md", help="write the results as a Markdown table")
@@ -111,11 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def compose_frames(faces: np.ndarray, rng: np.random.Generator, size: tuple[int, int], per_frame: tuple[int, int],
-                   width: int, height: int, background: str) -> list[tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]]:
+                   width: int, height: int, background: str, roll: float = 0.0,
+                   angles: np.ndarray | None = None) -> list[tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]]:
     """Place every face once: [(BGR frame, [(face index, (x, y, side, side)), ...]), ...].
 
     Faces in one frame do not overlap (a gap of a tenth of a face between them), so each
-    detection belongs to one face.
+    detection belongs to one face. With `roll` each face is also turned in the image plane by a
+    random angle in [-roll, roll] degrees (a head tilted as in a real video), written to `angles`.
     """
     if size[1] > min(width, height):
         raise UserError(f"--size {size[1]} does not fit a {width}x{height} frame")
@@ -138,6 +145,12 @@ def compose_frames(faces: np.ndarray, rng: np.random.Generator, size: tuple[int,
             else:
                 break  # no room left in this frame: the face goes into the next one
             face = cv2.resize(faces[i], (side, side), interpolation=cv2.INTER_CUBIC)
+            if roll:
+                a = float(rng.uniform(-roll, roll))
+                m = cv2.getRotationMatrix2D((side / 2, side / 2), a, 1.0)
+                face = cv2.warpAffine(face, m, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+                if angles is not None:
+                    angles[i] = a
             frame[y : y + side, x : x + side] = face[..., None]
             boxes.append((x, y, side, side))
             placed.append((i, (x, y, side, side)))
@@ -153,6 +166,13 @@ def _background(rng: np.random.Generator, width: int, height: int, kind: str) ->
     small = rng.integers(40, 216, (max(2, height // 24), max(2, width // 24), 3), dtype=np.uint8)
     big = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     return cv2.GaussianBlur(big, (0, 0), 6)
+
+
+def _eyes_at(box: tuple[int, int, int, int], roll: float) -> list[tuple[float, float]]:
+    """Eye keypoints whose line makes the angle a face turned by `roll` (cv2 convention) has."""
+    x, y, w, h = box
+    cx, cy, d, t = x + w / 2, y + h / 2, w / 4, math.radians(-roll)
+    return [(cx - d * math.cos(t), cy - d * math.sin(t)), (cx + d * math.cos(t), cy + d * math.sin(t))]
 
 
 def match(dets, boxes: list[tuple[int, int, int, int]]) -> list[int | None]:
@@ -207,7 +227,11 @@ def run(args: argparse.Namespace) -> dict:
         flip_label = np.concatenate([rec.classifier.predict(mirrored[i : i + 256]).argmax(1) for i in range(0, n, 256)])
 
         # 2. the frames, 3. the detector once per frame (its output does not depend on the crop)
-        frames = compose_frames(faces, rng, args.size, args.faces, args.width, args.height, args.background)
+        args.keep_roll = args.keep_roll or (CropOptions().keep_roll_deg,)
+        if not 0.0 <= args.roll <= 90.0:
+            raise UserError("--roll must be between 0 and 90 degrees")
+        angles = np.zeros(n)
+        frames = compose_frames(faces, rng, args.size, args.faces, args.width, args.height, args.background, args.roll, angles)
         matched: list[tuple[np.ndarray, list, list[int]]] = []  # (frame, detections of found faces, their face indices)
         found = np.zeros(n, bool)
         extra = 0
@@ -228,10 +252,11 @@ def run(args: argparse.Namespace) -> dict:
                     scale.append(side / max(bw, bh))
                     dy.append((y + side / 2 - (by + bh / 2)) / side)
             matched.append((frame, [d for d, _ in keep], [i for _, i in keep]))
-            # the ceiling: the engine's crop of the TRUE square (what the resampling alone costs)
-            truth_dets = [Detection(b, 1.0) for _, b in placed]
+            # the ceiling: the engine's crop of the TRUE square, turned back by the true roll (what the
+            # resampling alone costs): eye keypoints placed on the known angle
+            truth_dets = [Detection(b, 1.0, _eyes_at(b, angles[i])) for i, b in placed]
             oracle[[i for i, _ in placed]] = rec.classifier.predict(
-                crop_faces(frame, truth_dets, CropOptions(margin=0.0, shift_y=0.0, align=False))).argmax(1)
+                crop_faces(frame, truth_dets, CropOptions(margin=0.0, shift_y=0.0, align=True, keep_roll_deg=0.0))).argmax(1)
         detect_ms = detect_s * 1000 / max(1, len(frames))
         n_found = int(found.sum())
         if n_found == 0:
@@ -241,18 +266,20 @@ def run(args: argparse.Namespace) -> dict:
         aligns = {"on": (True,), "off": (False,), "both": (True, False)}[args.align]
         default = CropOptions()
         rows = []
-        for align in aligns:
+        # keep_roll only matters with alignment on: off is swept once
+        settings = [(a, k) for a in aligns for k in (args.keep_roll if a else (default.keep_roll_deg,))]
+        for align, keep in settings:
             for margin in args.margins:
                 for shift in args.shifts:
-                    rec.options.crop = CropOptions(margin=margin, shift_y=shift, align=align)
+                    rec.options.crop = CropOptions(margin=margin, shift_y=shift, align=align, keep_roll_deg=keep)
                     engine = np.full(n, -1)
                     for frame, dets, idx in matched:
                         if dets:
                             engine[idx] = rec.classify(frame, dets).argmax(1)
                     sel = found
                     rows.append({
-                        "margin": margin, "shift_y": shift, "align": align,
-                        "default": (margin, shift, align) == (default.margin, default.shift_y, default.align),
+                        "margin": margin, "shift_y": shift, "align": align, "keep_roll_deg": keep,
+                        "default": (margin, shift, align, keep) == (default.margin, default.shift_y, default.align, default.keep_roll_deg),
                         "agreement": float((engine[sel] == direct[sel]).mean()),
                         "engine_accuracy": float((engine[sel] == truth[sel]).mean()),
                     })
@@ -299,8 +326,8 @@ def _pct(v) -> str:
 
 
 def tables(res: dict) -> tuple[str, str]:
-    headers = ["align", "margin", "shift_y", "agree %", "engine acc %", "direct acc %", ""]
-    rows = [[("on" if r["align"] else "off"), f"{r['margin']:.2f}", f"{r['shift_y']:+.2f}", _pct(r["agreement"]), _pct(r["engine_accuracy"]),
+    headers = ["align (keep roll)", "margin", "shift_y", "agree %", "engine acc %", "direct acc %", ""]
+    rows = [[(f"on ({r['keep_roll_deg']:g})" if r["align"] else "off"), f"{r['margin']:.2f}", f"{r['shift_y']:+.2f}", _pct(r["agreement"]), _pct(r["engine_accuracy"]),
              _pct(res["direct_accuracy_detected"]), " ".join(t for t, on in (("best", r["best"]), ("default", r["default"])) if on)]
             for r in res["rows"]]
     b, g = res["best"], res["box_geometry"]
@@ -314,11 +341,12 @@ def tables(res: dict) -> tuple[str, str]:
                f"{abs(g['true_centre_below_box_centre']['p50']):.3f} sides {'below' if g['true_centre_below_box_centre']['p50'] >= 0 else 'above'}"
                f" the box centre.\n"
                f"Model stability: it gives the mirrored 48x48 face the same label on {_pct(res['flip_agreement'])}% of faces.\n"
-               f"Best crop: margin {b['margin']:.2f}, shift_y {b['shift_y']:+.2f}, align {'on' if b['align'] else 'off'}: "
+               f"Best crop: margin {b['margin']:.2f}, shift_y {b['shift_y']:+.2f}, align {'on (keep roll ' + format(b['keep_roll_deg'], 'g') + ')' if b['align'] else 'off'}: "
                f"agreement {_pct(b['agreement'])}% (target {100 * res['target_agreement']:.0f}%: "
                f"{'met' if res['meets_target'] else 'NOT met'}), engine accuracy {_pct(b['engine_accuracy'])}%.")
     return (text_table(headers, rows) + "\n\n" + summary,
             f"Model `{res['model']}`, {res['params']['split']} split, background {res['params']['background']}, "
+            f"faces turned by up to {res['params'].get('roll', 0):g} degrees, "
             f"face size {res['params']['size'][0]}-{res['params']['size'][1]} px, seed {res['params']['seed']}.\n\n"
             + md_table(headers, rows, left=0) + "\n\n" + summary.replace("\n", "\n\n") + "\n")
 

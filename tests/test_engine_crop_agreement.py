@@ -21,19 +21,21 @@ def run(*args, timeout=300) -> subprocess.CompletedProcess:
 def test_crop_agreement_json_and_table(tiny_export_dir, fer_root, tmp_path):
     out = tmp_path / "ca.json"
     proc = run("--model", tiny_export_dir, "--data", fer_root, "--n", 40, "--margins", "0.2,0.25", "--shifts=-0.05,0",
-               "--align", "both", "--json", out, "--md", tmp_path / "ca.md")
+               "--align", "both", "--keep-roll", "0,8", "--roll", 20, "--json", out, "--md", tmp_path / "ca.md")
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
     assert res["faces"] == 40 and 0 <= res["detected"] <= 40 and res["miss_rate"] == 1 - res["detected"] / 40
-    assert len(res["rows"]) == 2 * 2 * 2 and sum(r["best"] for r in res["rows"]) == 1
-    assert [r["default"] for r in res["rows"]].count(True) == 1  # margin 0.25, shift -0.05, align on
+    # (align on: keep roll 0 and 8; align off) x 2 margins x 2 shifts
+    assert len(res["rows"]) == 3 * 2 * 2 and sum(r["best"] for r in res["rows"]) == 1
+    assert [r["default"] for r in res["rows"]].count(True) == 1  # margin 0.25, shift -0.05, align on, keep 8
     for r in res["rows"]:
         assert 0.0 <= r["agreement"] <= 1.0 and 0.0 <= r["engine_accuracy"] <= 1.0
     assert res["best"]["agreement"] == max(r["agreement"] for r in res["rows"])
     assert res["meets_target"] == (res["best"]["agreement"] >= res["target_agreement"])
     assert 0.0 <= res["oracle_agreement"] <= 1.0 and 0.0 <= res["flip_agreement"] <= 1.0
     assert "Best crop: margin" in proc.stdout and "agree %" in proc.stdout
-    assert "| align |" in (tmp_path / "ca.md").read_text()
+    md = (tmp_path / "ca.md").read_text()
+    assert "| align (keep roll) |" in md and "| on (0) |" in md and "turned by up to 20 degrees" in md
 
 
 def test_crop_agreement_frames_place_every_face_once():
@@ -51,6 +53,21 @@ def test_crop_agreement_frames_place_every_face_once():
             assert 96 <= w == h <= 160 and x + w <= 480 and y + h <= 360
             back = cv2.resize(frame[y : y + h, x : x + w, 0], (48, 48), interpolation=cv2.INTER_AREA)
             assert np.abs(back.astype(int) - faces[i]).mean() < 12, "the face is there, upscaled"
+
+
+def test_crop_agreement_roll_turns_faces_by_the_recorded_angle():
+    sys.path.insert(0, str(REPO))
+    from benchmarks.crop_agreement import compose_frames
+
+    bar = np.full((48, 48), 30, np.uint8)
+    bar[22:26, 6:42] = 220  # a horizontal bar: its tilt after placing is the face's roll
+    angles = np.zeros(12)
+    frames = compose_frames(np.stack([bar] * 12), np.random.default_rng(3), (128, 128), (1, 1), 480, 360, "grey", 30.0, angles)
+    assert np.all(np.abs(angles) <= 30) and np.abs(angles).max() > 5
+    for frame, [(i, (x, y, w, h))] in frames:
+        ys, xs = np.nonzero(frame[y : y + h, x : x + w, 0] > 150)
+        slope = np.degrees(np.arctan(np.polyfit(xs, ys, 1)[0]))  # image y points down
+        assert abs(slope + angles[i]) < 3, (slope, angles[i])
 
 
 def test_crop_agreement_bad_input_is_one_line(tiny_export_dir, fer_root, tmp_path):
