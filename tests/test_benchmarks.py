@@ -128,14 +128,16 @@ def test_fps_json_has_every_field(model_dir, clip, tmp_path):
 def test_fps_realtime_mode_paces_like_a_camera(model_dir, clip, tmp_path):
     path, _ = clip
     out = tmp_path / "rt.json"
-    r = _run("fps.py", "--source", str(path), "--model", str(model_dir), "--max-frames", "8", "--warmup", "2",
+    r = _run("fps.py", "--source", str(path), "--model", str(model_dir), "--loop", "2", "--max-frames", "20", "--warmup", "2",
              "--realtime", "50", "--sink", "none", "--quiet", "--json", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     run = json.loads(out.read_text())["runs"][0]
-    assert run["realtime_fps"] == 50 and run["frames_read"] == 8
-    assert run["frames"] + run["frames_dropped"] == 8
+    assert run["realtime_fps"] == 50 and run["frames_read"] == 20
+    assert run["frames"] + run["frames_dropped"] == 20
     assert run["checks"]["throughput_ratio"] is None and run["checks"]["latency_ratio"] > 0
-    assert 0 < run["fps"] <= 60  # paced: no faster than offered (+ jitter)
+    # paced: no faster than offered; 18 intervals of 20 ms, so a late warm-up frame (a busy CI machine)
+    # moves the measured rate by a few percent, not the 25% this allows
+    assert 0 < run["fps"] <= 62.5
 
 
 def test_fps_bad_source_is_one_line(tmp_path):
