@@ -27,9 +27,9 @@ class CropOptions:
     align: bool = True  # rotate strongly tilted heads back towards upright
     #: Head roll kept as is. FER2013's own faces are tilted (median 7, p90 23 degrees) and the
     #: model learnt them that way, so only the roll beyond this is undone. Chosen on
-    #: benchmarks/crop_agreement.py (emonet_n int8, 400 faces, margin 0.25): upright faces agree
-    #: 78.8 / 80.7 / 81.0% keeping 0 / 8 / 15 degrees; faces turned by up to 25 degrees
-    #: (`--roll 25`) 80.1 / 80.5 / 76.3%. 8 keeps what levelling gains on tilted heads.
+    #: benchmarks/crop_agreement.py (emonet_n int8, 1000 faces, margin 0.25, shift -0.05): upright
+    #: faces agree 79.3 / 80.7 / 80.9% keeping 0 / 8 / 15 degrees; faces turned by up to 25 degrees
+    #: (`--roll 25`) 79.4 / 80.0 / 79.7% (no alignment: 79.0%). 8 is best on tilted heads, even upright.
     keep_roll_deg: float = 8.0
     max_tilt_deg: float = 75.0  # ignore eye angles beyond this (a bad keypoint, not a head roll)
 
