@@ -228,8 +228,6 @@ def run(args: argparse.Namespace) -> dict:
 
         # 2. the frames, 3. the detector once per frame (its output does not depend on the crop)
         args.keep_roll = args.keep_roll or (CropOptions().keep_roll_deg,)
-        if not 0.0 <= args.roll <= 90.0:
-            raise UserError("--roll must be between 0 and 90 degrees")
         angles = np.zeros(n)
         frames = compose_frames(faces, rng, args.size, args.faces, args.width, args.height, args.background, args.roll, angles)
         matched: list[tuple[np.ndarray, list, list[int]]] = []  # (frame, detections of found faces, their face indices)
@@ -335,7 +333,8 @@ def tables(res: dict) -> tuple[str, str]:
                f"({_pct(res['miss_rate'])}%), {res['extra_detections']} extra detections, {res['detect_ms_per_frame']} ms/frame.\n"
                f"Direct 48x48 accuracy: {_pct(res['direct_accuracy_all'])}% on all faces, {_pct(res['direct_accuracy_detected'])}% on the detected ones"
                + (f", {_pct(res['missed_direct_accuracy'])}% on the missed ones" if res["missed_direct_accuracy"] is not None else "") + ".\n"
-               f"Ceiling: the engine's crop of the true square agrees on {_pct(res['oracle_agreement'])}% (resampling alone); "
+               f"Ceiling: the engine's crop of the true square agrees on {_pct(res['oracle_agreement'])}% "
+               f"({'resampling alone' if not res['params'].get('roll') else 'resampling, and the turned corners filled from the border'}); "
                f"the true side is {g['true_side_over_box_side']['p50']:.2f}x the detector's box side (p10-p90 "
                f"{g['true_side_over_box_side']['p10']:.2f}-{g['true_side_over_box_side']['p90']:.2f}), its centre "
                f"{abs(g['true_centre_below_box_centre']['p50']):.3f} sides {'below' if g['true_centre_below_box_centre']['p50'] >= 0 else 'above'}"
@@ -355,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not 0.0 < args.min_face_score < 1.0:
         raise UserError("--min-face-score must be between 0 and 1")
+    if not 0.0 <= args.roll <= 75.0:  # engine.crop ignores eye lines beyond 75 degrees (max_tilt_deg)
+        raise UserError("--roll must be between 0 and 75 degrees")
+    if args.keep_roll and min(args.keep_roll) < 0:
+        raise UserError("--keep-roll values must be 0 or more degrees")
     res = run(args)
     text, md = tables(res)
     print(text)

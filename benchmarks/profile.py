@@ -33,7 +33,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks import SHARED, fmt, machine_info, now_utc, package_versions, percentiles, text_table, write_json  # noqa: E402
+from benchmarks import SHARED, fmt, machine_info, now_utc, package_versions, percentiles, rel, text_table, write_json  # noqa: E402
 from models.cli import positive_int  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
@@ -117,7 +117,7 @@ def profile(args: argparse.Namespace) -> dict:
         rec.close()
     n = len(faces)
     if n == 0:
-        raise UserError(f"{source.name} has no more than --warmup {args.warmup} frames: use --loop N or a smaller --warmup")
+        raise UserError(f"{source.name} gives no more than --warmup {args.warmup} frames: use --loop N, a larger --max-frames or a smaller --warmup")
     mean = {k: sum(v) / n for k, v in ms.items()}
     total = sum(mean.values())
     top = []
@@ -131,7 +131,7 @@ def profile(args: argparse.Namespace) -> dict:
     return {
         "benchmark": "profile", "date": now_utc(), "machine": machine_info(), "versions": package_versions(),
         "source": source.name, "frames": n, "faces_per_frame": round(sum(faces) / n, 3),
-        "settings": {"model": str(args.model), "backend": args.backend, "precision": args.precision,
+        "settings": {"model": rel(str(args.model)), "backend": args.backend, "precision": args.precision,
                      "threads": args.threads, "detector": args.detector, "detector_impl": impl,
                      "detect_every": args.detect_every, "tiles": args.tiles, "loop": args.loop},
         "parts": {k: {"mean_ms": round(mean[k], 4), "share": round(mean[k] / total, 4) if total else None,

@@ -32,10 +32,11 @@ def interpreter_class():
         return Interpreter, "tflite_runtime"
     except ImportError as exc:
         errors.append(f"tflite_runtime: {exc}")
+    was_loaded = "tensorflow" in sys.modules  # export / the keras backend: nothing new to warn about
     try:
         import tensorflow as tf  # last resort: heavy
 
-        if not _warned and "tensorflow" not in sys.modules:  # already loaded (export, keras): nothing to add
+        if not _warned and not was_loaded:
             _warned.append(True)
             print(f"warning: no LiteRT runtime, using TensorFlow's interpreter (seconds of start-up, ~1 GB): {INSTALL_HINT}",
                   file=sys.stderr, flush=True)

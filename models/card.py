@@ -120,6 +120,8 @@ def ship(run: Path, dest: Path) -> list[Path]:
     for name in SHIP_FILES:
         if (run / name).is_file():
             copied.append(Path(shutil.copy2(run / name, dest / name)))
+        else:
+            (dest / name).unlink(missing_ok=True)  # e.g. NOTES.md of an earlier run: not this model's
     for pattern in SHIP_GLOBS:
         for old in dest.glob(pattern):
             old.unlink()

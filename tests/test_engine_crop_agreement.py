@@ -84,3 +84,26 @@ def test_crop_agreement_bad_input_is_one_line(tiny_export_dir, fer_root, tmp_pat
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and fragment in lines[-1], proc.stderr
+
+
+def test_crop_agreement_ceiling_turns_a_rolled_face_back():
+    """The ceiling's crop (true box + eye keypoints on the true angle, engine.crop alignment) gives back
+    the face that was placed, turned or not; with no roll it is the plain unaligned crop."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.crop_agreement import _eyes_at, compose_frames
+    from engine.crop import CropOptions, crop_faces
+    from engine.types import Detection
+
+    coarse = np.random.default_rng(5).integers(0, 256, (6, 6, 6), dtype=np.uint8)
+    faces = np.stack([cv2.resize(c, (48, 48), interpolation=cv2.INTER_CUBIC) for c in coarse])
+    for roll in (0.0, 30.0):
+        angles = np.zeros(len(faces))
+        frames = compose_frames(faces, np.random.default_rng(2), (128, 128), (1, 1), 480, 360, "grey", roll, angles)
+        for frame, [(i, box)] in frames:
+            det = Detection(box, 1.0, _eyes_at(box, angles[i]))
+            back = crop_faces(frame, [det], CropOptions(margin=0.0, shift_y=0.0, align=True, keep_roll_deg=0.0))[0, :, :, 0]
+            core = (slice(12, 36), slice(12, 36))  # the centre: the turned corners come from the border
+            assert np.abs(back[core].astype(int) - faces[i][core]).mean() < 4, (roll, angles[i])
+            if roll == 0.0:
+                plain = crop_faces(frame, [Detection(box, 1.0)], CropOptions(margin=0.0, shift_y=0.0, align=False))
+                assert np.array_equal(back, plain[0, :, :, 0])
