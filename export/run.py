@@ -419,6 +419,17 @@ def _keep_earlier_exports(previous: ModelSpec | None, source_sha256: str, files:
             and (out / a.get("file", "")).is_file() and sha256_file(out / a["file"]) == a.get("sha256")]
 
 
+def _earlier_report_rows(out: Path, formats: set[str]) -> dict[str, dict]:
+    """The kept formats' verification rows from the report they were written with, so the new report
+    (and the model card built from it) still lists every export in the folder."""
+    try:
+        earlier = json.loads((out / REPORT_JSON).read_text()) if formats else {}
+    except (OSError, ValueError):
+        return {}
+    return {f: {**row, "kept_from_export": earlier.get("date")} for f, row in (earlier.get("artifacts") or {}).items()
+            if f in formats}
+
+
 def _remove_stale_exports(out: Path, files: dict, kept: set[str]) -> None:
     """Exports of another model (or of unknown origin) that this export did not replace: labels.json
     no longer describes them, and the engine would pick them up by name."""
@@ -656,6 +667,7 @@ def export_model(
         if kept:
             log(f"  kept {', '.join(a['format'] for a in kept)} from an earlier export of the same model")
         spec.extra["export"]["artifacts"] += kept
+        report["artifacts"].update(_earlier_report_rows(out, {a["format"] for a in kept}))
         spec.save(tmp)
         report["seconds"] = round(time.time() - t_start, 1)
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")

@@ -179,6 +179,9 @@ def test_defaults_out_to_model_folder_and_calib_to_training_data(tiny_model, tmp
     export_model(run_dir / "emotion.keras", formats=["onnx-fp32"], calib_size=16, verify_size=32, check=False)
     assert (run_dir / "emotion_fp32.tflite").is_file() and (run_dir / "emotion_fp32.onnx").is_file()
     assert [a["format"] for a in ModelSpec.load(run_dir).extra["export"]["artifacts"]] == ["onnx-fp32", "tflite-fp32"]
+    rows = json.loads((run_dir / REPORT_JSON).read_text())["artifacts"]
+    assert sorted(rows) == ["onnx-fp32", "tflite-fp32"] and rows["tflite-fp32"]["kept_from_export"]
+    assert "tflite-fp32" in (run_dir / REPORT_MD).read_text()
 
 
 # ----------------------------------------------------------------------------- bad input
