@@ -45,7 +45,7 @@ from benchmarks import (  # noqa: E402
     SHARED, cpu_seconds, fmt, machine_info, md_table, now_utc, package_versions, peak_rss_mb, percentiles,
     rel as _rel, text_table, write_json, write_text,
 )
-from models.cli import Parser, csv_list, nonneg_int, positive_int  # noqa: E402
+from models.cli import Parser, csv_list, nonneg_int, positive_int, positive_int_list  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_SOURCE = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
@@ -154,12 +154,7 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
     for prec in precisions:
         if prec not in PRECISIONS:
             raise UserError(f"unknown precision {prec!r}: choose from {', '.join(PRECISIONS)}")
-    try:
-        threads = [int(t) for t in csv_list(args.threads)]
-    except ValueError:
-        raise UserError(f"--threads {args.threads!r} must be whole numbers separated by commas") from None
-    if not threads or min(threads) < 1:
-        raise UserError("--threads must be at least 1")
+    threads = positive_int_list(args.threads, "--threads")
     detectors = []
     for d in csv_list(args.detector):
         base, _, extra = d.partition("+")
@@ -170,12 +165,7 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
     if not detectors:
         raise UserError("--detector needs at least one entry")
     detectors = list(dict.fromkeys(detectors))
-    try:
-        everies = [int(e) for e in csv_list(args.detect_every)]
-    except ValueError:
-        raise UserError(f"--detect-every {args.detect_every!r} must be whole numbers separated by commas") from None
-    if not everies or min(everies) < 1:
-        raise UserError("--detect-every must be at least 1")
+    everies = positive_int_list(args.detect_every, "--detect-every")
     if args.compare and args.compare != "fer":
         raise UserError(f"--compare {args.compare!r}: only 'fer' is supported")
 

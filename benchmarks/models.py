@@ -30,7 +30,7 @@ if str(_REPO) not in sys.path:
 from benchmarks import (  # noqa: E402
     SHARED, fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text,
 )
-from models.cli import Parser  # noqa: E402
+from models.cli import Parser, positive_int_list  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
@@ -41,16 +41,6 @@ FORMATS = (("tflite", "int8"), ("tflite", "fp16"), ("tflite", "fp32"), ("onnx", 
 
 def log(msg: str) -> None:
     print(f"models: {msg}", file=sys.stderr, flush=True)
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"{what} {text!r} must be whole numbers separated by commas") from None
-    if not vals or min(vals) < 1:
-        raise UserError(f"{what} needs numbers of at least 1")
-    return list(dict.fromkeys(vals))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,7 +222,9 @@ def format_markdown(report: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    batches, threads = _ints(args.batches, "--batches"), _ints(args.threads, "--threads")
+    # duplicates dropped: each cell is timed once
+    batches = list(dict.fromkeys(positive_int_list(args.batches, "--batches")))
+    threads = list(dict.fromkeys(positive_int_list(args.threads, "--threads")))
     if args.repeats < 1 or args.min_time <= 0:
         raise UserError("--repeats must be at least 1 and --min-time positive")
     if args.data in ("none", ""):

@@ -54,3 +54,14 @@ def fraction(text: str) -> float:
 def csv_list(text: str) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']: the comma lists the benchmarks take."""
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def positive_int_list(text: str, flag: str) -> list[int]:
+    """'1,4,16' -> [1, 4, 16] for a comma-list flag; anything else is one sentence naming `flag`."""
+    try:
+        values = [int(t) for t in csv_list(text)]
+    except ValueError:
+        raise UserError(f"{flag} {text!r} must be whole numbers separated by commas") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} must be at least 1")
+    return values
