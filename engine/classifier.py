@@ -17,6 +17,7 @@ import numpy as np
 
 from models.contract import FACE_SIZE, ModelSpec
 from models.errors import UserError
+from models.preprocess import flip_average
 
 BACKENDS = ("tflite", "onnx", "keras")
 PRECISIONS = ("int8", "fp16", "fp32")
@@ -32,6 +33,9 @@ class ClassifierOptions:
     backend: str = "tflite"
     precision: str = "int8"  # which file to pick from a directory
     threads: int = 1
+    #: flip TTA: each face and its mirror image in one batched call, probabilities averaged. Twice
+    #: the classifier time for steadier labels (a face's label less often hinges on the crop).
+    tta: bool = False
 
 
 def artifact_name(backend: str, precision: str) -> str:
@@ -75,6 +79,7 @@ class Classifier:
         self.path = path
         self.spec = spec
         self.labels: list[str] = list(spec.labels)
+        self.tta = False  # set by create_classifier from ClassifierOptions.tta
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         faces = np.asarray(faces)
@@ -84,7 +89,7 @@ class Classifier:
             raise ValueError(f"faces must be (N, {FACE_SIZE}, {FACE_SIZE}, 1), got {faces.shape}")
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        probs = self._run(faces)
+        probs = flip_average(self._run, faces) if self.tta else self._run(faces)
         if probs.shape != (len(faces), len(self.labels)):
             raise UserError(f"{self.path.name} outputs {probs.shape[1:]} values but labels.json lists {len(self.labels)} classes")
         return probs
@@ -224,7 +229,9 @@ def create_classifier(opts: ClassifierOptions) -> Classifier:
     if opts.threads < 1:
         raise UserError("--threads must be at least 1")
     spec = ModelSpec.load(path.parent)
-    return _CLASSES[opts.backend](path, spec, opts.threads)
+    clf = _CLASSES[opts.backend](path, spec, opts.threads)
+    clf.tta = bool(opts.tta)
+    return clf
 
 
 def open_model_file(path: str | os.PathLike, threads: int = 1) -> Classifier:

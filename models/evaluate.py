@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from models.contract import ModelSpec, parse_classes  # noqa: E402
 from models.cli import Parser  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
+from models.preprocess import flip_average  # noqa: E402
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict:
@@ -103,10 +104,7 @@ def predict_batches(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch
     outs = []
     for i in range(0, len(x), batch):
         xb = x[i : i + batch]
-        p = np.asarray(fn(xb), dtype=np.float32)
-        if flip_tta:
-            p = (p + np.asarray(fn(xb[:, :, ::-1]), dtype=np.float32)) / 2
-        outs.append(p)
+        outs.append(flip_average(fn, xb) if flip_tta else np.asarray(fn(xb), dtype=np.float32))
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 

@@ -36,3 +36,15 @@ def to_face48(image: np.ndarray) -> np.ndarray:
         return gray
     interp = cv2.INTER_AREA if min(h, w) >= FACE_SIZE else cv2.INTER_LINEAR
     return cv2.resize(gray, (FACE_SIZE, FACE_SIZE), interpolation=interp)
+
+
+def flip_average(fn, faces: np.ndarray) -> np.ndarray:
+    """Flip test-time augmentation: each face's probabilities averaged with its mirror image's.
+
+    Faces are (N, 48, 48[, 1]); the mirror images go into the SAME call of `fn` (2N faces), so the
+    engine still makes one batched classifier call per frame. Evaluation and the engine share it, so
+    the accuracy `models.evaluate --tta` reports is what `engine.run --tta` runs.
+    """
+    n = len(faces)
+    probs = np.asarray(fn(np.concatenate([faces, faces[:, :, ::-1]])), dtype=np.float32)
+    return (probs[:n] + probs[n:]) / 2

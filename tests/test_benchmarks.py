@@ -141,6 +141,24 @@ def test_fps_realtime_mode_paces_like_a_camera(model_dir, clip, tmp_path):
     assert 0 < run["fps"] <= 62.5
 
 
+def test_fps_predecoded_feeds_the_pipeline_decoded_frames(model_dir, clip, tmp_path):
+    """--predecoded: the same frames, decoded before timing (like for like with fer's pre-decoded FPS)."""
+    path, real = clip
+    out = tmp_path / "pre.json"
+    r = _run("fps.py", "--source", str(path), "--model", str(model_dir), "--max-frames", "10", "--warmup", "2",
+             "--predecoded", "--sink", "jsonl", "--quiet", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    run = report["runs"][0]
+    assert report["settings"]["predecoded"] is True and run["predecoded"] is True
+    assert run["frames"] == 10 and run["fps"] > 0
+    if real:
+        assert run["frames_with_faces"] == 10 and run["faces_per_frame"] == 2
+    assert "predecoded" in r.stdout  # the row says how it was fed
+    r = _run("fps.py", "--source", str(tmp_path), "--predecoded", "--max-frames", "2")
+    assert "error: " in r.stderr and r.returncode != 0
+
+
 def test_fps_bad_source_is_one_line(tmp_path):
     r = _run("fps.py", "--source", str(tmp_path / "missing.mp4"), "--max-frames", "2")
     assert "missing.mp4" in _one_error_line(r)

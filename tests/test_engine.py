@@ -154,6 +154,25 @@ def test_api_batches_all_faces_of_a_frame_in_one_call(model_dir):
     assert calls == [2, 0]
 
 
+def test_flip_tta_averages_each_face_with_its_mirror_in_one_call(model_dir):
+    """--tta: one runtime call of 2N faces; each face's probabilities = mean of it and its mirror."""
+    from engine.classifier import create_classifier
+
+    faces = np.stack([cv2.resize(cv2.cvtColor(astronaut(), cv2.COLOR_BGR2GRAY)[30:230, 150:350], (48, 48)),
+                      np.tile(np.arange(48, dtype=np.uint8) * 5, (48, 1))])[..., None]
+    plain = create_classifier(ClassifierOptions(model=model_dir, backend="onnx", precision="fp32"))
+    tta = create_classifier(ClassifierOptions(model=model_dir, backend="onnx", precision="fp32", tta=True))
+    calls = []
+    real = tta._run
+    tta._run = lambda x: (calls.append(len(x)), real(x))[1]
+    got = tta.predict(faces)
+    assert calls == [4]
+    want = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(plain.predict(faces) - want).max() > 1e-5  # the mirror image really changes something
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-4)
+
+
 def test_shipped_model_astronaut_is_happy():
     """NEEDS THE SHIPPED MODEL (models/zoo/emonet_n): the smiling astronaut reads `happy`."""
     with EmotionRecognizer.create(EngineOptions(detector=DetectorOptions(video=False))) as r:
