@@ -129,6 +129,9 @@ def count_macs(model: keras.Model) -> int:
     """
     total = 0
     for layer in model.layers:
+        if isinstance(layer, keras.Model):  # a nested model (models.ensemble members)
+            total += count_macs(layer)
+            continue
         cfg = layer.get_config()
         if isinstance(layer, layers.DepthwiseConv2D):
             _, h, w, c = layer.output.shape

@@ -44,6 +44,30 @@ def retrain_command(options: dict, out: str) -> str:
     return " \\\n    ".join(parts)
 
 
+def _ensemble_recipe(members: list[dict], ship_as: str | None) -> list[str]:
+    """Each member's own recipe, then the one command that averages them."""
+    lines = ["## Recipe", "", f"An average of {len(members)} trained networks (each one's probabilities, equal weights):", "",
+             "| member | arch | its own validation accuracy | epochs | sha256 |", "|---|---|---:|---:|---|"]
+    for i, m in enumerate(members):
+        acc = f"{m['val_accuracy'] * 100:.2f}%" if m.get("val_accuracy") is not None else "?"
+        lines.append(f"| {i} | `{m['arch']}` | {acc} | {m.get('epochs_run') or '?'} | `{m['sha256'][:12]}` |")
+    lines += ["", "Rebuild: train each member, then average and export them:", "", "```bash"]
+    outs = []
+    for i, m in enumerate(members):
+        opts = dict(m.get("options") or {})
+        out = f"runs/{m['arch']}_m{i}"
+        outs.append(f"{out}/emotion.keras")
+        if m.get("init_member") is not None:  # fine-tuned from an earlier member: start from that member's run
+            opts["init"] = outs[m["init_member"]]
+        if opts:
+            lines += [retrain_command(opts, out).replace(" \\\n    --export", ""), ""]
+    lines += [f"python -m models.ensemble {' '.join(outs)} --out runs/ensemble --data {members[0].get('options', {}).get('data', 'DATA')}",
+              "python -m export --model runs/ensemble/emotion.keras", "```", ""]
+    if ship_as:
+        lines += ["then refresh the shipped copy and this card:", "", "```bash", f"python -m models.card runs/ensemble --ship {ship_as}", "```", ""]
+    return lines
+
+
 def write_card(run: Path, title: str | None = None, ship_as: str | None = None) -> Path:
     run = Path(run)
     spec = ModelSpec.load(run)
@@ -71,13 +95,17 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
     ]
     if tta:
         lines.append(f"| with flip TTA | {tta['accuracy'] * 100:.2f}% (not what the engine runs) |")
+    members = extra.get("ensemble") or []
+    if members:
+        lines.append(f"| members | {len(members)} networks, probabilities averaged in one model (`python -m models.ensemble`) |")
+    else:
+        lines.append(f"| epochs | {extra.get('epochs_run', '?')} run of {opts.get('epochs', '?')} scheduled; best epoch kept |")
     lines += [
-        f"| epochs | {extra.get('epochs_run', '?')} run of {opts.get('epochs', '?')} scheduled; best epoch kept |",
         f"| source sha256 | `{spec.source_sha256}` |",
         "",
         "## Data",
         "",
-        f"Trained on `{opts.get('data', '?')}` split `train` (FER2013 'Training' rows: 48x48 gray faces),",
+        f"Trained on `{opts.get('data') or (members[0]['options'].get('data') if members else '?')}` split `train` (FER2013 'Training' rows: 48x48 gray faces),",
         "validated on its `validation` split (FER2013 'PublicTest'). The held-out 'PrivateTest' split was not",
         "used here; the project's published test figure is measured on it elsewhere.",
         "",
@@ -91,13 +119,16 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
     lines += ["", "![confusion matrix](confusion.png)", ""]
     if (run / "curves.png").is_file():
         lines += ["![loss and accuracy per epoch](curves.png)", ""]
-    lines += ["## Recipe", "", "```"]
-    lines += [f"{k}: {opts[k]}" for k in sorted(opts) if k not in ("data", "out", "cache_dir")]
-    lines += ["```", "", "Retrain and re-export (one step; the run folder can be passed to `--model` of the engine):", "", "```bash",
-              retrain_command(opts, f"runs/{spec.arch}"), "```", ""]
-    if ship_as:
-        lines += ["then refresh the shipped copy and this card:", "", "```bash",
-                  f"python -m models.card runs/{spec.arch} --ship {ship_as}", "```", ""]
+    if members:
+        lines += _ensemble_recipe(members, ship_as)
+    else:
+        lines += ["## Recipe", "", "```"]
+        lines += [f"{k}: {opts[k]}" for k in sorted(opts) if k not in ("data", "out", "cache_dir")]
+        lines += ["```", "", "Retrain and re-export (one step; the run folder can be passed to `--model` of the engine):", "", "```bash",
+                  retrain_command(opts, f"runs/{spec.arch}"), "```", ""]
+        if ship_as:
+            lines += ["then refresh the shipped copy and this card:", "", "```bash",
+                      f"python -m models.card runs/{spec.arch} --ship {ship_as}", "```", ""]
     notes = run / NOTES_NAME
     if notes.is_file():  # what the run's own files cannot say (e.g. a schedule changed mid-run), written by its trainer
         lines += ["## Notes", "", notes.read_text().strip(), ""]

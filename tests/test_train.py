@@ -232,3 +232,56 @@ def test_evaluate_cli_writes_report_and_plots(fer_root, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "models.evaluate", "--model", str(tmp_path / "nope.keras"), "--data", str(fer_root)],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="building an ensemble needs tensorflow")
+def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
+    """models.ensemble: one safe_mode-loadable model whose output is the mean of its members'
+    probabilities; MACs add up; the card says how to rebuild it (a fine-tuned member chained to the
+    run it started from); mismatched members are one sentence."""
+    import keras
+
+    from models.train import TrainOptions, train
+
+    common = dict(data=str(fer_root), arch="emonet_n", epochs=1, limit=20, batch=32, precision="float32", jit=False,
+                  augment="light", cache_dir=str(tmp_path / "cache"))
+    a = train(TrainOptions(out=str(tmp_path / "a"), seed=1, **common))
+    b = train(TrainOptions(out=str(tmp_path / "b"), seed=2, init=str(a / "emotion.keras"), lr=0.05, **common))
+    out = tmp_path / "ens"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-m", "models.ensemble", str(a / "emotion.keras"), str(b / "emotion.keras"),
+                        "--out", str(out), "--data", str(fer_root)], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 members" in r.stdout and "validation accuracy" in r.stdout
+    spec = ModelSpec.load(out)
+    member_specs = [ModelSpec.load(a), ModelSpec.load(b)]
+    assert spec.labels == list(FER_CLASSES) and spec.arch == "emonet_nx2"
+    assert spec.extra["macs"] == sum(s.extra["macs"] for s in member_specs)
+    assert [m["init_member"] for m in spec.extra["ensemble"] if "init_member" in m] == [0]
+
+    faces = load_split(fer_root, "validation", FER_CLASSES, tmp_path / "cache", quiet=True).x[:6].astype(np.float32)
+    ens = keras.saving.load_model(out / "emotion.keras", safe_mode=True)
+    members = [keras.saving.load_model(p / "emotion.keras", safe_mode=True) for p in (a, b)]
+    want = np.mean([np.asarray(m(faces, training=False)) for m in members], axis=0)
+    got = np.asarray(ens(faces, training=False))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(np.asarray(members[0](faces)) - np.asarray(members[1](faces))).max() > 1e-4  # two different networks
+
+    r = subprocess.run([sys.executable, "-m", "models.card", str(out)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "| members | 2 networks" in card and "--init runs/emonet_n_m0/emotion.keras" in card
+    assert "python -m models.ensemble runs/emonet_n_m0/emotion.keras runs/emonet_n_m1/emotion.keras" in card
+
+    # members must agree on their classes; one member is no ensemble
+    odd = tmp_path / "odd"
+    shutil.copytree(b, odd)
+    bad_spec = ModelSpec.load(odd)
+    bad_spec.labels = list(reversed(bad_spec.labels))
+    bad_spec.save(odd)
+    for argv, message in (([str(a / "emotion.keras"), str(odd / "emotion.keras")], "members must share their classes"),
+                          ([str(a / "emotion.keras")], "at least two member models"),
+                          ([str(a / "emotion.keras"), str(tmp_path / "none.keras")], "does not exist")):
+        r = subprocess.run([sys.executable, "-m", "models.ensemble", *argv, "--out", str(tmp_path / "x")],
+                           cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
