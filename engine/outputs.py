@@ -38,7 +38,8 @@ def _dominant(pkt: Packet) -> str:
 class Outputs:
     """The sinks of one run: video or images, JSONL, a window and sound cues.
 
-    Open it before the models load, so a bad --output/--jsonl/--sound-dir fails at once.
+    Opened after the models load (a model that fails leaves earlier output files alone); a bad
+    --output/--jsonl/--sound-dir is then one sentence before the first frame.
     `handle(pkt, image)` is the pipeline's `on_frame`; `idle(image)` its `on_idle`.
     """
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.api import EmotionRecognizer, EngineOptions
-from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions, resolve_model
+from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions
 from engine.crop import CropOptions
 from engine.detect import DetectorOptions
 from engine.outputs import Outputs
@@ -35,7 +35,6 @@ from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import display_available
 from engine.sources import ImageSource, SourceOptions, open_source
 from engine.track import TrackerOptions
-from models.contract import ModelSpec
 from models.cli import Parser, fraction, nonneg_float, positive_int
 from models.errors import UserError, cli_main
 
@@ -134,12 +133,12 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
         display = False
 
     opts = options_from_args(args, stills)
-    # Sinks and sound clips are checked before the models load, so a bad path fails in a blink.
-    spec = ModelSpec.load(resolve_model(opts.classifier).parent)
-    outputs = Outputs.open(args, source, stills, spec.labels, display, log)
-    closers.append(outputs.close)
+    # The models load before any output file is opened: a model that fails to load (missing, corrupt,
+    # wrong shape) leaves an earlier run's --jsonl/--output untouched instead of truncating it.
     rec = EmotionRecognizer.create(opts)
     closers.append(rec.close)
+    outputs = Outputs.open(args, source, stills, rec.labels, display, log)
+    closers.append(outputs.close)
     log(f"emotion-engine: source {source.name} ({'live' if source.live else 'file'}), "
         f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {getattr(rec.detector, 'impl', '?')}"
         f" ({args.detector}{' + tiles' if args.tiles else ''}), labels {', '.join(rec.labels)}")

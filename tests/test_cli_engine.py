@@ -127,7 +127,11 @@ def test_missing_model_is_one_sentence(tmp_path):
 def test_corrupt_model_is_one_sentence(model_dir, tmp_path):
     shutil.copy(model_dir / "labels.json", tmp_path)
     _junk(tmp_path / "emotion_int8.tflite")
-    assert_one_line_error(run_cli("--source", "sample", "--no-display", "--model", tmp_path), "is not a TFLite model")
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"frame": 0}\n')  # an earlier run's output: a model that fails to load leaves it alone
+    assert_one_line_error(run_cli("--source", "sample", "--no-display", "--model", tmp_path, "--jsonl", events),
+                          "is not a TFLite model")
+    assert events.read_text() == '{"frame": 0}\n'
     _junk(tmp_path / "emotion_fp32.onnx")
     assert_one_line_error(run_cli("--source", "sample", "--no-display", "--model", tmp_path, "--backend", "onnx", "--precision", "fp32"),
                           "is not a loadable ONNX model")
