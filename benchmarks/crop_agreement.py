@@ -225,8 +225,10 @@ def run(args: argparse.Namespace) -> dict:
         direct = np.concatenate([rec.classifier.predict(faces[i : i + 256, :, :, None]).argmax(1) for i in range(0, n, 256)])
         # The model's stability yardstick: how often it gives the same label to the mirrored face. A
         # crop can hardly agree with the direct label more often than a mirror image does.
-        mirrored = np.ascontiguousarray(faces[:, :, ::-1, None])
-        flip_label = np.concatenate([rec.classifier.predict(mirrored[i : i + 256]).argmax(1) for i in range(0, n, 256)])
+        flip_label = None
+        if not args.tta:  # with flip TTA a face and its mirror image get the same average by construction
+            mirrored = np.ascontiguousarray(faces[:, :, ::-1, None])
+            flip_label = np.concatenate([rec.classifier.predict(mirrored[i : i + 256]).argmax(1) for i in range(0, n, 256)])
 
         # 2. the frames, 3. the detector once per frame (its output does not depend on the crop)
         args.keep_roll = args.keep_roll or (CropOptions().keep_roll_deg,)
@@ -307,8 +309,7 @@ def run(args: argparse.Namespace) -> dict:
         "direct_accuracy_detected": float((direct[found] == truth[found]).mean()),
         "missed_direct_accuracy": float((direct[~found] == truth[~found]).mean()) if n_found < n else None,
         "oracle_agreement": float((oracle == direct).mean()),
-        # with flip TTA a face and its mirror image get the same average by construction
-        "flip_agreement": None if args.tta else float((flip_label == direct).mean()),
+        "flip_agreement": None if flip_label is None else float((flip_label == direct).mean()),
         "box_geometry": {
             "true_side_over_box_side": {q: round(float(np.percentile(scale, v)), 3) for q, v in (("p10", 10), ("p50", 50), ("p90", 90))},
             "true_centre_below_box_centre": {q: round(float(np.percentile(dy, v)), 3) for q, v in (("p10", 10), ("p50", 50), ("p90", 90))},

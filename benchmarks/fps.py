@@ -436,7 +436,8 @@ def run_config(job: dict) -> dict:
         "runtime": runtime, "model": job["run"]["model"], "model_file": job["run"]["model_file"],
         "model_bytes": Path(job["run"]["model_file"]).stat().st_size, "sink": job["sink"],
         "command": "python -m engine.run " + " ".join(_quote(a) for a in job["engine_argv"])
-                   + (f"  (played like a camera at {paced.fps:.3g} FPS: benchmark only)" if paced is not None else ""),
+                   + (f"  (played like a camera at {paced.fps:.3g} FPS: benchmark only)" if paced is not None else "")
+                   + ("  (fed frames decoded before timing: benchmark only)" if job.get("predecoded") else ""),
         "frames": frames, "warmup": warmup, "measured_frames": measured, "measured_s": round(window, 4),
         "fps": round(fps, 2),
         "stages": stage_stats,
@@ -566,7 +567,8 @@ def run_fer(job: dict) -> dict:
         "peak_rss_mb": peak_rss_mb(),
         "startup_s": round(startup, 3),
         "fps_with_decoding": e2e_fps,
-        "note": "fps: frames decoded before timing (the pipeline's numbers include decoding in its capture stage); "
+        "note": "fps: frames decoded before timing (the pipeline's numbers include decoding in its capture stage, "
+                "except on runs with predecoded: true); "
                 "fps_with_decoding: read a frame with the same decoder, then detect_emotions, as a fer script does",
     }
 

@@ -45,24 +45,32 @@ def retrain_command(options: dict, out: str) -> str:
 
 
 def _ensemble_recipe(members: list[dict], ship_as: str | None) -> list[str]:
-    """Each member's own recipe, then the one command that averages them."""
+    """Each member's own recipe (a member fine-tuned from another after that one), then the command
+    that averages them."""
     lines = ["## Recipe", "", f"An average of {len(members)} trained networks (each one's probabilities, equal weights):", "",
              "| member | arch | its own validation accuracy | epochs | sha256 |", "|---|---|---:|---:|---|"]
     for i, m in enumerate(members):
         acc = f"{m['val_accuracy'] * 100:.2f}%" if m.get("val_accuracy") is not None else "?"
         lines.append(f"| {i} | `{m['arch']}` | {acc} | {m.get('epochs_run') or '?'} | `{m['sha256'][:12]}` |")
-    lines += ["", "Rebuild: train each member, then average and export them:", "", "```bash"]
-    outs = []
-    for i, m in enumerate(members):
-        opts = dict(m.get("options") or {})
-        out = f"runs/{m['arch']}_m{i}"
-        outs.append(f"{out}/emotion.keras")
-        if m.get("init_member") is not None:  # fine-tuned from an earlier member: start from that member's run
-            opts["init"] = outs[m["init_member"]]
-        if opts:
-            lines += [retrain_command(opts, out).replace(" \\\n    --export", ""), ""]
-    lines += [f"python -m models.ensemble {' '.join(outs)} --out runs/ensemble --data {members[0].get('options', {}).get('data', 'DATA')}",
-              "python -m export --model runs/ensemble/emotion.keras", "```", ""]
+    lines += ["", "Rebuild: train each member, then average, export and describe them:", "", "```bash"]
+    runs = [f"runs/{m['arch'] or 'member'}_m{i}" for i, m in enumerate(members)]
+    order, pending = [], list(range(len(members)))
+    while pending:  # parents first: a member's --init must exist before it trains
+        ready = [i for i in pending if members[i].get("init_member") in (None, *order) or members[i]["init_member"] == i]
+        ready = ready or pending  # a cycle cannot come from real runs; print the rest as listed
+        order += ready
+        pending = [i for i in pending if i not in ready]
+    for i in order:
+        opts = dict(members[i].get("options") or {})
+        if not opts.get("arch") or not opts.get("classes"):  # a hand-made model or a nested ensemble
+            lines += [f"# member {i} ({members[i]['arch']}): no training recipe recorded; put its emotion.keras in {runs[i]}/", ""]
+            continue
+        if members[i].get("init_member") is not None:  # fine-tuned from another member: start from that member's run
+            opts["init"] = f"{runs[members[i]['init_member']]}/emotion.keras"
+        lines += [retrain_command(opts, runs[i]).replace(" \\\n    --export", ""), ""]
+    data = (members[0].get("options") or {}).get("data") or "DATA"
+    lines += [f"python -m models.ensemble {' '.join(f'{r}/emotion.keras' for r in runs)} --out runs/ensemble --data {data}",
+              "python -m export --model runs/ensemble/emotion.keras", "python -m models.card runs/ensemble", "```", ""]
     if ship_as:
         lines += ["then refresh the shipped copy and this card:", "", "```bash", f"python -m models.card runs/ensemble --ship {ship_as}", "```", ""]
     return lines
@@ -94,7 +102,7 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
         f"| validation accuracy | **{m['accuracy'] * 100:.2f}%** on {m['n']:,} faces (macro F1 {m['macro_f1']:.3f}), no test-time augmentation |",
     ]
     if tta:
-        lines.append(f"| with flip TTA | {tta['accuracy'] * 100:.2f}% (not what the engine runs) |")
+        lines.append(f"| with flip TTA | {tta['accuracy'] * 100:.2f}% (Keras float; the engine does this with `--tta`, off by default) |")
     members = extra.get("ensemble") or []
     if members:
         lines.append(f"| members | {len(members)} networks, probabilities averaged in one model (`python -m models.ensemble`) |")

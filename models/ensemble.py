@@ -21,6 +21,28 @@ from models.contract import ModelSpec, parse_classes, sha256_file
 from models.errors import UserError, cli_main
 
 FINAL_NAME = "emotion.keras"
+#: files in --out that describe a model: an earlier ensemble's are removed before a new one is written
+_DERIVED = ("metrics.json", "metrics_tta.json", "confusion.png", "confusion_tta.png", "curves.png", "history.json",
+            "export_report.json", "export_report.md", "MODEL_CARD.md")
+
+
+def _prepare_out(out: Path, members: Sequence[Path]) -> None:
+    """--out must not hold a member or another run; an earlier ensemble there is replaced whole."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    if any(m.resolve().parent == out.resolve() for m in members):
+        raise UserError(f"--out {out} holds a member model: write the ensemble to a folder of its own")
+    if (out / "labels.json").is_file():
+        if not (ModelSpec.load(out).extra or {}).get("ensemble"):
+            raise UserError(f"--out {out} already holds another model (not an ensemble): choose a new folder")
+        for name in _DERIVED:
+            (out / name).unlink(missing_ok=True)
+        for old in [*out.glob("emotion_*.tflite"), *out.glob("emotion_*.onnx")]:
+            old.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --out {out}: {exc.strerror or exc}") from None
 
 
 def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
@@ -40,6 +62,7 @@ def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
         if s.labels != specs[0].labels:
             raise UserError(f"{m} predicts {', '.join(s.labels)} but {members[0]} predicts {', '.join(specs[0].labels)}: "
                             "members must share their classes and order")
+    _prepare_out(out, members)
     models = [_load_keras(m) for m in members]
     for m, model in zip(members, models):
         if tuple(model.input_shape[1:]) != tuple(specs[0].input_shape) or model.output_shape[-1] != len(specs[0].labels):
@@ -52,7 +75,6 @@ def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
     probs = keras.layers.Average(name="probs")(outs)
     ens = keras.Model(face, probs, name="ensemble")
 
-    out.mkdir(parents=True, exist_ok=True)
     _save_model_atomic(ens, out / FINAL_NAME)
     archs = [s.arch or "?" for s in specs]
     spec = ModelSpec(labels=list(specs[0].labels), input_shape=list(specs[0].input_shape),
@@ -82,7 +104,7 @@ def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
 def build_parser() -> Parser:
     p = Parser(prog="python -m models.ensemble",
                description="Average several trained .keras models (same classes) into one model file with its labels.json.")
-    p.add_argument("members", nargs="+", help="two or more .keras files, each with its labels.json beside it")
+    p.add_argument("members", nargs="+", help="two or more .keras files (or run folders holding emotion.keras), each with its labels.json beside it")
     p.add_argument("--out", required=True, help="folder for emotion.keras + labels.json (then: python -m export --model OUT/emotion.keras)")
     p.add_argument("--data", help="also evaluate on this data's validation split (metrics.json, confusion.png)")
     p.add_argument("--tta", action="store_true", help="with --data: also evaluate with flip TTA (metrics_tta.json)")
@@ -91,13 +113,14 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for m in args.members:
-        if not Path(m).is_file():
+    members = [Path(m) / FINAL_NAME if Path(m).is_dir() else Path(m) for m in args.members]
+    for m in members:
+        if not m.is_file():
             raise UserError(f"model file {m} does not exist")
     if args.data and not Path(args.data).exists():
         raise UserError(f"data source {args.data} does not exist")
     out = Path(args.out)
-    spec = build_ensemble([Path(m) for m in args.members], out)
+    spec = build_ensemble(members, out)
     print(f"wrote {out / FINAL_NAME}: {len(args.members)} members, {spec.extra['params']:,} params, "
           f"{spec.extra['macs'] / 1e6:.1f}M MACs/face")
     if args.data:

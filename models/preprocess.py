@@ -42,8 +42,8 @@ def flip_average(fn, faces: np.ndarray) -> np.ndarray:
     """Flip test-time augmentation: each face's probabilities averaged with its mirror image's.
 
     Faces are (N, 48, 48[, 1]); the mirror images go into the SAME call of `fn` (2N faces), so the
-    engine still makes one batched classifier call per frame. Evaluation and the engine share it, so
-    the accuracy `models.evaluate --tta` reports is what `engine.run --tta` runs.
+    engine still makes one batched classifier call per frame. Evaluation and the engine share it:
+    `models.evaluate --tta` measures (on the Keras model) the same method `engine.run --tta` runs.
     """
     n = len(faces)
     probs = np.asarray(fn(np.concatenate([faces, faces[:, :, ::-1]])), dtype=np.float32)

@@ -155,8 +155,13 @@ def test_fps_predecoded_feeds_the_pipeline_decoded_frames(model_dir, clip, tmp_p
     if real:
         assert run["frames_with_faces"] == 10 and run["faces_per_frame"] == 2
     assert "predecoded" in r.stdout  # the row says how it was fed
-    r = _run("fps.py", "--source", str(tmp_path), "--predecoded", "--max-frames", "2")
-    assert "error: " in r.stderr and r.returncode != 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    import cv2
+
+    cv2.imwrite(str(photos / "grey.png"), np.full((64, 64, 3), 128, np.uint8))
+    r = _run("fps.py", "--source", str(photos), "--predecoded", "--max-frames", "2")
+    assert "--predecoded needs a video file" in _one_error_line(r)
 
 
 def test_fps_bad_source_is_one_line(tmp_path):

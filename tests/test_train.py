@@ -249,7 +249,8 @@ def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
     b = train(TrainOptions(out=str(tmp_path / "b"), seed=2, init=str(a / "emotion.keras"), lr=0.05, **common))
     out = tmp_path / "ens"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-m", "models.ensemble", str(a / "emotion.keras"), str(b / "emotion.keras"),
+    # listed child first (b was fine-tuned from a), and as run folders: the card still trains a before b
+    r = subprocess.run([sys.executable, "-m", "models.ensemble", str(b), str(a),
                         "--out", str(out), "--data", str(fer_root)], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2 members" in r.stdout and "validation accuracy" in r.stdout
@@ -257,11 +258,11 @@ def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
     member_specs = [ModelSpec.load(a), ModelSpec.load(b)]
     assert spec.labels == list(FER_CLASSES) and spec.arch == "emonet_nx2"
     assert spec.extra["macs"] == sum(s.extra["macs"] for s in member_specs)
-    assert [m["init_member"] for m in spec.extra["ensemble"] if "init_member" in m] == [0]
+    assert [m.get("init_member") for m in spec.extra["ensemble"]] == [1, None]
 
     faces = load_split(fer_root, "validation", FER_CLASSES, tmp_path / "cache", quiet=True).x[:6].astype(np.float32)
     ens = keras.saving.load_model(out / "emotion.keras", safe_mode=True)
-    members = [keras.saving.load_model(p / "emotion.keras", safe_mode=True) for p in (a, b)]
+    members = [keras.saving.load_model(p / "emotion.keras", safe_mode=True) for p in (b, a)]
     want = np.mean([np.asarray(m(faces, training=False)) for m in members], axis=0)
     got = np.asarray(ens(faces, training=False))
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -270,8 +271,17 @@ def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
     r = subprocess.run([sys.executable, "-m", "models.card", str(out)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     card = (out / "MODEL_CARD.md").read_text()
-    assert "| members | 2 networks" in card and "--init runs/emonet_n_m0/emotion.keras" in card
+    assert "| members | 2 networks" in card and "--init runs/emonet_n_m1/emotion.keras" in card
+    assert card.index("--out runs/emonet_n_m1") < card.index("--out runs/emonet_n_m0")  # the parent trains first
     assert "python -m models.ensemble runs/emonet_n_m0/emotion.keras runs/emonet_n_m1/emotion.keras" in card
+
+    # it exports like any model: the int8 TFLite file gives the Keras probabilities (within quantisation)
+    from engine.classifier import open_model_file
+    from export.run import export_model
+
+    export_model(out / "emotion.keras", out, calib=fer_root, calib_size=32, verify_size=32, check=False, formats=("tflite-int8",))
+    lite = open_model_file(out / "emotion_int8.tflite").predict(faces.astype(np.uint8)[..., :1])
+    assert np.abs(lite - got).max() < 0.1
 
     # members must agree on their classes; one member is no ensemble
     odd = tmp_path / "odd"
@@ -281,7 +291,11 @@ def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
     bad_spec.save(odd)
     for argv, message in (([str(a / "emotion.keras"), str(odd / "emotion.keras")], "members must share their classes"),
                           ([str(a / "emotion.keras")], "at least two member models"),
-                          ([str(a / "emotion.keras"), str(tmp_path / "none.keras")], "does not exist")):
-        r = subprocess.run([sys.executable, "-m", "models.ensemble", *argv, "--out", str(tmp_path / "x")],
+                          ([str(a / "emotion.keras"), str(tmp_path / "none.keras")], "does not exist"),
+                          ([str(a / "emotion.keras"), str(b / "emotion.keras"), "--out", str(a)], "holds a member model"),
+                          ([str(a / "emotion.keras"), str(b / "emotion.keras"), "--out", str(odd)], "already holds another model"),
+                          ([str(a / "emotion.keras"), str(b / "emotion.keras"), "--out", str(a / "labels.json")], "is a file")):
+        argv = argv if "--out" in argv else [*argv, "--out", str(tmp_path / "x")]
+        r = subprocess.run([sys.executable, "-m", "models.ensemble", *argv],
                            cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
