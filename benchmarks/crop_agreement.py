@@ -345,8 +345,7 @@ def tables(res: dict) -> tuple[str, str]:
                f" the box centre.\n"
                + (f"Model stability: it gives the mirrored 48x48 face the same label on {_pct(res['flip_agreement'])}% of faces.\n"
                   if res["flip_agreement"] is not None else "Flip TTA on (engine.run --tta): every label averages the face and its mirror image.\n")
-               + 
-               f"Best crop: margin {b['margin']:.2f}, shift_y {b['shift_y']:+.2f}, align {'on (keep roll ' + format(b['keep_roll_deg'], 'g') + ')' if b['align'] else 'off'}: "
+               + f"Best crop: margin {b['margin']:.2f}, shift_y {b['shift_y']:+.2f}, align {'on (keep roll ' + format(b['keep_roll_deg'], 'g') + ')' if b['align'] else 'off'}: "
                f"agreement {_pct(b['agreement'])}% (target {100 * res['target_agreement']:.0f}%: "
                f"{'met' if res['meets_target'] else 'NOT met'}), engine accuracy {_pct(b['engine_accuracy'])}%.")
     return (text_table(headers, rows) + "\n\n" + summary,

@@ -16,14 +16,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from models.card import NOTES_NAME, SHIP_FILES, SHIP_GLOBS
 from models.cli import Parser
-from models.contract import ModelSpec, parse_classes, sha256_file
+from models.contract import SPEC_NAME, ModelSpec, parse_classes, sha256_file
 from models.errors import UserError, cli_main
+from models.train import FINAL_NAME
 
-FINAL_NAME = "emotion.keras"
-#: files in --out that describe a model: an earlier ensemble's are removed before a new one is written
-_DERIVED = ("metrics.json", "metrics_tta.json", "confusion.png", "confusion_tta.png", "curves.png", "history.json",
-            "export_report.json", "export_report.md", "MODEL_CARD.md")
+#: files in --out that describe a model (what the card ships, plus the TTA confusion matrix), not the
+#: model itself nor its trainer's notes: an earlier ensemble's are removed before a new one is written
+_DERIVED = tuple(n for n in SHIP_FILES if n not in (FINAL_NAME, SPEC_NAME, NOTES_NAME)) + ("confusion_tta.png",)
 
 
 def _prepare_out(out: Path, members: Sequence[Path]) -> None:
@@ -37,7 +38,7 @@ def _prepare_out(out: Path, members: Sequence[Path]) -> None:
             raise UserError(f"--out {out} already holds another model (not an ensemble): choose a new folder")
         for name in _DERIVED:
             (out / name).unlink(missing_ok=True)
-        for old in [*out.glob("emotion_*.tflite"), *out.glob("emotion_*.onnx")]:
+        for old in [f for pattern in SHIP_GLOBS for f in out.glob(pattern)]:
             old.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -94,8 +95,9 @@ def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
     shas = [r["sha256"] for r in spec.extra["ensemble"]]
     for rec in spec.extra["ensemble"]:
         init = rec["options"].get("init")
-        if init and Path(init).is_file() and sha256_file(init) in shas:
-            rec["init_member"] = shas.index(sha256_file(init))  # the card's rebuild recipe chains the runs
+        init_sha = sha256_file(init) if init and Path(init).is_file() else None
+        if init_sha in shas:
+            rec["init_member"] = shas.index(init_sha)  # the card's rebuild recipe chains the runs
     spec.source_sha256 = sha256_file(out / FINAL_NAME)
     spec.save(out)
     return spec
