@@ -222,7 +222,10 @@ def run(args: argparse.Namespace) -> dict:
               f"({rec.classifier.backend}), detector {getattr(rec.detector, 'impl', '?')} ({args.detector})", file=sys.stderr)
 
         # 1. the reference: the classifier on the 48x48 faces themselves (batches, same classifier object)
-        direct = np.concatenate([rec.classifier.predict(faces[i : i + 256, :, :, None]).argmax(1) for i in range(0, n, 256)])
+        direct_p = np.concatenate([rec.classifier.predict(faces[i : i + 256, :, :, None]) for i in range(0, n, 256)])
+        direct = direct_p.argmax(1)
+        top2 = np.sort(direct_p, axis=1)[:, -2:]
+        confidence = top2[:, 1] - top2[:, 0]  # how far the direct label is from its runner-up
         # The model's stability yardstick: how often it gives the same label to the mirrored face. A
         # crop can hardly agree with the direct label more often than a mirror image does.
         flip_label = None
@@ -268,6 +271,7 @@ def run(args: argparse.Namespace) -> dict:
         aligns = {"on": (True,), "off": (False,), "both": (True, False)}[args.align]
         default = CropOptions()
         rows = []
+        default_labels = None
         # keep_roll only matters with alignment on: off is swept once
         settings = [(a, k) for a in aligns for k in (args.keep_roll if a else (default.keep_roll_deg,))]
         for align, keep in settings:
@@ -279,6 +283,8 @@ def run(args: argparse.Namespace) -> dict:
                         if dets:
                             engine[idx] = rec.classify(frame, dets).argmax(1)
                     sel = found
+                    if (margin, shift, align, keep) == (default.margin, default.shift_y, default.align, default.keep_roll_deg):
+                        default_labels = engine
                     rows.append({
                         "margin": margin, "shift_y": shift, "align": align, "keep_roll_deg": keep,
                         "default": (margin, shift, align, keep) == (default.margin, default.shift_y, default.align, default.keep_roll_deg),
@@ -288,6 +294,8 @@ def run(args: argparse.Namespace) -> dict:
         best = max(rows, key=lambda r: (r["agreement"], r["engine_accuracy"]))
         for r in rows:
             r["best"] = r is best
+        by_confidence = _by_confidence(confidence[found], engine_labels=(default_labels if default_labels is not None else engine)[found],
+                                       direct=direct[found], truth=truth[found])
     finally:
         rec.close()
 
@@ -315,6 +323,8 @@ def run(args: argparse.Namespace) -> dict:
             "true_centre_below_box_centre": {q: round(float(np.percentile(dy, v)), 3) for q, v in (("p10", 10), ("p50", 50), ("p90", 90))},
         },
         "default_crop": asdict(default),
+        "by_confidence": by_confidence,
+        "by_confidence_crop": "default" if default_labels is not None else "last row",
         "rows": rows,
         "best": best,
         "target_agreement": TARGET,
@@ -323,8 +333,34 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+#: Bins of the direct label's margin over its runner-up (top-1 minus top-2 probability).
+CONFIDENCE_BINS = ((0.0, 0.2), (0.2, 0.4), (0.4, 1.01))
+
+
+def _by_confidence(confidence: np.ndarray, engine_labels: np.ndarray, direct: np.ndarray, truth: np.ndarray) -> list[dict]:
+    """Agreement split by how sure the model was of the direct label: the disagreements are, or are
+    not, the faces it was guessing on anyway (where the direct label is little better than chance)."""
+    out = []
+    for lo, hi in CONFIDENCE_BINS:
+        k = (confidence >= lo) & (confidence < hi)
+        out.append({"margin_lo": lo, "margin_hi": min(hi, 1.0), "share": float(k.mean()),
+                    "agreement": float((engine_labels[k] == direct[k]).mean()) if k.any() else None,
+                    "direct_accuracy": float((direct[k] == truth[k]).mean()) if k.any() else None})
+    return out
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _confidence_line(res: dict) -> str:
+    bins = res.get("by_confidence") or []
+    if not bins:
+        return ""
+    parts = [f"{b['margin_lo']:.1f}-{b['margin_hi']:.1f}: {_pct(b['share'])}% of faces, agreement {_pct(b['agreement'])}%, "
+             f"direct accuracy {_pct(b['direct_accuracy'])}%" for b in bins]
+    return (f"By the direct label's margin over its runner-up ({res.get('by_confidence_crop', 'default')} crop): "
+            + "; ".join(parts) + ".\n")
 
 
 def tables(res: dict) -> tuple[str, str]:
@@ -345,6 +381,7 @@ def tables(res: dict) -> tuple[str, str]:
                f" the box centre.\n"
                + (f"Model stability: it gives the mirrored 48x48 face the same label on {_pct(res['flip_agreement'])}% of faces.\n"
                   if res["flip_agreement"] is not None else "Flip TTA on (engine.run --tta): every label averages the face and its mirror image.\n")
+               + _confidence_line(res)
                + f"Best crop: margin {b['margin']:.2f}, shift_y {b['shift_y']:+.2f}, align {'on (keep roll ' + format(b['keep_roll_deg'], 'g') + ')' if b['align'] else 'off'}: "
                f"agreement {_pct(b['agreement'])}% (target {100 * res['target_agreement']:.0f}%: "
                f"{'met' if res['meets_target'] else 'NOT met'}), engine accuracy {_pct(b['engine_accuracy'])}%.")

@@ -33,6 +33,12 @@ def test_crop_agreement_json_and_table(tiny_export_dir, fer_root, tmp_path):
     assert res["best"]["agreement"] == max(r["agreement"] for r in res["rows"])
     assert res["meets_target"] == (res["best"]["agreement"] >= res["target_agreement"])
     assert 0.0 <= res["oracle_agreement"] <= 1.0 and 0.0 <= res["flip_agreement"] <= 1.0
+    # the split by the direct label's confidence covers every detected face once and adds up to the default row
+    bins = res["by_confidence"]
+    assert res["by_confidence_crop"] == "default" and abs(sum(b["share"] for b in bins) - 1.0) < 1e-9
+    default_row = next(r for r in res["rows"] if r["default"])
+    assert abs(sum(b["share"] * (b["agreement"] or 0.0) for b in bins) - default_row["agreement"]) < 1e-9
+    assert "By the direct label's margin" in proc.stdout
     assert "Best crop: margin" in proc.stdout and "agree %" in proc.stdout
     md = (tmp_path / "ca.md").read_text()
     assert "| align (keep roll) |" in md and "| on (0) |" in md and "turned by up to 20 degrees" in md
