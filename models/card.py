@@ -38,8 +38,10 @@ def retrain_command(options: dict, out: str) -> str:
         if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key == "resample" and not value):
             continue
         parts.append(f"{flag} {value}")
-    if options.get("jit") is False:
+    if options.get("jit") in (False, "off"):
         parts.append("--no-jit")
+    elif options.get("jit") in (True, "on"):
+        parts.append("--jit on")
     parts += [f"--out {out}", "--export"]
     return " \\\n    ".join(parts)
 

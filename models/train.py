@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from models.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes, sha256_file  # noqa: E402
 from models.cli import Parser, fraction  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
+from models.speed import JIT_CHOICES, normalize_jit  # noqa: E402
 
 STATE_NAME = "train_state.json"
 LAST_NAME = "last.keras"
@@ -59,32 +60,14 @@ class TrainOptions:
     init: str | None = None
     teacher: str | None = None
     teacher_weight: float = 0.7
-    precision: str = "auto"  # auto | float32 | mixed_bfloat16
-    jit: bool = True
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16 (auto: timed, see models.speed)
+    jit: str = "auto"  # auto | on | off: XLA for the training step (auto: timed, see models.speed)
     patience: int = 15
     seed: int = 42
     limit: int = 0  # use only the first N training faces per class (tests, smoke runs)
     cache_dir: str | None = None
     export: bool = False
     extra: dict = field(default_factory=dict)
-
-
-def cpu_has_bf16() -> bool:
-    """Hardware bf16 makes mixed_bfloat16 ~1.4x faster; without it emulation is ~8x slower."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    if precision == "auto":
-        return "mixed_bfloat16" if cpu_has_bf16() else "float32"
-    if precision == "mixed_bfloat16" and not cpu_has_bf16():
-        print("warning: this CPU has no hardware bf16; mixed_bfloat16 will be ~8x slower", file=sys.stderr)
-    return precision
 
 
 def lr_at(epoch: int, opts: TrainOptions) -> float:
@@ -254,6 +237,7 @@ def _init_from(model, opts: TrainOptions) -> None:
 def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -> Path:
     """Train (or resume) a run in `opts.out`; return the folder with the final model + spec."""
     out = Path(opts.out)
+    opts.jit = normalize_jit(opts.jit)
     state = _load_state(out) if resume else None
     if resume and state is None:
         print(f"note: nothing to resume in {out}; starting a new run", file=sys.stderr)
@@ -262,6 +246,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -
     if state is not None:
         saved = state["options"]
         saved["classes"] = tuple(saved["classes"])
+        saved["jit"] = normalize_jit(saved.get("jit", "auto"))
         epochs = opts.epochs
         opts = TrainOptions(**saved)
         if not keep_epochs and epochs != opts.epochs:
@@ -283,8 +268,16 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -
     import keras
     import numpy as np
 
+    from models.speed import SpeedChoice, choose, label
+
+    n = len(opts.classes)
+    if "speed" in opts.extra:  # a resumed run keeps the setup its checkpoints were made with
+        speed = SpeedChoice(**opts.extra["speed"])
+    else:
+        speed = choose(opts.arch, n, opts.batch, opts.precision, opts.jit, len(train_ds) // opts.batch)
+        opts.extra["speed"] = asdict(speed)
     keras.utils.set_random_seed(opts.seed)
-    precision = resolve_precision(opts.precision)
+    precision = speed.precision
     keras.mixed_precision.set_global_policy(precision)
     teacher = None
     if opts.teacher:
@@ -293,10 +286,10 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -
         if tuple(tspec.labels) != tuple(opts.classes):
             raise UserError(f"teacher labels {tspec.labels} differ from --classes {list(opts.classes)}")
 
-    n = len(opts.classes)
     out.mkdir(parents=True, exist_ok=True)
     if state is not None and (out / LAST_NAME).exists():
         model = _load_keras(out / LAST_NAME, compile=True)
+        model.jit_compile = speed.jit  # the saved compile config carries the old setting
         initial_epoch = state["epoch"]
         history = state["history"]
         print(f"resuming {out} at epoch {initial_epoch + 1}/{opts.epochs}", file=sys.stderr)
@@ -312,14 +305,14 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            jit_compile=opts.jit,
+            jit_compile=speed.jit,
         )
         initial_epoch, history = 0, {}
     macs = count_macs(model)
     print(
         f"arch {opts.arch}: {model.count_params():,} params, {macs / 1e6:.1f}M MACs/face; "
         f"{len(train_ds)} train / {len(val_ds)} validation faces; classes {', '.join(opts.classes)}; "
-        f"precision {precision}",
+        f"{label(precision, speed.jit)} ({speed.how})",
         file=sys.stderr,
     )
     weights = class_weights(train_ds.y, n, opts.class_weight) if opts.class_weight != "none" else None
@@ -451,8 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, help="a trained .keras model to distil from (its labels.json must match)")
     p.add_argument("--teacher-weight", type=float, default=d.teacher_weight, help="share of the teacher's probabilities in the targets")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=d.precision,
-                   help="auto = mixed_bfloat16 only where the CPU has hardware bf16")
-    p.add_argument("--no-jit", dest="jit", action="store_false", help="disable XLA compilation of the training step")
+                   help="auto = time a few steps of each and keep the faster; mixed_bfloat16 is a candidate only where "
+                        "the CPU has hardware bf16 (emulated it is ~8x slower)")
+    p.add_argument("--jit", choices=JIT_CHOICES, default=d.jit,
+                   help="XLA compilation of the training step; auto = time it against plain TensorFlow and keep the faster "
+                        "(it wins on some CPUs, loses on others)")
+    p.add_argument("--no-jit", dest="jit", action="store_const", const="off", help="same as --jit off")
     p.add_argument("--patience", type=int, default=d.patience, help="early-stop after this many epochs without a better val accuracy (0 = never)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, shuffling, augmentation)")
     p.add_argument("--limit", type=int, default=0, help="use at most N training faces per class (smoke runs)")

@@ -121,6 +121,7 @@ def test_unreadable_image_is_skipped_by_name(fer_root, tmp_path, capsys):
         (["--classes", "happy,joy"], "unknown class 'joy'"),
         (["--arch", "resnet9000"], "unknown arch 'resnet9000'"),
         (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--jit", "sometimes"], "--jit"),
     ],
 )
 def test_train_bad_inputs_are_one_sentence(args, message, fer_root, tmp_path, capsys):
@@ -299,3 +300,25 @@ def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
         r = subprocess.run([sys.executable, "-m", "models.ensemble", *argv],
                            cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="timing training steps needs tensorflow")
+def test_speed_choice_times_the_open_candidates_and_keeps_the_fastest(capsys):
+    """--precision/--jit auto: each candidate left open by the flags is timed on real training steps
+    and the fastest kept; explicit flags are obeyed untimed; a short run takes the rule (no XLA)."""
+    from models.speed import SpeedChoice, candidates, choose, cpu_has_bf16, label, normalize_jit
+
+    assert candidates("float32", "off", True) == [("float32", False)]
+    assert candidates("auto", "on", False) == [("float32", True)]
+    assert candidates("auto", "auto", True) == [("float32", False), ("float32", True), ("mixed_bfloat16", False), ("mixed_bfloat16", True)]
+    assert normalize_jit(True) == "on" and normalize_jit(False) == "off" and normalize_jit("auto") == "auto"
+
+    assert choose("emonet_n", 3, 8, "float32", "on", batches_per_epoch=1000) == SpeedChoice("float32", True)
+    short = choose("emonet_n", 3, 8, "auto", "auto", batches_per_epoch=5)
+    assert short.how == "rule" and short.jit is False and short.precision == ("mixed_bfloat16" if cpu_has_bf16() else "float32")
+
+    measured = choose("emonet_n", 3, 8, "float32", "auto", batches_per_epoch=1000)
+    assert measured.how == "measured" and set(measured.timings) == {label("float32", False), label("float32", True)}
+    assert all(v > 0 for v in measured.timings.values())
+    assert measured.timings[label(measured.precision, measured.jit)] == max(measured.timings.values())
+    assert "img/s" in capsys.readouterr().err
