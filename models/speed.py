@@ -7,12 +7,18 @@ images/s: float32 153 with XLA, 182 without; mixed_bfloat16 150 with XLA, 327 wi
 `--precision auto` / `--jit auto` time a few synthetic training steps of each candidate and keep
 the fastest: tens of seconds against hours of training. Emulated bf16 (no hardware support) is ~8x
 slower and never a candidate.
+
+`python -m models.speed --arch emonet_s` prints the table for this machine.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 JIT_CHOICES = ("auto", "on", "off")
 
@@ -100,3 +106,35 @@ def choose(arch: str, n_classes: int, batch: int, precision: str, jit: str, batc
     best = max(cands, key=lambda c: timings[label(*c)])
     print("  " + "; ".join(f"{k}: {v:.0f} img/s" for k, v in timings.items()) + f" -> {label(*best)}", file=sys.stderr)
     return SpeedChoice(best[0], best[1], timings, how="measured")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from models.cli import Parser, positive_int
+
+    p = Parser(prog="python -m models.speed", description="Training images/s of each precision x XLA setup on this machine.")
+    p.add_argument("--arch", default="emonet_s", help="architecture to time [emonet_s]")
+    p.add_argument("--classes", type=positive_int, default=7, help="number of classes [7]")
+    p.add_argument("--batch", type=positive_int, default=128, help="batch size [128]")
+    p.add_argument("--steps", type=positive_int, default=6, help="timed batches per setup, after one untimed pass [6]")
+    args = p.parse_args(argv)
+    from models.archs import ARCHS
+    from models.errors import UserError
+
+    if args.arch not in ARCHS:
+        raise UserError(f"unknown arch {args.arch!r}: choose from {', '.join(ARCHS)}")
+    has_bf16 = cpu_has_bf16()
+    print(f"{args.arch}, batch {args.batch}, hardware bf16: {'yes' if has_bf16 else 'no (mixed_bfloat16 not timed)'}")
+    rows = []
+    for prec, jit in candidates("auto", "auto", has_bf16):
+        rate = images_per_second(args.arch, args.classes, args.batch, prec, jit, args.steps)
+        rows.append((label(prec, jit), rate))
+        print(f"  {label(prec, jit):28s} {rate:8.0f} img/s", flush=True)
+    best = max(rows, key=lambda r: r[1])
+    print(f"fastest: {best[0]} (what --precision auto --jit auto picks)")
+    return 0
+
+
+if __name__ == "__main__":
+    from models.errors import cli_main
+
+    sys.exit(cli_main(main))

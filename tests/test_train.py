@@ -322,3 +322,12 @@ def test_speed_choice_times_the_open_candidates_and_keeps_the_fastest(capsys):
     assert all(v > 0 for v in measured.timings.values())
     assert measured.timings[label(measured.precision, measured.jit)] == max(measured.timings.values())
     assert "img/s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [(["--arch", "resnet9000"], "unknown arch 'resnet9000'"), (["--batch", "0"], "--batch: must be at least 1")])
+def test_speed_cli_bad_input_is_one_sentence(argv, message, capsys):
+    from models.speed import main
+
+    assert cli_main(main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
