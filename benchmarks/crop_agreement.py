@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> dict:
         aligns = {"on": (True,), "off": (False,), "both": (True, False)}[args.align]
         default = CropOptions()
         rows = []
-        default_labels = None
+        labels_of: dict[int, np.ndarray] = {}  # row -> the engine's label per face
         # keep_roll only matters with alignment on: off is swept once
         settings = [(a, k) for a in aligns for k in (args.keep_roll if a else (default.keep_roll_deg,))]
         for align, keep in settings:
@@ -283,19 +283,19 @@ def run(args: argparse.Namespace) -> dict:
                         if dets:
                             engine[idx] = rec.classify(frame, dets).argmax(1)
                     sel = found
-                    if (margin, shift, align, keep) == (default.margin, default.shift_y, default.align, default.keep_roll_deg):
-                        default_labels = engine
+                    is_default = (margin, shift, align, keep) == (default.margin, default.shift_y, default.align, default.keep_roll_deg)
+                    labels_of[len(rows)] = engine
                     rows.append({
                         "margin": margin, "shift_y": shift, "align": align, "keep_roll_deg": keep,
-                        "default": (margin, shift, align, keep) == (default.margin, default.shift_y, default.align, default.keep_roll_deg),
+                        "default": is_default,
                         "agreement": float((engine[sel] == direct[sel]).mean()),
                         "engine_accuracy": float((engine[sel] == truth[sel]).mean()),
                     })
         best = max(rows, key=lambda r: (r["agreement"], r["engine_accuracy"]))
         for r in rows:
             r["best"] = r is best
-        by_confidence = _by_confidence(confidence[found], engine_labels=(default_labels if default_labels is not None else engine)[found],
-                                       direct=direct[found], truth=truth[found])
+        split_row = next((i for i, r in enumerate(rows) if r["default"]), rows.index(best))  # the default crop if swept
+        by_confidence = _by_confidence(confidence[found], engine_labels=labels_of[split_row][found], direct=direct[found], truth=truth[found])
     finally:
         rec.close()
 
@@ -324,7 +324,7 @@ def run(args: argparse.Namespace) -> dict:
         },
         "default_crop": asdict(default),
         "by_confidence": by_confidence,
-        "by_confidence_crop": "default" if default_labels is not None else "last row",
+        "by_confidence_crop": "default" if rows[split_row]["default"] else "best",
         "rows": rows,
         "best": best,
         "target_agreement": TARGET,

@@ -110,6 +110,11 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
         lines.append(f"| members | {len(members)} networks, probabilities averaged in one model (`python -m models.ensemble`) |")
     else:
         lines.append(f"| epochs | {extra.get('epochs_run', '?')} run of {opts.get('epochs', '?')} scheduled; best epoch kept |")
+        speed = extra.get("speed")
+        if speed:
+            timed = "; ".join(f"{k}: {v:.0f}" for k, v in (speed.get("timings") or {}).items())
+            lines.append(f"| training setup | {speed['precision']}, {'XLA' if speed['jit'] else 'no XLA'} ({speed.get('how', 'given')}"
+                         + (f"; images/s timed: {timed}" if timed else "") + ") |")
     lines += [
         f"| source sha256 | `{spec.source_sha256}` |",
         "",

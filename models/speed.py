@@ -1,7 +1,7 @@
 """Pick the training precision and XLA setting by timing them on this machine, not by rule.
 
 Rules of thumb failed here. On an AVX2 machine XLA (`jit_compile`) made a small CNN 2.3x faster
-(DESIGN.md). On the 2-core Xeon with AMX/AVX-512 bf16 used for the shipped models, XLA made
+(the team's design notes, shared/DESIGN.md). On the 2-core Xeon with AMX/AVX-512 bf16 used for the shipped models, XLA made
 training SLOWER and kept mixed_bfloat16 away from oneDNN's bf16 kernels (emonet_s, batch 128,
 images/s: float32 153 with XLA, 182 without; mixed_bfloat16 150 with XLA, 327 without). So
 `--precision auto` / `--jit auto` time a few synthetic training steps of each candidate and keep
@@ -48,7 +48,7 @@ class SpeedChoice:
     jit: bool
     #: images/s per candidate ("float32, XLA": 153.0, ...), empty when nothing was timed
     timings: dict[str, float] = field(default_factory=dict)
-    how: str = "given"  # given | rule | measured
+    how: str = "given"  # given (by the flags) | rule (a short run, or one started before timing) | measured | given on resume
 
 
 def label(precision: str, jit: bool) -> str:
@@ -84,6 +84,13 @@ def images_per_second(arch: str, n_classes: int, batch: int, precision: str, jit
     finally:
         keras.mixed_precision.set_global_policy(before)
         keras.backend.clear_session()
+
+
+def legacy_choice(precision: str, jit) -> SpeedChoice:
+    """The setup of a run started before setups were timed: `auto` then meant bf16 wherever the
+    CPU had it, and XLA was a bool (on by default). Its checkpoints carry that precision."""
+    prec = precision if precision != "auto" else ("mixed_bfloat16" if cpu_has_bf16() else "float32")
+    return SpeedChoice(prec, normalize_jit(jit) != "off", how="rule")
 
 
 def choose(arch: str, n_classes: int, batch: int, precision: str, jit: str, batches_per_epoch: int) -> SpeedChoice:
@@ -130,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append((label(prec, jit), rate))
         print(f"  {label(prec, jit):28s} {rate:8.0f} img/s", flush=True)
     best = max(rows, key=lambda r: r[1])
-    print(f"fastest: {best[0]} (what --precision auto --jit auto picks)")
+    print(f"fastest: {best[0]} (what models.train --precision auto --jit auto picks for a run of 50+ batches per epoch)")
     return 0
 
 

@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -219,6 +219,20 @@ def _float32_copy(model, arch: str, n_classes: int):
     return clean
 
 
+def _check_model_files(opts: TrainOptions) -> None:
+    """The cheap checks of --teacher and --init (file there, labels match), before anything slow."""
+    for flag, path in (("--teacher", opts.teacher), ("--init", opts.init)):
+        if not path:
+            continue
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{flag} {path} does not exist")
+        if (path.parent / "labels.json").is_file():
+            labels = ModelSpec.load(path.parent).labels
+            if tuple(labels) != tuple(opts.classes):
+                raise UserError(f"{flag} model labels {labels} differ from --classes {list(opts.classes)}")
+
+
 def _init_from(model, opts: TrainOptions) -> None:
     path = Path(opts.init)
     if not path.is_file():
@@ -234,10 +248,13 @@ def _init_from(model, opts: TrainOptions) -> None:
     print(f"initialised from {path}", file=sys.stderr)
 
 
-def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -> Path:
-    """Train (or resume) a run in `opts.out`; return the folder with the final model + spec."""
+def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, jit_override: str | None = None) -> Path:
+    """Train (or resume) a run in `opts.out`; return the folder with the final model + spec.
+
+    `jit_override` ("on"/"off") switches XLA for the rest of a resumed run (the checkpoints do not
+    depend on it); every other option of a resumed run comes from its state file."""
+    opts = replace(opts, extra=dict(opts.extra), jit=normalize_jit(opts.jit))  # the caller's options stay as given
     out = Path(opts.out)
-    opts.jit = normalize_jit(opts.jit)
     state = _load_state(out) if resume else None
     if resume and state is None:
         print(f"note: nothing to resume in {out}; starting a new run", file=sys.stderr)
@@ -268,14 +285,18 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -
     import keras
     import numpy as np
 
-    from models.speed import SpeedChoice, choose, label
+    from models.speed import SpeedChoice, choose, label, legacy_choice
 
     n = len(opts.classes)
-    if "speed" in opts.extra:  # a resumed run keeps the setup its checkpoints were made with
-        speed = SpeedChoice(**opts.extra["speed"])
+    if state is not None:  # a resumed run keeps the setup its checkpoints were made with ...
+        speed = SpeedChoice(**opts.extra["speed"]) if "speed" in opts.extra else legacy_choice(opts.precision, opts.jit)
+        if jit_override in ("on", "off") and speed.jit != (jit_override == "on"):
+            speed = replace(speed, jit=jit_override == "on", how="given on resume")  # ... but XLA may change
+            opts.jit = jit_override
     else:
+        _check_model_files(opts)  # a wrong --teacher / --init is one sentence before any timing
         speed = choose(opts.arch, n, opts.batch, opts.precision, opts.jit, len(train_ds) // opts.batch)
-        opts.extra["speed"] = asdict(speed)
+    opts.extra["speed"] = asdict(speed)
     keras.utils.set_random_seed(opts.seed)
     precision = speed.precision
     keras.mixed_precision.set_global_policy(precision)
@@ -366,7 +387,10 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False) -
         "params": int(final.count_params()),
         "epochs_run": len(history.get("val_accuracy", [])),
         "best_val_accuracy": best,
-        "options": {k: v for k, v in asdict(opts).items() if k not in ("extra",)},
+        # the setup actually used, so the card's recipe repeats it instead of timing again
+        "options": {**{k: v for k, v in asdict(opts).items() if k not in ("extra",)},
+                    "precision": speed.precision, "jit": "on" if speed.jit else "off"},
+        "speed": asdict(speed),
     }
     spec.source_sha256 = sha256_file(out / FINAL_NAME)
     spec.save(out)
@@ -443,12 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of a batch being shrunk to 24-44 px and enlarged back (robustness to the engine's resampled crops) [0]")
     p.add_argument("--teacher", default=None, help="a trained .keras model to distil from (its labels.json must match)")
     p.add_argument("--teacher-weight", type=float, default=d.teacher_weight, help="share of the teacher's probabilities in the targets")
-    p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=d.precision,
-                   help="auto = time a few steps of each and keep the faster; mixed_bfloat16 is a candidate only where "
-                        "the CPU has hardware bf16 (emulated it is ~8x slower)")
-    p.add_argument("--jit", choices=JIT_CHOICES, default=d.jit,
-                   help="XLA compilation of the training step; auto = time it against plain TensorFlow and keep the faster "
-                        "(it wins on some CPUs, loses on others)")
+    p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=None,
+                   help=f"auto = time a few training steps of each and keep the faster (a run under 50 batches per epoch "
+                        f"takes bf16 where the CPU has it); mixed_bfloat16 is a candidate only with hardware bf16 (emulated "
+                        f"it is ~8x slower); fixed for a run once it started (default {d.precision})")
+    p.add_argument("--jit", choices=JIT_CHOICES, default=None,
+                   help=f"XLA compilation of the training step; auto = time it against plain TensorFlow and keep the faster "
+                        f"(it wins on some CPUs, loses on others; off for a run under 50 batches per epoch); with --resume "
+                        f"on/off switches it for the rest of the run (default {d.jit})")
     p.add_argument("--no-jit", dest="jit", action="store_const", const="off", help="same as --jit off")
     p.add_argument("--patience", type=int, default=d.patience, help="early-stop after this many epochs without a better val accuracy (0 = never)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, shuffling, augmentation)")
@@ -474,12 +500,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
         augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight,
-        precision=args.precision, jit=args.jit, patience=args.patience, seed=args.seed, limit=args.limit,
+        precision=args.precision or TrainOptions.precision, jit=args.jit or TrainOptions.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
     )
     if not Path(opts.data).exists():
         raise UserError(f"data source {opts.data} does not exist")
-    out = train(opts, resume=args.resume, keep_epochs=args.resume and args.epochs is None)
+    if args.resume and args.precision:
+        print("note: --precision is fixed by the run's checkpoints; ignored with --resume", file=sys.stderr)
+    out = train(opts, resume=args.resume, keep_epochs=args.resume and args.epochs is None, jit_override=args.jit if args.resume else None)
     print(f"done: {out / FINAL_NAME}")
     return 0
 

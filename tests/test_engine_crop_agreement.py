@@ -38,6 +38,7 @@ def test_crop_agreement_json_and_table(tiny_export_dir, fer_root, tmp_path):
     assert res["by_confidence_crop"] == "default" and abs(sum(b["share"] for b in bins) - 1.0) < 1e-9
     default_row = next(r for r in res["rows"] if r["default"])
     assert abs(sum(b["share"] * (b["agreement"] or 0.0) for b in bins) - default_row["agreement"]) < 1e-9
+    assert abs(sum(b["share"] * (b["direct_accuracy"] or 0.0) for b in bins) - res["direct_accuracy_detected"]) < 1e-9
     assert "By the direct label's margin" in proc.stdout
     assert "Best crop: margin" in proc.stdout and "agree %" in proc.stdout
     md = (tmp_path / "ca.md").read_text()

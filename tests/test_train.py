@@ -121,7 +121,7 @@ def test_unreadable_image_is_skipped_by_name(fer_root, tmp_path, capsys):
         (["--classes", "happy,joy"], "unknown class 'joy'"),
         (["--arch", "resnet9000"], "unknown arch 'resnet9000'"),
         (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--jit", "sometimes"], "--jit"),
+        (["--jit", "sometimes"], "argument --jit: invalid choice: 'sometimes'"),
     ],
 )
 def test_train_bad_inputs_are_one_sentence(args, message, fer_root, tmp_path, capsys):
@@ -175,10 +175,19 @@ def test_one_epoch_trains_saves_reloads_and_resumes(fer_root, tmp_path):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
     assert model.dtype_policy.name == "float32"
 
+    # resume a run whose state file predates timed setups (XLA a bool, no recorded setup): its old
+    # setup is rebuilt, and --no-jit on the resume command switches XLA off for the rest of the run
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["options"]["extra"]["speed"] == {"precision": "float32", "jit": False, "timings": {}, "how": "given"}
+    state["options"]["jit"] = True
+    del state["options"]["extra"]["speed"]
+    (out / "train_state.json").write_text(json.dumps(state))
     r2 = subprocess.run(cmd[:cmd.index("--epochs") + 1] + ["2"] + cmd[cmd.index("--epochs") + 2:] + ["--resume"],
                         cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "resuming" in r2.stderr and "epoch 2/2" in r2.stderr
+    assert "float32, no XLA (given on resume)" in r2.stderr
+    assert json.loads((out / "train_state.json").read_text())["options"]["extra"]["speed"]["jit"] is False
     assert "epoch 1/2" not in r2.stderr
     state = json.loads((out / "train_state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]["val_accuracy"]) == 2
@@ -212,6 +221,7 @@ def test_one_epoch_trains_saves_reloads_and_resumes(fer_root, tmp_path):
     card = (zoo / "MODEL_CARD.md").read_text()
     assert "## Notes\n\nFine-tuned for the test." in card and "| angry |" in card
     assert f"--init {out / 'emotion.keras'}" in card and "--resample 1.0" in card
+    assert "--precision float32" in card and "--no-jit" in card and "| training setup | float32, no XLA (given) |" in card
     assert {"emotion.keras", "labels.json", "NOTES.md", "metrics.json"} <= {p.name for p in zoo.iterdir()}
 
 
