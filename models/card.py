@@ -67,6 +67,8 @@ def _ensemble_recipe(members: list[dict], ship_as: str | None) -> list[str]:
         if not opts.get("arch") or not opts.get("classes"):  # a hand-made model or a nested ensemble
             lines += [f"# member {i} ({members[i]['arch']}): no training recipe recorded; put its emotion.keras in {runs[i]}/", ""]
             continue
+        if members[i].get("init_overwritten"):
+            lines.append(f"# member {i}: its --init file has since been replaced by this member itself; the notes say what it started from")
         if members[i].get("init_member") is not None:  # fine-tuned from another member: start from that member's run
             opts["init"] = f"{runs[members[i]['init_member']]}/emotion.keras"
         lines += [retrain_command(opts, runs[i]).replace(" \\\n    --export", ""), ""]

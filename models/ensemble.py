@@ -93,10 +93,12 @@ def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
         } for m, s in zip(members, specs)],
     }
     shas = [r["sha256"] for r in spec.extra["ensemble"]]
-    for rec in spec.extra["ensemble"]:
+    for i, rec in enumerate(spec.extra["ensemble"]):
         init = rec["options"].get("init")
         init_sha = sha256_file(init) if init and Path(init).is_file() else None
-        if init_sha in shas:
+        if init_sha in shas and shas.index(init_sha) == i:
+            rec["init_overwritten"] = True  # the --init file was since replaced by this member itself (a re-shipped model)
+        elif init_sha in shas:
             rec["init_member"] = shas.index(init_sha)  # the card's rebuild recipe chains the runs
     spec.source_sha256 = sha256_file(out / FINAL_NAME)
     spec.save(out)
