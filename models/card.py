@@ -16,6 +16,7 @@ from typing import Sequence
 from models.contract import SPEC_NAME, ModelSpec
 from models.cli import Parser
 from models.errors import UserError, cli_main
+from models.speed import label, normalize_jit
 
 CARD_NAME = "MODEL_CARD.md"
 NOTES_NAME = "NOTES.md"
@@ -38,9 +39,10 @@ def retrain_command(options: dict, out: str) -> str:
         if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key == "resample" and not value):
             continue
         parts.append(f"{flag} {value}")
-    if options.get("jit") in (False, "off"):
+    jit = normalize_jit(options.get("jit"))
+    if jit == "off":
         parts.append("--no-jit")
-    elif options.get("jit") in (True, "on"):
+    elif jit == "on":
         parts.append("--jit on")
     parts += [f"--out {out}", "--export"]
     return " \\\n    ".join(parts)
@@ -115,7 +117,7 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
         speed = extra.get("speed")
         if speed:
             timed = "; ".join(f"{k}: {v:.0f}" for k, v in (speed.get("timings") or {}).items())
-            lines.append(f"| training setup | {speed['precision']}, {'XLA' if speed['jit'] else 'no XLA'} ({speed.get('how', 'given')}"
+            lines.append(f"| training setup | {label(speed['precision'], speed['jit'])} ({speed.get('how', 'given')}"
                          + (f"; images/s timed: {timed}" if timed else "") + ") |")
     lines += [
         f"| source sha256 | `{spec.source_sha256}` |",

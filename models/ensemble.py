@@ -96,10 +96,11 @@ def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
     for i, rec in enumerate(spec.extra["ensemble"]):
         init = rec["options"].get("init")
         init_sha = sha256_file(init) if init and Path(init).is_file() else None
-        if init_sha in shas and shas.index(init_sha) == i:
+        parent = shas.index(init_sha) if init_sha in shas else None
+        if parent == i:
             rec["init_overwritten"] = True  # the --init file was since replaced by this member itself (a re-shipped model)
-        elif init_sha in shas:
-            rec["init_member"] = shas.index(init_sha)  # the card's rebuild recipe chains the runs
+        elif parent is not None:
+            rec["init_member"] = parent  # the card's rebuild recipe chains the runs
     spec.source_sha256 = sha256_file(out / FINAL_NAME)
     spec.save(out)
     return spec

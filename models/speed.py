@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 JIT_CHOICES = ("auto", "on", "off")
 
 
@@ -51,6 +49,11 @@ class SpeedChoice:
     how: str = "given"  # given (by the flags) | rule (a short run, or one started before timing) | measured | given on resume
 
 
+def rule_precision(precision: str, has_bf16: bool) -> str:
+    """What `auto` means untimed: bf16 wherever the hardware has it."""
+    return precision if precision != "auto" else ("mixed_bfloat16" if has_bf16 else "float32")
+
+
 def label(precision: str, jit: bool) -> str:
     return f"{precision}, {'XLA' if jit else 'no XLA'}"
 
@@ -68,6 +71,7 @@ def images_per_second(arch: str, n_classes: int, batch: int, precision: str, jit
     import numpy as np
 
     from models.archs import ARCHS
+    from models.contract import FACE_SIZE
 
     before = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
@@ -75,7 +79,7 @@ def images_per_second(arch: str, n_classes: int, batch: int, precision: str, jit
         model = ARCHS[arch](n_classes)
         model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss="categorical_crossentropy", jit_compile=jit)
         rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (batch * steps, 48, 48, 1)).astype("float32")
+        x = rng.integers(0, 256, (batch * steps, FACE_SIZE, FACE_SIZE, 1)).astype("float32")
         y = keras.utils.to_categorical(rng.integers(0, n_classes, len(x)), n_classes)
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
         t0 = time.perf_counter()
@@ -89,8 +93,7 @@ def images_per_second(arch: str, n_classes: int, batch: int, precision: str, jit
 def legacy_choice(precision: str, jit) -> SpeedChoice:
     """The setup of a run started before setups were timed: `auto` then meant bf16 wherever the
     CPU had it, and XLA was a bool (on by default). Its checkpoints carry that precision."""
-    prec = precision if precision != "auto" else ("mixed_bfloat16" if cpu_has_bf16() else "float32")
-    return SpeedChoice(prec, normalize_jit(jit) != "off", how="rule")
+    return SpeedChoice(rule_precision(precision, cpu_has_bf16()), normalize_jit(jit) != "off", how="rule")
 
 
 def choose(arch: str, n_classes: int, batch: int, precision: str, jit: str, batches_per_epoch: int) -> SpeedChoice:
@@ -106,8 +109,7 @@ def choose(arch: str, n_classes: int, batch: int, precision: str, jit: str, batc
     if len(cands) == 1:
         return SpeedChoice(*cands[0])
     if batches_per_epoch < 50:
-        prec = precision if precision != "auto" else ("mixed_bfloat16" if has_bf16 else "float32")
-        return SpeedChoice(prec, jit == "on", how="rule")
+        return SpeedChoice(rule_precision(precision, has_bf16), jit == "on", how="rule")
     print(f"timing {len(cands)} training setups for {arch} (precision/XLA auto) ...", file=sys.stderr)
     timings = {label(p, j): round(images_per_second(arch, n_classes, batch, p, j), 1) for p, j in cands}
     best = max(cands, key=lambda c: timings[label(*c)])
@@ -124,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=positive_int, default=128, help="batch size [128]")
     p.add_argument("--steps", type=positive_int, default=6, help="timed batches per setup, after one untimed pass [6]")
     args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (models.archs imports it)
     from models.archs import ARCHS
     from models.errors import UserError
 

@@ -24,10 +24,10 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes, sha256_file  # noqa: E402
+from models.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
 from models.cli import Parser, fraction  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
-from models.speed import JIT_CHOICES, normalize_jit  # noqa: E402
+from models.speed import JIT_CHOICES, SpeedChoice, choose, label, legacy_choice, normalize_jit  # noqa: E402
 
 STATE_NAME = "train_state.json"
 LAST_NAME = "last.keras"
@@ -219,28 +219,25 @@ def _float32_copy(model, arch: str, n_classes: int):
     return clean
 
 
-def _check_model_files(opts: TrainOptions) -> None:
-    """The cheap checks of --teacher and --init (file there, labels match), before anything slow."""
-    for flag, path in (("--teacher", opts.teacher), ("--init", opts.init)):
+def _check_model_files(opts: TrainOptions, with_init: bool) -> None:
+    """--teacher and --init: the file is there and its labels match --classes (a teacher needs its
+    labels.json; an --init model is checked when it has one). Cheap, so done before anything slow."""
+    for flag, path, need_labels in (("--teacher", opts.teacher, True), ("--init", opts.init if with_init else None, False)):
         if not path:
             continue
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{flag} {path} does not exist")
-        if (path.parent / "labels.json").is_file():
+        if need_labels or (path.parent / SPEC_NAME).is_file():
             labels = ModelSpec.load(path.parent).labels
             if tuple(labels) != tuple(opts.classes):
                 raise UserError(f"{flag} model labels {labels} differ from --classes {list(opts.classes)}")
 
 
 def _init_from(model, opts: TrainOptions) -> None:
+    """Copy the weights of --init (already checked by _check_model_files) into a fresh model."""
     path = Path(opts.init)
-    if not path.is_file():
-        raise UserError(f"--init {path} does not exist")
     src = _load_keras(path)
-    spec = ModelSpec.load(path.parent) if (path.parent / "labels.json").is_file() else None
-    if spec is not None and tuple(spec.labels) != tuple(opts.classes):
-        raise UserError(f"--init model labels {spec.labels} differ from --classes {list(opts.classes)}")
     shapes = [tuple(w.shape) for w in model.get_weights()]
     if [tuple(w.shape) for w in src.get_weights()] != shapes:
         raise UserError(f"--init {path.name} is not a {opts.arch} with {len(opts.classes)} classes (its weights do not fit)")
@@ -285,16 +282,15 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     import keras
     import numpy as np
 
-    from models.speed import SpeedChoice, choose, label, legacy_choice
-
     n = len(opts.classes)
+    resuming = state is not None and (out / LAST_NAME).exists()
+    _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
     if state is not None:  # a resumed run keeps the setup its checkpoints were made with ...
         speed = SpeedChoice(**opts.extra["speed"]) if "speed" in opts.extra else legacy_choice(opts.precision, opts.jit)
         if jit_override in ("on", "off") and speed.jit != (jit_override == "on"):
             speed = replace(speed, jit=jit_override == "on", how="given on resume")  # ... but XLA may change
             opts.jit = jit_override
     else:
-        _check_model_files(opts)  # a wrong --teacher / --init is one sentence before any timing
         speed = choose(opts.arch, n, opts.batch, opts.precision, opts.jit, len(train_ds) // opts.batch)
     opts.extra["speed"] = asdict(speed)
     keras.utils.set_random_seed(opts.seed)
@@ -303,12 +299,9 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     teacher = None
     if opts.teacher:
         teacher = _load_keras(opts.teacher)
-        tspec = ModelSpec.load(Path(opts.teacher).parent)
-        if tuple(tspec.labels) != tuple(opts.classes):
-            raise UserError(f"teacher labels {tspec.labels} differ from --classes {list(opts.classes)}")
 
     out.mkdir(parents=True, exist_ok=True)
-    if state is not None and (out / LAST_NAME).exists():
+    if resuming:
         model = _load_keras(out / LAST_NAME, compile=True)
         model.jit_compile = speed.jit  # the saved compile config carries the old setting
         initial_epoch = state["epoch"]
