@@ -131,9 +131,11 @@ def peak_rss_mb() -> float:
 
 
 def cpu_seconds() -> float:
-    """User + system CPU time of this process (all threads)."""
-    t = os.times()
-    return t.user + t.system
+    """User + system CPU time of this process (all threads).
+
+    `time.process_time` reads the per-process CPU clock (ns); `os.times` counts 10 ms ticks, too
+    coarse for a window of a few frames (it read 0 CPU for a short run on a busy machine)."""
+    return time.process_time()
 
 
 def fmt(v, digits: int = 1) -> str:
