@@ -43,8 +43,12 @@ FORMATS: tuple[str, ...] = ("tflite-fp32", "tflite-fp16", "tflite-int8", "onnx-f
 #: format -> (backend, precision) as the engine names them
 FORMAT_KIND: dict[str, tuple[str, str]] = {f: (f.split("-")[0], f.split("-")[1]) for f in FORMATS}
 ONNX_OPSET = 17
-#: A float export must pick the same class as Keras on at least this share of faces.
+#: A float export must pick the same class as Keras on at least this share of faces ...
 FLOAT_MIN_AGREEMENT = 0.995
+#: ... of those where Keras' top class leads its runner-up by more than this: fp16 moves
+#: probabilities by ~1e-3, so a near tie may swap without anything being wrong (a barely
+#: trained model is mostly near ties).
+FLOAT_TIE_MARGIN = 0.01
 #: An int8 export may lose at most this much accuracy (absolute, 0.015 = 1.5 points).
 INT8_MAX_DROP = 0.015
 #: Probabilities of different batch sizes must agree this closely (same model, same runtime).
@@ -308,12 +312,15 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
     finally:
         clf.close()
     pred = probs.argmax(1)
+    top2 = np.sort(keras_probs, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > FLOAT_TIE_MARGIN
     return {
         "file": path.name,
         "bytes": path.stat().st_size,
         "size_kb": round(path.stat().st_size / 1024, 1),
         "accuracy": float((pred == val.y).mean()),
         "agreement": float((pred == keras_probs.argmax(1)).mean()),
+        "agreement_clear": float((pred == keras_probs.argmax(1))[clear].mean()) if clear.any() else 1.0,
         "max_abs_dp": float(np.abs(probs - keras_probs).max()),
         "ms_per_face": round(ms, 4),
         "batch_1_4_max_dp": batch_dp,
@@ -326,9 +333,11 @@ def check_rows(rows: dict[str, dict], keras_acc: float) -> list[str]:
     failures = []
     for fmt, r in rows.items():
         if FORMAT_KIND[fmt][1] in ("fp32", "fp16"):
-            if r["agreement"] < FLOAT_MIN_AGREEMENT:
+            agree = r.get("agreement_clear", r["agreement"])
+            if agree < FLOAT_MIN_AGREEMENT:
                 failures.append(
-                    f"{fmt} agrees with Keras on only {r['agreement'] * 100:.2f}% of faces (needs {FLOAT_MIN_AGREEMENT * 100:.1f}%)"
+                    f"{fmt} agrees with Keras on only {agree * 100:.2f}% of the faces Keras is not torn on "
+                    f"(needs {FLOAT_MIN_AGREEMENT * 100:.1f}%)"
                 )
         elif keras_acc - r["accuracy"] > INT8_MAX_DROP:
             failures.append(
