@@ -312,6 +312,7 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
     finally:
         clf.close()
     pred = probs.argmax(1)
+    same = pred == keras_probs.argmax(1)
     top2 = np.sort(keras_probs, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > FLOAT_TIE_MARGIN
     return {
@@ -319,8 +320,8 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
         "bytes": path.stat().st_size,
         "size_kb": round(path.stat().st_size / 1024, 1),
         "accuracy": float((pred == val.y).mean()),
-        "agreement": float((pred == keras_probs.argmax(1)).mean()),
-        "agreement_clear": float((pred == keras_probs.argmax(1))[clear].mean()) if clear.any() else 1.0,
+        "agreement": float(same.mean()),
+        "agreement_clear": float(same[clear].mean()) if clear.any() else 1.0,
         "max_abs_dp": float(np.abs(probs - keras_probs).max()),
         "ms_per_face": round(ms, 4),
         "batch_1_4_max_dp": batch_dp,
