@@ -92,25 +92,26 @@ def _cache_key(parts: list[str]) -> str:
     return h.hexdigest()[:20]
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+def save_npz(path: Path, compress: bool = True, **arrays: np.ndarray) -> None:
     """Write atomically so a killed run never leaves a truncated cache behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
     os.close(fd)
     try:
-        np.savez_compressed(tmp, **arrays)
+        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def load_arrays(path: Path, names: tuple[str, ...] = ("x", "y")) -> tuple[np.ndarray, ...] | None:
+    """The named arrays of a cache file this project wrote, or None when absent or unreadable."""
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return z["x"], z["y"]
+            return tuple(z[k] for k in names)
     except Exception:  # a corrupt cache is rebuilt, never trusted
         return None
 
@@ -185,12 +186,12 @@ def load_split(
         key = _cache_key([f"v{CACHE_VERSION}", "dir", str(src.resolve()), split, *classes, *listing])
         loader = lambda: _decode_folder(files, quiet)  # noqa: E731
     path = cache / f"{src.name}-{split}-{key}.npz"
-    hit = _load_cached(path)
+    hit = load_arrays(path)
     if hit is None:
         if not quiet:
             print(f"decoding {split} split of {src} (cached afterwards in {path})", file=sys.stderr)
         x, y = loader()
-        _save_npz(path, x=x, y=y)
+        save_npz(path, x=x, y=y)
     else:
         x, y = hit
     return Dataset(x=x, y=y, labels=tuple(classes), source=str(src))

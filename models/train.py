@@ -8,7 +8,8 @@ a function of the epoch number only, which is what makes resuming exact.
 Augmentation runs in the tf.data pipeline, not inside the model, so the saved model is the
 clean inference graph that export converts. Distillation (`--teacher`) mixes the teacher's
 probabilities on the *augmented* batch into the targets (KD at temperature 1), which
-needs no custom training step and works with plain `fit`.
+needs no custom training step and works with plain `fit`; `--teacher-pool P` labels P fixed
+augmented copies once instead, for a teacher much slower than its student (models.distill).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
+from models.augment import LEVELS, Augment  # noqa: E402
 from models.cli import Parser, fraction  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 from models.speed import JIT_CHOICES, SpeedChoice, choose, label, legacy_choice, normalize_jit  # noqa: E402
@@ -60,6 +62,9 @@ class TrainOptions:
     init: str | None = None
     teacher: str | None = None
     teacher_weight: float = 0.7
+    #: >0: distil from P fixed augmented copies labelled once by the teacher (models.distill),
+    #: instead of running the teacher on every batch; the teacher may then be any export
+    teacher_pool: int = 0
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (auto: timed, see models.speed)
     jit: str = "auto"  # auto | on | off: XLA for the training step (auto: timed, see models.speed)
     patience: int = 15
@@ -92,84 +97,31 @@ def class_weights(y, n: int, mode: str):
     return (w / (w * counts).sum() * counts.sum()).astype(np.float32)  # mean weight per sample = 1
 
 
-def _augmenter(level: str, seed: int):
-    import keras
-    from keras import layers
-
-    if level == "none":
-        return None
-    light = level == "light"
-    # float32 whatever the global policy: augmentation is data prep, not part of the bf16 model
-    return keras.Sequential(
-        [
-            layers.RandomFlip("horizontal", seed=seed, dtype="float32"),
-            layers.RandomTranslation(0.08 if light else 0.12, 0.08 if light else 0.12, fill_mode="reflect", seed=seed + 1, dtype="float32"),
-            layers.RandomRotation(0.03 if light else 0.06, fill_mode="reflect", seed=seed + 2, dtype="float32"),
-            layers.RandomZoom((-0.1, 0.1) if light else (-0.2, 0.15), fill_mode="reflect", seed=seed + 3, dtype="float32"),
-            layers.RandomContrast(0.2 if light else 0.35, seed=seed + 4, dtype="float32"),
-            layers.RandomBrightness(0.15 if light else 0.25, value_range=(0, 255), seed=seed + 5, dtype="float32"),
-        ],
-        name="augment",
-    )
-
-
-def _random_erase(x, seed: int, p: float = 0.5):
-    """Cut one random rectangle (up to ~1/3 of the face) per image: makes the net use the
-    whole face instead of one feature, the cheapest regularizer that helps on FER."""
+def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=None, weights=None, soft=None):
+    """Batches of (faces, targets[, weights]). `teacher`: a Keras model run on each augmented
+    batch; `soft`: teacher probabilities already computed for `x` (a teacher pool, whose faces
+    are augmented already: only a random mirror is added), repeated without end."""
     import tensorflow as tf
 
-    n = tf.shape(x)[0]
-    size = tf.cast(tf.shape(x)[1], tf.float32)
-    h = tf.random.uniform([n], 0.15, 0.45) * size
-    w = tf.random.uniform([n], 0.15, 0.45) * size
-    cy = tf.random.uniform([n], 0.0, 1.0) * size
-    cx = tf.random.uniform([n], 0.0, 1.0) * size
-    grid = tf.range(size)
-    in_y = tf.abs(grid[None, :] - cy[:, None]) < h[:, None] / 2
-    in_x = tf.abs(grid[None, :] - cx[:, None]) < w[:, None] / 2
-    box = tf.logical_and(in_y[:, :, None], in_x[:, None, :])
-    apply = tf.random.uniform([n]) < p
-    box = tf.logical_and(box, apply[:, None, None])[..., None]
-    noise = tf.random.uniform(tf.shape(x), 0.0, 255.0)
-    return tf.where(box, noise, x)
-
-
-def _random_resample(x, seed: int, p: float):
-    """Down- then up-sample a whole batch (one random size per batch) with probability p."""
-    import tensorflow as tf
-
-    size = tf.shape(x)[1]
-    side = tf.random.uniform([], 24, 45, dtype=tf.int32, seed=seed)
-
-    def resample():
-        small = tf.image.resize(x, tf.stack([side, side]), method="area")
-        return tf.image.resize(small, tf.stack([size, size]), method="bilinear")
-
-    return tf.cond(tf.random.uniform([], seed=seed + 1) < p, resample, lambda: x)
-
-
-def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=None, weights=None):
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = tf.data.Dataset.from_tensor_slices((x, y) if soft is None else (x, y, soft))
     if train:
         ds = ds.shuffle(len(y), seed=opts.seed, reshuffle_each_iteration=True)
+    if soft is not None:
+        ds = ds.repeat()
     # Drop the ragged last batch (noisy BatchNorm statistics) unless the set is tiny.
     ds = ds.batch(opts.batch, drop_remainder=train and len(y) >= 4 * opts.batch)
     smooth = opts.label_smoothing if train else 0.0
-    aug = _augmenter(opts.augment, opts.seed) if train else None
+    aug = Augment(opts.augment, opts.seed, opts.resample) if train and soft is None else None
     cw = tf.constant(weights) if weights is not None else None
 
-    def prep(xb, yb):
+    def prep(xb, yb, pb=None):
         xb = tf.cast(xb, tf.float32)
         target = tf.one_hot(yb, n_classes) * (1 - smooth) + smooth / n_classes
-        if aug is not None:
-            xb = aug(xb, training=True)
-            xb = tf.clip_by_value(xb, 0.0, 255.0)
-            if opts.augment == "strong":
-                xb = _random_erase(xb, opts.seed)
-        if train and opts.resample > 0:
-            xb = _random_resample(xb, opts.seed + 7, opts.resample)
+        if aug is not None and aug.active:
+            xb = aug(xb)
+        if pb is not None:
+            xb = tf.image.random_flip_left_right(xb, seed=opts.seed)
+            target = opts.teacher_weight * tf.cast(pb, tf.float32) + (1 - opts.teacher_weight) * target
         if teacher is not None:
             tp = tf.cast(teacher(xb, training=False), tf.float32)
             target = opts.teacher_weight * tp + (1 - opts.teacher_weight) * target
@@ -297,7 +249,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     precision = speed.precision
     keras.mixed_precision.set_global_policy(precision)
     teacher = None
-    if opts.teacher:
+    if opts.teacher and not opts.teacher_pool:
         teacher = _load_keras(opts.teacher)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +282,15 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
         file=sys.stderr,
     )
     weights = class_weights(train_ds.y, n, opts.class_weight) if opts.class_weight != "none" else None
-    tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights)
+    steps = None
+    if opts.teacher_pool:
+        from models.distill import teacher_pool
+
+        px, py, pp = teacher_pool(train_ds, opts.teacher, opts.teacher_pool, opts.augment, opts.resample, opts.seed, opts.cache_dir)
+        tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp)
+        steps = max(len(train_ds) // opts.batch, 1)  # an epoch is still one training set's worth of faces
+    else:
+        tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights)
     va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False)
 
     best = max(history.get("val_accuracy", [0.0]) or [0.0])
@@ -368,6 +328,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
             tr,
             validation_data=va,
             epochs=opts.epochs,
+            steps_per_epoch=steps,
             initial_epoch=initial_epoch,
             callbacks=[Checkpoint()],
             verbose=1 if sys.stderr.isatty() else 2,
@@ -452,14 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing of the one-hot targets")
     p.add_argument("--class-weight", choices=("none", "balanced", "sqrt"), default=d.class_weight,
                    help="per-class loss weights for rare classes (sqrt = a softer balance)")
-    p.add_argument("--augment", choices=("none", "light", "strong"), default=d.augment,
+    p.add_argument("--augment", choices=LEVELS, default=d.augment,
                    help="flip/shift/rotate/zoom/contrast; strong adds random erasing")
     p.add_argument("--mixup", type=float, default=d.mixup, help="max mixup weight (0 = off)")
     p.add_argument("--init", help="start from this .keras model's weights (same --arch and classes): fine-tuning")
     p.add_argument("--resample", type=fraction, default=d.resample,
                    help="probability of a batch being shrunk to 24-44 px and enlarged back (robustness to the engine's resampled crops) [0]")
-    p.add_argument("--teacher", default=None, help="a trained .keras model to distil from (its labels.json must match)")
+    p.add_argument("--teacher", default=None,
+                   help="a trained model to distil from (its labels.json must match): a .keras file, or with "
+                        "--teacher-pool any export (.tflite/.onnx)")
     p.add_argument("--teacher-weight", type=float, default=d.teacher_weight, help="share of the teacher's probabilities in the targets")
+    p.add_argument("--teacher-pool", type=int, default=d.teacher_pool, metavar="P",
+                   help="label P augmented copies of the training set with the teacher once (cached) and train on them, "
+                        "instead of running the teacher on every batch: for a teacher much slower than the student (0 = off)")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=None,
                    help=f"auto = time a few training steps of each and keep the faster (a run under 50 batches per epoch "
                         f"takes bf16 where the CPU has it); mixed_bfloat16 is a candidate only with hardware bf16 (emulated "
@@ -487,12 +453,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--lr must be positive")
     if not 0 <= args.teacher_weight <= 1 or not 0 <= args.label_smoothing < 1:
         raise UserError("--teacher-weight must be in [0, 1] and --label-smoothing in [0, 1)")
+    if args.teacher_pool < 0:
+        raise UserError("--teacher-pool must be 0 (off) or a number of copies")
+    if args.teacher_pool and not args.teacher:
+        raise UserError("--teacher-pool needs a --teacher")
+    if args.teacher and not args.teacher_pool and Path(args.teacher).suffix != ".keras":
+        raise UserError(f"--teacher {Path(args.teacher).name}: an exported teacher (.tflite/.onnx) needs --teacher-pool")
     opts = TrainOptions(
         data=args.data, out=args.out, classes=parse_classes(args.classes), arch=args.arch,
         epochs=args.epochs or TrainOptions.epochs,
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
-        augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight,
+        augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_pool=args.teacher_pool,
         precision=args.precision or TrainOptions.precision, jit=args.jit or TrainOptions.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
     )

@@ -122,6 +122,9 @@ def test_unreadable_image_is_skipped_by_name(fer_root, tmp_path, capsys):
         (["--arch", "resnet9000"], "unknown arch 'resnet9000'"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--jit", "sometimes"], "argument --jit: invalid choice: 'sometimes'"),
+        (["--teacher-pool", "4"], "--teacher-pool needs a --teacher"),
+        (["--teacher-pool", "-1"], "--teacher-pool must be 0 (off) or a number of copies"),
+        (["--teacher", "models/zoo/emonet_s/emotion_int8.tflite"], "an exported teacher (.tflite/.onnx) needs --teacher-pool"),
     ],
 )
 def test_train_bad_inputs_are_one_sentence(args, message, fer_root, tmp_path, capsys):
@@ -246,6 +249,37 @@ def test_evaluate_cli_writes_report_and_plots(fer_root, tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_TF, reason="building an ensemble needs tensorflow")
+@pytest.mark.skipif(not HAVE_TF, reason="training needs tensorflow (pip install '.[train]')")
+def test_teacher_pool_labels_augmented_copies_once_and_trains_on_them(fer_root, tmp_path):
+    """--teacher-pool: P distorted copies of the training set, each labelled by the teacher's
+    int8 export (the shipped fast model here), cached, reused by the next run, trained on."""
+    from engine.classifier import open_model_file
+    from models.data import load_arrays
+
+    teacher = REPO / "models" / "zoo" / "emonet_n" / "emotion_int8.tflite"
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "models.train", "--data", str(fer_root), "--arch", "emonet_n", "--epochs", "1",
+           "--limit", "6", "--precision", "float32", "--no-jit", "--cache-dir", str(cache),
+           "--teacher", str(teacher), "--teacher-pool", "2", "--seed", "3"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([*cmd, "--out", str(tmp_path / "a")], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "copy 2/2 labelled by emotion_int8.tflite" in r.stderr
+    pools = list(cache.glob("teacher-pool-*.npz"))
+    assert len(pools) == 1
+    x, y, p = load_arrays(pools[0], ("x", "y", "p"))
+    n = len(y) // 2
+    assert x.shape == (2 * n, 48, 48, 1) and x.dtype == np.uint8 and p.shape == (2 * n, 7)
+    np.testing.assert_array_equal(y[:n], y[n:])  # copy 2 repeats copy 1's faces in the same order ...
+    assert np.abs(x[:n].astype(int) - x[n:]).mean() > 5  # ... distorted differently
+    assert sorted(np.bincount(y, minlength=7)) == [12] * 7  # --limit 6 per class, twice
+    clf = open_model_file(teacher)
+    np.testing.assert_allclose(p[:16].astype(np.float32), clf.predict(x[:16]), atol=2e-3)  # the teacher's own output
+    r2 = subprocess.run([*cmd, "--out", str(tmp_path / "b")], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r2.returncode == 0 and f"from {pools[0]}" in r2.stderr and "labelled by" not in r2.stderr, r2.stderr[-2000:]
+    assert json.loads((tmp_path / "b" / "train_state.json").read_text())["options"]["teacher_pool"] == 2
+
+
 def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
     """models.ensemble: one safe_mode-loadable model whose output is the mean of its members'
     probabilities; MACs add up; the card says how to rebuild it (a fine-tuned member chained to the

@@ -1,0 +1,81 @@
+"""The teacher pool for distillation (`python -m models.train --teacher T --teacher-pool P`).
+
+Why a pool: the accurate model that makes the best teacher (the averaged emonet_s, ~480M
+MACs per face) costs far more per batch than the 15M-MAC student it teaches, so running it
+on every augmented batch makes a student epoch 3-4x slower on a 2-core CPU. Instead, P
+augmented copies of the training set are made once, labelled once by the teacher's fastest
+export (an int8 TFLite file runs at ~1 ms/face here; a .keras teacher works too), and cached
+next to the decoded datasets. A long student schedule then runs at the student's own speed.
+The price: the student sees P fixed distortions of each face (plus a random mirror at
+training time) instead of fresh ones every epoch.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.augment import Augment
+from models.contract import sha256_file
+from models.data import Dataset, load_arrays, save_npz, default_cache_dir
+
+POOL_VERSION = 1
+BATCH = 512
+
+
+def pool_key(ds: Dataset, teacher: str, copies: int, augment: str, resample: float, seed: int) -> str:
+    """Everything the pool's contents depend on: the teacher file's bytes, the faces and
+    their labels, and the augmentation recipe."""
+    h = hashlib.sha256()
+    for part in (f"v{POOL_VERSION}", sha256_file(teacher), ds.source, ",".join(ds.labels), str(len(ds)),
+                 augment, repr(resample), str(seed), str(copies)):
+        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(ds.y.astype(np.int32).tobytes())
+    h.update(hashlib.sha256(ds.x.tobytes()).digest())
+    return h.hexdigest()[:20]
+
+
+def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong", resample: float = 0.0,
+                 seed: int = 42, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(faces uint8 (P*N, 48, 48, 1), labels (P*N,), teacher probabilities float16 (P*N, C)).
+
+    Copy p is the whole training set through `Augment(augment, seed + 1009 * p, resample)`,
+    rounded back to uint8 (what every backend receives), then classified by the teacher."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = cache / f"teacher-pool-{pool_key(ds, teacher, copies, augment, resample, seed)}.npz"
+    hit = load_arrays(path, ("x", "y", "p"))
+    if hit is not None:
+        print(f"teacher pool: {len(hit[1])} faces from {path}", file=sys.stderr)
+        return hit
+    import tensorflow as tf
+
+    from engine.classifier import open_model_file
+
+    clf = open_model_file(teacher, threads=os.cpu_count() or 1)
+    if tuple(clf.labels) != tuple(ds.labels):
+        raise ValueError(f"teacher labels {clf.labels} differ from the data's {list(ds.labels)}")
+    n = len(ds)
+    xs = np.empty((copies * n, *ds.x.shape[1:]), np.uint8)
+    ps = np.empty((copies * n, len(ds.labels)), np.float16)
+    t0 = time.time()
+    for c in range(copies):
+        aug = Augment(augment, seed + 1009 * c, resample)
+        for i in range(0, n, BATCH):
+            xb = tf.constant(ds.x[i:i + BATCH], tf.float32)
+            if aug.active:
+                xb = aug(xb)
+            xb = np.clip(np.rint(xb.numpy()), 0, 255).astype(np.uint8)
+            xs[c * n + i:c * n + i + len(xb)] = xb
+            ps[c * n + i:c * n + i + len(xb)] = clf.predict(xb)
+        done = (c + 1) / copies
+        print(f"teacher pool: copy {c + 1}/{copies} labelled by {Path(teacher).name}, "
+              f"{time.time() - t0:.0f}s, ~{(time.time() - t0) * (1 - done) / done:.0f}s left", file=sys.stderr)
+    clf.close()
+    ys = np.tile(ds.y, copies).astype(ds.y.dtype)
+    save_npz(path, compress=False, x=xs, y=ys, p=ps)
+    print(f"teacher pool cached in {path}", file=sys.stderr)
+    return xs, ys, ps
