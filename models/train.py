@@ -210,6 +210,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     if not resume and (out / STATE_NAME).exists():
         raise UserError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
     if state is not None:
+        asked_precision = opts.precision
         saved = state["options"]
         saved["classes"] = tuple(saved["classes"])
         saved["jit"] = normalize_jit(saved.get("jit", "auto"))
@@ -239,6 +240,8 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
     if state is not None:  # a resumed run keeps the setup its checkpoints were made with ...
         speed = SpeedChoice(**opts.extra["speed"]) if "speed" in opts.extra else legacy_choice(opts.precision, opts.jit)
+        if asked_precision not in ("auto", speed.precision):
+            print(f"note: this run's checkpoints are {speed.precision}; --precision {asked_precision} is ignored with --resume", file=sys.stderr)
         if jit_override in ("on", "off") and speed.jit != (jit_override == "on"):
             speed = replace(speed, jit=jit_override == "on", how="given on resume")  # ... but XLA may change
             opts.jit = jit_override
@@ -470,8 +473,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not Path(opts.data).exists():
         raise UserError(f"data source {opts.data} does not exist")
-    if args.resume and args.precision:
-        print("note: --precision is fixed by the run's checkpoints; ignored with --resume", file=sys.stderr)
     out = train(opts, resume=args.resume, keep_epochs=args.resume and args.epochs is None, jit_override=args.jit if args.resume else None)
     print(f"done: {out / FINAL_NAME}")
     return 0

@@ -190,6 +190,7 @@ def test_one_epoch_trains_saves_reloads_and_resumes(fer_root, tmp_path):
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "resuming" in r2.stderr and "epoch 2/2" in r2.stderr
     assert "float32, no XLA (given on resume)" in r2.stderr
+    assert "ignored with --resume" not in r2.stderr  # --precision float32 repeats the run's own: no note
     assert json.loads((out / "train_state.json").read_text())["options"]["extra"]["speed"]["jit"] is False
     assert "epoch 1/2" not in r2.stderr
     state = json.loads((out / "train_state.json").read_text())
