@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+import models.augment
 from models.augment import Augment
 from models.contract import sha256_file
-from models.data import Dataset, load_arrays, save_npz, default_cache_dir
+from models.data import Dataset, default_cache_dir, load_arrays, save_npz
+from models.errors import UserError
 
 POOL_VERSION = 1
 BATCH = 512
@@ -29,10 +31,10 @@ BATCH = 512
 
 def pool_key(ds: Dataset, teacher: str, copies: int, augment: str, resample: float, seed: int) -> str:
     """Everything the pool's contents depend on: the teacher file's bytes, the faces and
-    their labels, and the augmentation recipe."""
+    their labels, the augmentation recipe and the augmentation code itself."""
     h = hashlib.sha256()
-    for part in (f"v{POOL_VERSION}", sha256_file(teacher), ds.source, ",".join(ds.labels), str(len(ds)),
-                 augment, repr(resample), str(seed), str(copies)):
+    for part in (f"v{POOL_VERSION}", sha256_file(teacher), sha256_file(models.augment.__file__), str(BATCH), ds.source,
+                 ",".join(ds.labels), str(len(ds)), augment, repr(resample), str(seed), str(copies)):
         h.update(part.encode("utf-8", "surrogateescape") + b"\0")
     h.update(ds.y.astype(np.int32).tobytes())
     h.update(hashlib.sha256(ds.x.tobytes()).digest())
@@ -56,25 +58,27 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
     from engine.classifier import open_model_file
 
     clf = open_model_file(teacher, threads=os.cpu_count() or 1)
-    if tuple(clf.labels) != tuple(ds.labels):
-        raise ValueError(f"teacher labels {clf.labels} differ from the data's {list(ds.labels)}")
-    n = len(ds)
-    xs = np.empty((copies * n, *ds.x.shape[1:]), np.uint8)
-    ps = np.empty((copies * n, len(ds.labels)), np.float16)
-    t0 = time.time()
-    for c in range(copies):
-        aug = Augment(augment, seed + 1009 * c, resample)
-        for i in range(0, n, BATCH):
-            xb = tf.constant(ds.x[i:i + BATCH], tf.float32)
-            if aug.active:
-                xb = aug(xb)
-            xb = np.clip(np.rint(xb.numpy()), 0, 255).astype(np.uint8)
-            xs[c * n + i:c * n + i + len(xb)] = xb
-            ps[c * n + i:c * n + i + len(xb)] = clf.predict(xb)
-        done = (c + 1) / copies
-        print(f"teacher pool: copy {c + 1}/{copies} labelled by {Path(teacher).name}, "
-              f"{time.time() - t0:.0f}s, ~{(time.time() - t0) * (1 - done) / done:.0f}s left", file=sys.stderr)
-    clf.close()
+    try:
+        if tuple(clf.labels) != tuple(ds.labels):
+            raise UserError(f"teacher {Path(teacher).name} labels {clf.labels} differ from the data's {list(ds.labels)}")
+        n = len(ds)
+        xs = np.empty((copies * n, *ds.x.shape[1:]), np.uint8)
+        ps = np.empty((copies * n, len(ds.labels)), np.float16)
+        t0 = time.time()
+        for c in range(copies):
+            aug = Augment(augment, seed + 1009 * c, resample)
+            for i in range(0, n, BATCH):
+                xb = tf.constant(ds.x[i:i + BATCH], tf.float32)
+                if aug.active:
+                    xb = aug(xb)
+                xb = np.clip(np.rint(xb.numpy()), 0, 255).astype(np.uint8)
+                xs[c * n + i:c * n + i + len(xb)] = xb
+                ps[c * n + i:c * n + i + len(xb)] = clf.predict(xb)
+            done = (c + 1) / copies
+            print(f"teacher pool: copy {c + 1}/{copies} labelled by {Path(teacher).name}, "
+                  f"{time.time() - t0:.0f}s, ~{(time.time() - t0) * (1 - done) / done:.0f}s left", file=sys.stderr)
+    finally:
+        clf.close()
     ys = np.tile(ds.y, copies).astype(ds.y.dtype)
     save_npz(path, compress=False, x=xs, y=ys, p=ps)
     print(f"teacher pool cached in {path}", file=sys.stderr)

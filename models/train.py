@@ -97,10 +97,13 @@ def class_weights(y, n: int, mode: str):
     return (w / (w * counts).sum() * counts.sum()).astype(np.float32)  # mean weight per sample = 1
 
 
-def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=None, weights=None, soft=None):
+def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=None, weights=None, soft=None,
+                 skip_batches: int = 0):
     """Batches of (faces, targets[, weights]). `teacher`: a Keras model run on each augmented
     batch; `soft`: teacher probabilities already computed for `x` (a teacher pool, whose faces
-    are augmented already: only a random mirror is added), repeated without end."""
+    are augmented already: only a random mirror is added), repeated without end; a resumed run
+    skips the batches its earlier epochs used, so it goes on through the pool instead of
+    replaying its start."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y) if soft is None else (x, y, soft))
@@ -110,6 +113,8 @@ def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=
         ds = ds.repeat()
     # Drop the ragged last batch (noisy BatchNorm statistics) unless the set is tiny.
     ds = ds.batch(opts.batch, drop_remainder=train and len(y) >= 4 * opts.batch)
+    if skip_batches:
+        ds = ds.skip(skip_batches)  # before the map: skipping costs a copy of uint8 batches, nothing more
     smooth = opts.label_smoothing if train else 0.0
     aug = Augment(opts.augment, opts.seed, opts.resample) if train and soft is None else None
     cw = tf.constant(weights) if weights is not None else None
@@ -290,8 +295,8 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
         from models.distill import teacher_pool
 
         px, py, pp = teacher_pool(train_ds, opts.teacher, opts.teacher_pool, opts.augment, opts.resample, opts.seed, opts.cache_dir)
-        tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp)
         steps = max(len(train_ds) // opts.batch, 1)  # an epoch is still one training set's worth of faces
+        tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp, skip_batches=initial_epoch * steps)
     else:
         tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights)
     va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False)
@@ -417,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weight", choices=("none", "balanced", "sqrt"), default=d.class_weight,
                    help="per-class loss weights for rare classes (sqrt = a softer balance)")
     p.add_argument("--augment", choices=LEVELS, default=d.augment,
-                   help="flip/shift/rotate/zoom/contrast; strong adds random erasing")
+                   help="flip/shift/rotate/zoom/contrast; strong adds random erasing (with --teacher-pool: how the pool's "
+                        "copies are made; training then adds only a random mirror)")
     p.add_argument("--mixup", type=float, default=d.mixup, help="max mixup weight (0 = off)")
     p.add_argument("--init", help="start from this .keras model's weights (same --arch and classes): fine-tuning")
     p.add_argument("--resample", type=fraction, default=d.resample,
@@ -458,9 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--teacher-weight must be in [0, 1] and --label-smoothing in [0, 1)")
     if args.teacher_pool < 0:
         raise UserError("--teacher-pool must be 0 (off) or a number of copies")
-    if args.teacher_pool and not args.teacher:
+    if args.teacher_pool and not args.teacher and not args.resume:
         raise UserError("--teacher-pool needs a --teacher")
-    if args.teacher and not args.teacher_pool and Path(args.teacher).suffix != ".keras":
+    if args.teacher and not args.teacher_pool and not args.resume and Path(args.teacher).suffix != ".keras":
         raise UserError(f"--teacher {Path(args.teacher).name}: an exported teacher (.tflite/.onnx) needs --teacher-pool")
     opts = TrainOptions(
         data=args.data, out=args.out, classes=parse_classes(args.classes), arch=args.arch,
