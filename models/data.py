@@ -84,7 +84,7 @@ def _folder_files(split_dir: Path, classes: tuple[str, ...]) -> list[tuple[Path,
     return [(f, classes.index(c)) for c in classes for f in found[c]]
 
 
-def _cache_key(parts: list[str]) -> str:
+def cache_key(parts: list[str]) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode("utf-8", "surrogateescape"))
@@ -178,12 +178,12 @@ def load_split(
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if src.is_file():
         st = src.stat()
-        key = _cache_key([f"v{CACHE_VERSION}", "csv", str(src.resolve()), str(st.st_size), str(st.st_mtime_ns), split, *classes])
+        key = cache_key([f"v{CACHE_VERSION}", "csv", str(src.resolve()), str(st.st_size), str(st.st_mtime_ns), split, *classes])
         loader = lambda: _load_csv(src, split, classes)  # noqa: E731
     else:
         files = _folder_files(_split_dir(src, split), classes)
         listing = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}:{lab}" for p, lab in files]
-        key = _cache_key([f"v{CACHE_VERSION}", "dir", str(src.resolve()), split, *classes, *listing])
+        key = cache_key([f"v{CACHE_VERSION}", "dir", str(src.resolve()), split, *classes, *listing])
         loader = lambda: _decode_folder(files, quiet)  # noqa: E731
     path = cache / f"{src.name}-{split}-{key}.npz"
     hit = load_arrays(path)

@@ -22,7 +22,7 @@ import numpy as np
 import models.augment
 from models.augment import Augment
 from models.contract import sha256_file
-from models.data import Dataset, default_cache_dir, load_arrays, save_npz
+from models.data import Dataset, cache_key, default_cache_dir, load_arrays, save_npz
 from models.errors import UserError
 
 POOL_VERSION = 1
@@ -32,13 +32,9 @@ BATCH = 512
 def pool_key(ds: Dataset, teacher: str, copies: int, augment: str, resample: float, seed: int) -> str:
     """Everything the pool's contents depend on: the teacher file's bytes, the faces and
     their labels, the augmentation recipe and the augmentation code itself."""
-    h = hashlib.sha256()
-    for part in (f"v{POOL_VERSION}", sha256_file(teacher), sha256_file(models.augment.__file__), str(BATCH), ds.source,
-                 ",".join(ds.labels), str(len(ds)), augment, repr(resample), str(seed), str(copies)):
-        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
-    h.update(ds.y.astype(np.int32).tobytes())
-    h.update(hashlib.sha256(ds.x.tobytes()).digest())
-    return h.hexdigest()[:20]
+    return cache_key([f"v{POOL_VERSION}", sha256_file(teacher), sha256_file(models.augment.__file__), str(BATCH), ds.source,
+                      ",".join(ds.labels), str(len(ds)), augment, repr(resample), str(seed), str(copies),
+                      hashlib.sha256(ds.y.astype(np.int32).tobytes()).hexdigest(), hashlib.sha256(ds.x.tobytes()).hexdigest()])
 
 
 def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong", resample: float = 0.0,

@@ -124,12 +124,12 @@ def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=
         target = tf.one_hot(yb, n_classes) * (1 - smooth) + smooth / n_classes
         if aug is not None and aug.active:
             xb = aug(xb)
-        if pb is not None:
+        if pb is not None:  # pool faces are augmented already
             xb = tf.image.random_flip_left_right(xb, seed=opts.seed)
+        elif teacher is not None:
+            pb = teacher(xb, training=False)
+        if pb is not None:
             target = opts.teacher_weight * tf.cast(pb, tf.float32) + (1 - opts.teacher_weight) * target
-        if teacher is not None:
-            tp = tf.cast(teacher(xb, training=False), tf.float32)
-            target = opts.teacher_weight * tp + (1 - opts.teacher_weight) * target
         if train and opts.mixup > 0:
             lam = tf.random.uniform([], 0.0, opts.mixup)
             idx = tf.random.shuffle(tf.range(tf.shape(xb)[0]))
