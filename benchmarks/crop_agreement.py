@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="int8", help=f"{', '.join(PRECISIONS)} [int8]")
     p.add_argument("--tta", action="store_true",
                    help="flip TTA in the classifier (engine.run --tta), for the direct labels and the engine's alike")
+    p.add_argument("--views", type=int, default=1, help="crops per face averaged by the engine (engine.run --views): 1, 5 or 9 [1]")
     p.add_argument("--detector", default="short", help="short, full or a .tflite path [short]")
     p.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert [auto]")
     p.add_argument("--min-face-score", type=float, default=0.5, help="face-detection threshold [0.5]")
@@ -277,7 +278,7 @@ def run(args: argparse.Namespace) -> dict:
         for align, keep in settings:
             for margin in args.margins:
                 for shift in args.shifts:
-                    rec.options.crop = CropOptions(margin=margin, shift_y=shift, align=align, keep_roll_deg=keep)
+                    rec.options.crop = CropOptions(margin=margin, shift_y=shift, align=align, keep_roll_deg=keep, views=args.views)
                     engine = np.full(n, -1)
                     for frame, dets, idx in matched:
                         if dets:
@@ -386,7 +387,8 @@ def tables(res: dict) -> tuple[str, str]:
                f"agreement {_pct(b['agreement'])}% (target {100 * res['target_agreement']:.0f}%: "
                f"{'met' if res['meets_target'] else 'NOT met'}), engine accuracy {_pct(b['engine_accuracy'])}%.")
     return (text_table(headers, rows) + "\n\n" + summary,
-            f"Model `{res['model']}`{' with flip TTA' if res['params'].get('tta') else ''}, {res['params']['split']} split, background {res['params']['background']}, "
+            f"Model `{res['model']}`{' with flip TTA' if res['params'].get('tta') else ''}"
+            f"{', ' + str(res['params']['views']) + ' crops per face averaged' if res['params'].get('views', 1) > 1 else ''}, {res['params']['split']} split, background {res['params']['background']}, "
             f"faces turned by up to {res['params'].get('roll', 0):g} degrees, "
             f"face size {res['params']['size'][0]}-{res['params']['size'][1]} px, seed {res['params']['seed']}.\n\n"
             + md_table(headers, rows, left=0) + "\n\n" + summary.replace("\n", "\n\n") + "\n")
@@ -398,6 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--min-face-score must be between 0 and 1")
     if not 0.0 <= args.roll <= 75.0:  # engine.crop ignores eye lines beyond 75 degrees (max_tilt_deg)
         raise UserError("--roll must be between 0 and 75 degrees")
+    from engine.crop import VIEW_OFFSETS
+
+    if args.views not in VIEW_OFFSETS:
+        raise UserError(f"--views must be one of {', '.join(map(str, sorted(VIEW_OFFSETS)))}")
     if args.keep_roll and min(args.keep_roll) < 0:
         raise UserError("--keep-roll values must be 0 or more degrees")
     res = run(args)

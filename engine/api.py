@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.classifier import Classifier, ClassifierOptions, create_classifier
-from engine.crop import CropOptions, crop_faces
+from engine.crop import CropOptions, average_views, crop_faces
 from engine.detect import DetectorOptions, create_detector
 from engine.track import EmotionChange, Face, FaceTracker, TrackerOptions
 from engine.types import Detection
@@ -81,8 +81,8 @@ class EmotionRecognizer:
         return self._last_dets
 
     def classify(self, frame: np.ndarray, dets: list[Detection]) -> np.ndarray:
-        """Crop every face and classify them all in ONE batched call."""
-        return self.classifier.predict(crop_faces(frame, dets, self.options.crop))
+        """Crop every face (each in `crop.views` framings) and classify them all in ONE batched call."""
+        return average_views(self.classifier.predict(crop_faces(frame, dets, self.options.crop)), self.options.crop.views)
 
     def track(self, dets: list[Detection], probs: np.ndarray) -> list[Face]:
         return self.tracker.update(dets, probs)

@@ -10,7 +10,7 @@ project's one preprocessing function, then makes the 48x48 gray face.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -33,6 +33,20 @@ class CropOptions:
     #: 8 and 15 are within the noise of 1000 faces (about +-1.5 points); 8 undoes more of a tilted head.
     keep_roll_deg: float = 8.0
     max_tilt_deg: float = 75.0  # ignore eye angles beyond this (a bad keypoint, not a head roll)
+    #: Crops per face, averaged by the classifier (all in the same batched call): 1, or 5 / 9 =
+    #: the crop plus its neighbours at margin and shift_y +-VIEW_STEP (a cross / a 3x3 grid). Why:
+    #: FER2013's framing varies by about +-20% around the detector's box, so no single crop fits
+    #: every face; averaging nearby framings makes a label hinge less on where the box fell.
+    views: int = 1
+
+
+#: Step between the framings that CropOptions.views averages (fraction of the box side).
+VIEW_STEP = 0.05
+VIEW_OFFSETS = {
+    1: ((0.0, 0.0),),
+    5: ((0.0, 0.0), (-VIEW_STEP, 0.0), (VIEW_STEP, 0.0), (0.0, -VIEW_STEP), (0.0, VIEW_STEP)),
+    9: ((0.0, 0.0),) + tuple((dm, ds) for dm in (-VIEW_STEP, 0.0, VIEW_STEP) for ds in (-VIEW_STEP, 0.0, VIEW_STEP) if dm or ds),
+}  # the set framing first in each
 
 
 def eye_angle(det: Detection) -> float:
@@ -64,9 +78,20 @@ def crop_face(frame: np.ndarray, det: Detection, opts: CropOptions = CropOptions
 
 
 def crop_faces(frame: np.ndarray, dets: list[Detection], opts: CropOptions = CropOptions()) -> np.ndarray:
-    """All faces of a frame as one (N, 48, 48, 1) uint8 batch, ready for ONE classifier call."""
+    """All faces of a frame as one (N * views, 48, 48, 1) uint8 batch, ready for ONE classifier
+    call: face 0's views first, then face 1's (`average_views` folds the probabilities back)."""
     if not dets:
         return np.zeros((0, FACE_SIZE, FACE_SIZE, 1), np.uint8)
+    if opts.views not in VIEW_OFFSETS:
+        raise ValueError(f"views must be one of {sorted(VIEW_OFFSETS)}, not {opts.views}")
     # Convert to gray once, not once per face.
     gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-    return np.stack([crop_face(gray, d, opts) for d in dets])[..., None]
+    framings = [replace(opts, margin=opts.margin + dm, shift_y=opts.shift_y + ds) for dm, ds in VIEW_OFFSETS[opts.views]]
+    return np.stack([crop_face(gray, d, o) for d in dets for o in framings])[..., None]
+
+
+def average_views(probs: np.ndarray, views: int) -> np.ndarray:
+    """(N * views, C) probabilities of `crop_faces`'s batch -> (N, C), one row per face."""
+    if views == 1:
+        return probs
+    return probs.reshape(len(probs) // views, views, -1).mean(axis=1)

@@ -6,15 +6,30 @@ inference graph that export converts.
 """
 from __future__ import annotations
 
-LEVELS = ("none", "light", "strong")
+LEVELS = ("none", "light", "strong", "framing")
 
 
 def _keras_augmenter(level: str, seed: int):
     import keras
     from keras import layers
 
-    light = level == "light"
     # float32 whatever the global policy: augmentation is data prep, not part of the bf16 model
+    if level == "framing":
+        # The engine's crop of a FER face is framed differently from the dataset's own square: its
+        # side varies by about +-20% around the detector's box (benchmarks/crop_agreement.py),
+        # its centre by a few per cent. These are the distortions a face must survive unchanged.
+        return keras.Sequential(
+            [
+                layers.RandomFlip("horizontal", seed=seed, dtype="float32"),
+                layers.RandomTranslation(0.06, 0.06, fill_mode="reflect", seed=seed + 1, dtype="float32"),
+                layers.RandomRotation(0.02, fill_mode="reflect", seed=seed + 2, dtype="float32"),
+                layers.RandomZoom((-0.2, 0.2), fill_mode="reflect", seed=seed + 3, dtype="float32"),
+                layers.RandomContrast(0.1, seed=seed + 4, dtype="float32"),
+                layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 5, dtype="float32"),
+            ],
+            name="augment",
+        )
+    light = level == "light"
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal", seed=seed, dtype="float32"),
@@ -67,7 +82,8 @@ class Augment:
     """One batch of float32 faces (N, 48, 48, 1) in 0..255 -> the same, distorted.
 
     `level`: none | light (flip, shift, rotation, zoom, contrast, brightness) | strong (wider
-    ranges plus random erasing); `resample`: chance of a batch being shrunk to 24-44 px and
+    ranges plus random erasing) | framing (the engine crop's variations: zoom +-20%, small
+    shifts and turns, mild contrast); `resample`: chance of a batch being shrunk to 24-44 px and
     enlarged back (the engine's crops are resampled camera pixels)."""
 
     def __init__(self, level: str, seed: int, resample: float = 0.0):

@@ -8,6 +8,11 @@ export (an int8 TFLite file runs at ~1 ms/face here; a .keras teacher works too)
 next to the decoded datasets. A long student schedule then runs at the student's own speed.
 The price: the student sees P fixed distortions of each face (plus a random mirror at
 training time) instead of fresh ones every epoch.
+
+Targets: by default each copy gets the teacher's answer for that distorted copy ("view").
+With "clean" every copy of a face gets the teacher's answer for the undistorted face (its
+mirror image averaged in): the student is taught to give a face the same answer however it
+is framed, which is what the engine needs, since its crops are framed unlike FER2013's own.
 """
 from __future__ import annotations
 
@@ -27,24 +32,35 @@ from models.errors import UserError
 
 POOL_VERSION = 1
 BATCH = 512
+TARGETS = ("view", "clean")
 
 
-def pool_key(ds: Dataset, teacher: str, copies: int, augment: str, resample: float, seed: int) -> str:
+def pool_key(ds: Dataset, teacher: str, copies: int, augment: str, resample: float, seed: int, targets: str = "view") -> str:
     """Everything the pool's contents depend on: the teacher file's bytes, the faces and
     their labels, the augmentation recipe and the augmentation code itself."""
     return cache_key([f"v{POOL_VERSION}", sha256_file(teacher), sha256_file(models.augment.__file__), str(BATCH), ds.source,
                       ",".join(ds.labels), str(len(ds)), augment, repr(resample), str(seed), str(copies),
-                      hashlib.sha256(ds.y.astype(np.int32).tobytes()).hexdigest(), hashlib.sha256(ds.x.tobytes()).hexdigest()])
+                      hashlib.sha256(ds.y.astype(np.int32).tobytes()).hexdigest(), hashlib.sha256(ds.x.tobytes()).hexdigest()]
+                     + ([] if targets == "view" else [f"targets={targets}"]))  # "view" pools keep their earlier keys
+
+
+def _predict(clf, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([clf.predict(x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
 
 
 def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong", resample: float = 0.0,
-                 seed: int = 42, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 seed: int = 42, cache_dir: str | Path | None = None,
+                 targets: str = "view") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(faces uint8 (P*N, 48, 48, 1), labels (P*N,), teacher probabilities float16 (P*N, C)).
 
     Copy p is the whole training set through `Augment(augment, seed + 1009 * p, resample)`,
-    rounded back to uint8 (what every backend receives), then classified by the teacher."""
+    rounded back to uint8 (what every backend receives). `targets`: "view" = the teacher's
+    answer for each copy; "clean" = its answer for the undistorted face and its mirror image,
+    averaged, the same for every copy of that face."""
+    if targets not in TARGETS:
+        raise ValueError(f"pool targets {targets!r} not in {TARGETS}")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = cache / f"teacher-pool-{pool_key(ds, teacher, copies, augment, resample, seed)}.npz"
+    path = cache / f"teacher-pool-{pool_key(ds, teacher, copies, augment, resample, seed, targets)}.npz"
     hit = load_arrays(path, ("x", "y", "p"))
     if hit is not None:
         print(f"teacher pool: {len(hit[1])} faces from {path}", file=sys.stderr)
@@ -61,6 +77,11 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
         xs = np.empty((copies * n, *ds.x.shape[1:]), np.uint8)
         ps = np.empty((copies * n, len(ds.labels)), np.float16)
         t0 = time.time()
+        clean = None
+        if targets == "clean":
+            clean = (_predict(clf, ds.x) + _predict(clf, np.ascontiguousarray(ds.x[:, :, ::-1]))) / 2
+            print(f"teacher pool: {n} undistorted faces and their mirror images labelled by {Path(teacher).name}, "
+                  f"{time.time() - t0:.0f}s", file=sys.stderr)
         for c in range(copies):
             aug = Augment(augment, seed + 1009 * c, resample)
             for i in range(0, n, BATCH):
@@ -69,9 +90,9 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
                     xb = aug(xb)
                 xb = np.clip(np.rint(xb.numpy()), 0, 255).astype(np.uint8)
                 xs[c * n + i:c * n + i + len(xb)] = xb
-                ps[c * n + i:c * n + i + len(xb)] = clf.predict(xb)
+                ps[c * n + i:c * n + i + len(xb)] = clf.predict(xb) if clean is None else clean[i:i + len(xb)]
             done = (c + 1) / copies
-            print(f"teacher pool: copy {c + 1}/{copies} labelled by {Path(teacher).name}, "
+            print(f"teacher pool: copy {c + 1}/{copies} {'labelled by ' + Path(teacher).name if clean is None else 'made'}, "
                   f"{time.time() - t0:.0f}s, ~{(time.time() - t0) * (1 - done) / done:.0f}s left", file=sys.stderr)
     finally:
         clf.close()

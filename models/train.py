@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
 from models.augment import LEVELS, Augment  # noqa: E402
+from models.distill import TARGETS  # noqa: E402
 from models.cli import Parser, fraction  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 from models.speed import JIT_CHOICES, SpeedChoice, choose, label, legacy_choice, normalize_jit  # noqa: E402
@@ -52,7 +53,7 @@ class TrainOptions:
     schedule: str = "cosine"
     label_smoothing: float = 0.1
     class_weight: str = "none"  # none | balanced | sqrt
-    augment: str = "strong"  # none | light | strong
+    augment: str = "strong"  # none | light | strong | framing
     mixup: float = 0.0
     #: probability of a batch being shrunk to a random 24..44 px and enlarged back: the engine's
     #: crops are resampled from camera pixels, so the net must not hinge on the exact 48x48 grid
@@ -65,6 +66,9 @@ class TrainOptions:
     #: >0: distil from P fixed augmented copies labelled once by the teacher (models.distill),
     #: instead of running the teacher on every batch; the teacher may then be any export
     teacher_pool: int = 0
+    #: what a pool copy is labelled with: "view" = the teacher's answer for that distorted copy;
+    #: "clean" = its answer for the undistorted face (every framing of a face, one answer)
+    pool_targets: str = "view"
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (auto: timed, see models.speed)
     jit: str = "auto"  # auto | on | off: XLA for the training step (auto: timed, see models.speed)
     patience: int = 15
@@ -294,7 +298,8 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     if opts.teacher_pool:
         from models.distill import teacher_pool
 
-        px, py, pp = teacher_pool(train_ds, opts.teacher, opts.teacher_pool, opts.augment, opts.resample, opts.seed, opts.cache_dir)
+        px, py, pp = teacher_pool(train_ds, opts.teacher, opts.teacher_pool, opts.augment, opts.resample, opts.seed, opts.cache_dir,
+                                  opts.pool_targets)
         steps = max(len(train_ds) // opts.batch, 1)  # an epoch is still one training set's worth of faces
         tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp, skip_batches=initial_epoch * steps)
     else:
@@ -435,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-pool", type=int, default=d.teacher_pool, metavar="P",
                    help="label P augmented copies of the training set with the teacher once (cached) and train on them, "
                         "instead of running the teacher on every batch: for a teacher much slower than the student (0 = off)")
+    p.add_argument("--pool-targets", choices=TARGETS, default=d.pool_targets,
+                   help="label each pool copy with the teacher's answer for that copy (view), or every copy of a face with "
+                        "its answer for the undistorted face (clean: one answer however the face is framed, for the engine's "
+                        f"crops) [{d.pool_targets}]")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=None,
                    help=f"auto = time a few training steps of each and keep the faster (a run under 50 batches per epoch "
                         f"takes bf16 where the CPU has it); mixed_bfloat16 is a candidate only with hardware bf16 (emulated "
@@ -464,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--teacher-weight must be in [0, 1] and --label-smoothing in [0, 1)")
     if args.teacher_pool < 0:
         raise UserError("--teacher-pool must be 0 (off) or a number of copies")
+    if args.pool_targets != TrainOptions.pool_targets and not args.teacher_pool:
+        raise UserError("--pool-targets needs --teacher-pool")
     if args.teacher_pool and not args.teacher and not args.resume:
         raise UserError("--teacher-pool needs a --teacher")
     if args.teacher and not args.teacher_pool and not args.resume and Path(args.teacher).suffix != ".keras":
@@ -474,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
         augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_pool=args.teacher_pool,
+        pool_targets=args.pool_targets,
         precision=args.precision or TrainOptions.precision, jit=args.jit or TrainOptions.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
     )

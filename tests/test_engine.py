@@ -173,6 +173,40 @@ def test_flip_tta_averages_each_face_with_its_mirror_in_one_call(model_dir):
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-4)
 
 
+@pytest.mark.parametrize("views", [5, 9])
+def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir, views):
+    """CropOptions.views: each face cut at the set framing and its neighbours (margin and shift_y
+    +-VIEW_STEP), all faces' views in one classifier call, then one averaged row per face."""
+    from dataclasses import replace
+
+    from engine.crop import VIEW_OFFSETS, crop_faces
+
+    frame = two_face_frame()
+    with make_recognizer(model_dir, backend="onnx", precision="fp32", video=False) as r:
+        dets = r.detect(frame)
+        assert len(dets) == 2
+        single = r.classify(frame, dets)
+        r.options.crop = replace(r.options.crop, views=views)
+        calls = []
+        real = r.classifier.predict
+        r.classifier.predict = lambda faces: (calls.append(len(faces)), real(faces))[1]
+        got = r.classify(frame, dets)
+        r.classifier.predict = real
+        assert calls == [2 * views] and got.shape == single.shape
+        batch = crop_faces(frame, dets, r.options.crop)
+        # face-major order; the first view of each face is the single crop itself
+        one = crop_faces(frame, dets, replace(r.options.crop, views=1))
+        assert np.array_equal(batch[::views], one)
+        assert len({batch[i].tobytes() for i in range(views)}) == views  # the framings really differ
+        for k, (dm, ds) in enumerate(VIEW_OFFSETS[views]):
+            o = replace(r.options.crop, views=1, margin=r.options.crop.margin + dm, shift_y=r.options.crop.shift_y + ds)
+            assert np.array_equal(batch[k], crop_faces(frame, dets[:1], o)[0])
+        want = real(batch).reshape(2, views, -1).mean(1)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+        assert np.abs(got - single).max() > 1e-5
+        np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-4)
+
+
 def test_shipped_model_astronaut_is_happy():
     """NEEDS THE SHIPPED MODEL (models/zoo/emonet_n): the smiling astronaut reads `happy`."""
     with EmotionRecognizer.create(EngineOptions(detector=DetectorOptions(video=False))) as r:

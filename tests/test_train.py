@@ -124,6 +124,7 @@ def test_unreadable_image_is_skipped_by_name(fer_root, tmp_path, capsys):
         (["--jit", "sometimes"], "argument --jit: invalid choice: 'sometimes'"),
         (["--teacher-pool", "4"], "--teacher-pool needs a --teacher"),
         (["--teacher-pool", "-1"], "--teacher-pool must be 0 (off) or a number of copies"),
+        (["--pool-targets", "clean"], "--pool-targets needs --teacher-pool"),
         (["--teacher", "models/zoo/emonet_s/emotion_int8.tflite"], "an exported teacher (.tflite/.onnx) needs --teacher-pool"),
     ],
 )
@@ -292,6 +293,30 @@ def test_teacher_pool_labels_augmented_copies_once_and_trains_on_them(fer_root, 
     resumed = targets(make_dataset(x, y, opts, 7, train=True, soft=p, skip_batches=5).take(5))
     np.testing.assert_array_equal(np.stack(resumed), np.stack(straight[5:]))
     assert not np.array_equal(np.stack(resumed), np.stack(straight[:5]))
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="the pool's augmentation needs tensorflow")
+def test_clean_pool_targets_give_every_framing_of_a_face_one_answer(fer_root, tmp_path):
+    """--pool-targets clean: the copies are distorted (the engine's framings), but each copy of a
+    face carries the teacher's answer for the undistorted face and its mirror image, averaged."""
+    from engine.classifier import open_model_file
+    from models.data import load_split
+    from models.distill import teacher_pool
+
+    teacher = REPO / "models" / "zoo" / "emonet_n" / "emotion_int8.tflite"
+    ds = load_split(fer_root, "train", cache_dir=tmp_path / "cache", quiet=True)
+    x, y, p = teacher_pool(ds, str(teacher), 2, "framing", 0.3, seed=4, cache_dir=tmp_path / "cache", targets="clean")
+    n = len(ds)
+    assert x.shape == (2 * n, 48, 48, 1) and p.shape == (2 * n, 7)
+    assert np.abs(x[:n].astype(int) - x[n:]).mean() > 5 and np.abs(x[:n].astype(int) - ds.x).mean() > 5  # distorted
+    np.testing.assert_array_equal(p[:n], p[n:])  # one answer per face, whatever the copy
+    clf = open_model_file(teacher)
+    want = (clf.predict(ds.x[:16]) + clf.predict(np.ascontiguousarray(ds.x[:16, :, ::-1]))) / 2
+    np.testing.assert_allclose(p[:16].astype(np.float32), want, atol=2e-3)
+    assert np.abs(p[:16].astype(np.float32) - clf.predict(x[:16])).max() > 0.01  # not the distorted copy's answer
+    # a "view" pool of the same recipe is a different cache entry
+    teacher_pool(ds, str(teacher), 2, "framing", 0.3, seed=4, cache_dir=tmp_path / "cache", targets="view")
+    assert len(list((tmp_path / "cache").glob("teacher-pool-*.npz"))) == 2
 
 
 @pytest.mark.skipif(not HAVE_TF, reason="building an ensemble needs tensorflow")
