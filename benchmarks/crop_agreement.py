@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="int8", help=f"{', '.join(PRECISIONS)} [int8]")
     p.add_argument("--tta", action="store_true",
                    help="flip TTA in the classifier (engine.run --tta), for the direct labels and the engine's alike")
-    p.add_argument("--views", type=int, default=1, help="crops per face averaged by the engine (engine.run --views): 1, 5 or 9 [1]")
+    p.add_argument("--views", type=int, default=1, help="crops per face averaged by the engine (engine.run --views): 1 or 5 [1]")
     p.add_argument("--detector", default="short", help="short, full or a .tflite path [short]")
     p.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert [auto]")
     p.add_argument("--min-face-score", type=float, default=0.5, help="face-detection threshold [0.5]")

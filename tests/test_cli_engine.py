@@ -107,6 +107,7 @@ BAD_FLAGS = {
     "--loop 0": (["--loop", "0"], "--loop: must be at least 1"),
     "--margin -1": (["--margin", "-1"], "--margin: must not be negative"),
     "--width 0": (["--width", "0"], "--width: must be at least 1"),
+    "--views 3": (["--views", "3"], "--views: invalid choice: 3"),
     "unknown flag": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
     "unknown backend": (["--backend", "torch"], "unknown backend 'torch'"),
     "unknown precision": (["--precision", "int4"], "unknown precision 'int4'"),
@@ -379,3 +380,16 @@ def test_live_video_output_loses_no_frame_to_capture_jitter(tmp_path, offset):
         sink.write(frame, 5.0 + (k + offset) / 30.0 + rng.uniform(-0.004, 0.004))
     sink.close()
     assert sink.frames_written == 120
+
+
+def test_photos_average_five_framings_streams_one_unless_told():
+    """--views: photos get STILL_VIEWS framings per face (no next frame to smooth over), video and
+    cameras one (the tracker averages over frames); an explicit --views wins for both."""
+    from engine.run import STILL_VIEWS, build_parser, options_from_args
+
+    parse = build_parser().parse_args
+    assert STILL_VIEWS == 5
+    assert options_from_args(parse([]), stills=True).crop.views == STILL_VIEWS
+    assert options_from_args(parse([]), stills=False).crop.views == 1
+    assert options_from_args(parse(["--views", "1"]), stills=True).crop.views == 1
+    assert options_from_args(parse(["--views", "5"]), stills=False).crop.views == 5

@@ -173,8 +173,7 @@ def test_flip_tta_averages_each_face_with_its_mirror_in_one_call(model_dir):
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("views", [5, 9])
-def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir, views):
+def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir, views=5):
     """CropOptions.views: each face cut at the set framing and its neighbours (margin and shift_y
     +-VIEW_STEP), all faces' views in one classifier call, then one averaged row per face."""
     from dataclasses import replace
