@@ -11,7 +11,7 @@ training time) instead of fresh ones every epoch.
 
 Targets: by default each copy gets the teacher's answer for that distorted copy ("view").
 With "clean" every copy of a face gets the teacher's answer for the undistorted face (its
-mirror image averaged in): the student is taught to give a face the same answer however it
+mirror image averaged in), and the first copy is the undistorted set: the student is taught to give a face the same answer however it
 is framed, which is what the engine needs, since its crops are framed unlike FER2013's own.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
     Copy p is the whole training set through `Augment(augment, seed + 1009 * p, resample)`,
     rounded back to uint8 (what every backend receives). `targets`: "view" = the teacher's
     answer for each copy; "clean" = its answer for the undistorted face and its mirror image,
-    averaged, the same for every copy of that face."""
+    averaged, the same for every copy of that face, and copy 0 is the undistorted set itself."""
     if targets not in TARGETS:
         raise ValueError(f"pool targets {targets!r} not in {TARGETS}")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -83,12 +83,12 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
             print(f"teacher pool: {n} undistorted faces and their mirror images labelled by {Path(teacher).name}, "
                   f"{time.time() - t0:.0f}s", file=sys.stderr)
         for c in range(copies):
-            aug = Augment(augment, seed + 1009 * c, resample)
+            # with clean targets copy 0 is the undistorted set: the anchor the other framings must match
+            aug = None if clean is not None and c == 0 else Augment(augment, seed + 1009 * c, resample)
             for i in range(0, n, BATCH):
-                xb = tf.constant(ds.x[i:i + BATCH], tf.float32)
-                if aug.active:
-                    xb = aug(xb)
-                xb = np.clip(np.rint(xb.numpy()), 0, 255).astype(np.uint8)
+                xb = ds.x[i:i + BATCH]
+                if aug is not None and aug.active:
+                    xb = np.clip(np.rint(aug(tf.constant(xb, tf.float32)).numpy()), 0, 255).astype(np.uint8)
                 xs[c * n + i:c * n + i + len(xb)] = xb
                 ps[c * n + i:c * n + i + len(xb)] = clf.predict(xb) if clean is None else clean[i:i + len(xb)]
             done = (c + 1) / copies

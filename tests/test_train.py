@@ -308,12 +308,13 @@ def test_clean_pool_targets_give_every_framing_of_a_face_one_answer(fer_root, tm
     x, y, p = teacher_pool(ds, str(teacher), 2, "framing", 0.3, seed=4, cache_dir=tmp_path / "cache", targets="clean")
     n = len(ds)
     assert x.shape == (2 * n, 48, 48, 1) and p.shape == (2 * n, 7)
-    assert np.abs(x[:n].astype(int) - x[n:]).mean() > 5 and np.abs(x[:n].astype(int) - ds.x).mean() > 5  # distorted
+    np.testing.assert_array_equal(x[:n], ds.x)  # copy 0: the undistorted faces, the anchor ...
+    assert np.abs(x[n:].astype(int) - ds.x).mean() > 5  # ... copy 1: distorted
     np.testing.assert_array_equal(p[:n], p[n:])  # one answer per face, whatever the copy
     clf = open_model_file(teacher)
     want = (clf.predict(ds.x[:16]) + clf.predict(np.ascontiguousarray(ds.x[:16, :, ::-1]))) / 2
     np.testing.assert_allclose(p[:16].astype(np.float32), want, atol=2e-3)
-    assert np.abs(p[:16].astype(np.float32) - clf.predict(x[:16])).max() > 0.01  # not the distorted copy's answer
+    assert np.abs(p[n:n + 16].astype(np.float32) - clf.predict(x[n:n + 16])).max() > 0.01  # not the distorted copy's answer
     # a "view" pool of the same recipe is a different cache entry
     teacher_pool(ds, str(teacher), 2, "framing", 0.3, seed=4, cache_dir=tmp_path / "cache", targets="view")
     assert len(list((tmp_path / "cache").glob("teacher-pool-*.npz"))) == 2
