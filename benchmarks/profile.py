@@ -63,7 +63,7 @@ def profile(args: argparse.Namespace) -> dict:
     import pstats
 
     from engine.api import EmotionRecognizer
-    from engine.crop import average_views, crop_faces
+    from engine.crop import crop_faces
     from engine.overlay import draw
     from engine.run import options_from_args
     from engine.sources import ImageSource, SourceOptions, open_source
@@ -97,7 +97,7 @@ def profile(args: argparse.Namespace) -> dict:
             t.append(time.perf_counter_ns())
             batch = crop_faces(frame, dets, rec.options.crop)
             t.append(time.perf_counter_ns())
-            probs = average_views(rec.classifier.predict(batch), rec.options.crop.views)
+            probs = rec.classify_crops(batch)
             t.append(time.perf_counter_ns())
             tracked = rec.track(dets, probs)
             t.append(time.perf_counter_ns())

@@ -82,7 +82,11 @@ class EmotionRecognizer:
 
     def classify(self, frame: np.ndarray, dets: list[Detection]) -> np.ndarray:
         """Crop every face (each in `crop.views` framings) and classify them all in ONE batched call."""
-        return average_views(self.classifier.predict(crop_faces(frame, dets, self.options.crop)), self.options.crop.views)
+        return self.classify_crops(crop_faces(frame, dets, self.options.crop))
+
+    def classify_crops(self, batch: np.ndarray) -> np.ndarray:
+        """`crop_faces`'s batch -> one probability row per face (its framings averaged)."""
+        return average_views(self.classifier.predict(batch), self.options.crop.views)
 
     def track(self, dets: list[Detection], probs: np.ndarray) -> list[Face]:
         return self.tracker.update(dets, probs)

@@ -87,7 +87,8 @@ def crop_faces(frame: np.ndarray, dets: list[Detection], opts: CropOptions = Cro
         raise ValueError(f"views must be one of {sorted(VIEW_OFFSETS)}, not {opts.views}")
     # Convert to gray once, not once per face.
     gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-    framings = [replace(opts, margin=opts.margin + dm, shift_y=opts.shift_y + ds) for dm, ds in VIEW_OFFSETS[opts.views]]
+    # never inside the detector's box: at margin 0 the smaller framing is the box itself again
+    framings = [replace(opts, margin=max(0.0, opts.margin + dm), shift_y=opts.shift_y + ds) for dm, ds in VIEW_OFFSETS[opts.views]]
     return np.stack([crop_face(gray, d, o) for d in dets for o in framings])[..., None]
 
 
@@ -95,4 +96,4 @@ def average_views(probs: np.ndarray, views: int) -> np.ndarray:
     """(N * views, C) probabilities of `crop_faces`'s batch -> (N, C), one row per face."""
     if views == 1:
         return probs
-    return probs.reshape(len(probs) // views, views, -1).mean(axis=1)
+    return probs.reshape(-1, views, probs.shape[-1]).mean(axis=1)  # (0, C) stays (0, C): a frame without faces

@@ -29,6 +29,7 @@ from models.augment import Augment
 from models.contract import sha256_file
 from models.data import Dataset, cache_key, default_cache_dir, load_arrays, save_npz
 from models.errors import UserError
+from models.preprocess import flip_average
 
 POOL_VERSION = 1
 BATCH = 512
@@ -79,7 +80,7 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
         t0 = time.time()
         clean = None
         if targets == "clean":
-            clean = (_predict(clf, ds.x) + _predict(clf, np.ascontiguousarray(ds.x[:, :, ::-1]))) / 2
+            clean = flip_average(lambda faces: _predict(clf, faces), ds.x)
             print(f"teacher pool: {n} undistorted faces and their mirror images labelled by {Path(teacher).name}, "
                   f"{time.time() - t0:.0f}s", file=sys.stderr)
         for c in range(copies):

@@ -473,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--teacher-weight must be in [0, 1] and --label-smoothing in [0, 1)")
     if args.teacher_pool < 0:
         raise UserError("--teacher-pool must be 0 (off) or a number of copies")
-    if args.pool_targets != TrainOptions.pool_targets and not args.teacher_pool:
+    if args.pool_targets != TrainOptions.pool_targets and not args.teacher_pool and not args.resume:
         raise UserError("--pool-targets needs --teacher-pool")
     if args.teacher_pool and not args.teacher and not args.resume:
         raise UserError("--teacher-pool needs a --teacher")

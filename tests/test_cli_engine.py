@@ -60,11 +60,12 @@ def model_dir(tiny_export_dir):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """astronaut.png (1 face), hopper.jpg (1 face), two.png (both), notes.txt (not an image)."""
+    """astronaut.png (1 face), blank.png (no face), hopper.jpg (1 face), two.png (both), notes.txt (not an image)."""
     d = tmp_path_factory.mktemp("photos")
     cv2.imwrite(str(d / "astronaut.png"), astronaut())
     cv2.imwrite(str(d / "hopper.jpg"), grace_hopper())
     cv2.imwrite(str(d / "two.png"), two_face_frame())
+    cv2.imwrite(str(d / "blank.png"), np.full((240, 320, 3), 128, np.uint8))
     (d / "notes.txt").write_text("not an image")
     return d
 
@@ -304,13 +305,15 @@ def test_folder_of_images(model_dir, photos, tmp_path):
     proc = run_cli("--source", photos, "--no-display", "--quiet", "--model", model_dir, "--output", out, "--jsonl", events)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert [ln.split(":")[0] for ln in lines] == ["astronaut.png", "hopper.jpg", "two.png"]
-    assert re.fullmatch(r"two\.png: #1 \w+ \d+%, #2 \w+ \d+%", lines[2]), lines  # ids restart per photo
-    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "hopper.jpg", "two.png"]
-    for name in ("astronaut.png", "hopper.jpg", "two.png"):
+    # a photo without a face is a line of its own, not the end of the run (each photo: 5 framings per face)
+    assert [ln.split(":")[0] for ln in lines] == ["astronaut.png", "blank.png", "hopper.jpg", "two.png"]
+    assert "no face" in lines[1], lines
+    assert re.fullmatch(r"two\.png: #1 \w+ \d+%, #2 \w+ \d+%", lines[3]), lines  # ids restart per photo
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "blank.png", "hopper.jpg", "two.png"]
+    for name in ("astronaut.png", "blank.png", "hopper.jpg", "two.png"):
         assert cv2.imread(str(out / name)).shape == cv2.imread(str(photos / name)).shape
     records = [json.loads(line) for line in events.read_text().splitlines()]
-    assert [(r["image"], len(r["faces"])) for r in records] == [("astronaut.png", 1), ("hopper.jpg", 1), ("two.png", 2)]
+    assert [(r["image"], len(r["faces"])) for r in records] == [("astronaut.png", 1), ("blank.png", 0), ("hopper.jpg", 1), ("two.png", 2)]
 
 
 def test_image_with_output_jpg(model_dir, photos, tmp_path):

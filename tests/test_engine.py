@@ -173,13 +173,14 @@ def test_flip_tta_averages_each_face_with_its_mirror_in_one_call(model_dir):
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-4)
 
 
-def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir, views=5):
+def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir):
     """CropOptions.views: each face cut at the set framing and its neighbours (margin and shift_y
     +-VIEW_STEP), all faces' views in one classifier call, then one averaged row per face."""
     from dataclasses import replace
 
     from engine.crop import VIEW_OFFSETS, crop_faces
 
+    views = 5
     frame = two_face_frame()
     with make_recognizer(model_dir, backend="onnx", precision="fp32", video=False) as r:
         dets = r.detect(frame)
@@ -204,6 +205,9 @@ def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir, views
         np.testing.assert_allclose(got, want, atol=1e-6)
         assert np.abs(got - single).max() > 1e-5
         np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-4)
+        # a frame without faces is still one well-formed, empty answer
+        empty = r.process(np.full((240, 320, 3), 128, np.uint8))
+        assert empty.faces == [] and r.classify(frame, []).shape == (0, len(r.labels))
 
 
 def test_shipped_model_astronaut_is_happy():

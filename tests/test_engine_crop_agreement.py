@@ -82,7 +82,7 @@ def test_crop_agreement_bad_input_is_one_line(tiny_export_dir, fer_root, tmp_pat
         (["--n", "0"], "--n: must be at least 1"),
         (["--size", "200-100"], "is not N or LO-HI"),
         (["--margins", "a,b"], "not a comma-separated list"),
-        (["--views", "3"], "--views must be one of 1, 5"),
+        (["--views", "3"], "--views: invalid choice: 3"),
         (["--model", tmp_path / "none", "--data", fer_root], "does not exist"),
         (["--model", tiny_export_dir, "--data", tmp_path / "none"], "does not exist"),
         (["--model", tiny_export_dir, "--data", fer_root, "--size", "400"], "does not fit a 480x360 frame"),

@@ -416,3 +416,15 @@ def test_speed_cli_bad_input_is_one_sentence(argv, message, capsys):
     assert cli_main(main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_card_recipe_repeats_pool_targets_only_where_they_matter():
+    """The card's retrain command names --pool-targets for a clean pool, not for the default
+    "view" nor for run states written before the option existed."""
+    from models.card import retrain_command
+
+    base = {"data": "D", "classes": ["happy", "sad"], "arch": "emonet_n", "teacher": "t.tflite", "teacher_pool": 4}
+    assert "--teacher-pool 4 \\\n    --pool-targets clean \\\n" in retrain_command({**base, "pool_targets": "clean"}, "OUT")
+    assert "--pool-targets" not in retrain_command({**base, "pool_targets": "view"}, "OUT")
+    assert "--pool-targets" not in retrain_command(base, "OUT")  # an older train_state.json
+    assert "--pool-targets" not in retrain_command({**base, "teacher_pool": 0, "pool_targets": "clean"}, "OUT")
