@@ -340,7 +340,7 @@ def test_folder_of_mixed_size_photos_to_one_mp4(model_dir, photos, tmp_path):
     assert proc.returncode == 0, proc.stderr
     frames = _video_frames(out)
     first = cv2.imread(str(photos / "astronaut.png"))
-    assert len(frames) == 3 and all(f.shape == first.shape for f in frames), [f.shape for f in frames]
+    assert len(frames) == 4 and all(f.shape == first.shape for f in frames), [f.shape for f in frames]
 
 
 def _video_frames(path: Path) -> list[np.ndarray]:

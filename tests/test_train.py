@@ -361,13 +361,17 @@ def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
     assert card.index("--out runs/emonet_n_m1") < card.index("--out runs/emonet_n_m0")  # the parent trains first
     assert "python -m models.ensemble runs/emonet_n_m0/emotion.keras runs/emonet_n_m1/emotion.keras" in card
 
-    # it exports like any model: the int8 TFLite file gives the Keras probabilities (within quantisation)
+    # it exports like any model: the float TFLite file gives the Keras probabilities, the int8 one the same
+    # within quantisation (on average: a one-epoch toy net quantised from 32 faces can be off on a single face)
     from engine.classifier import open_model_file
     from export.run import export_model
 
-    export_model(out / "emotion.keras", out, calib=fer_root, calib_size=32, verify_size=32, check=False, formats=("tflite-int8",))
-    lite = open_model_file(out / "emotion_int8.tflite").predict(faces.astype(np.uint8)[..., :1])
-    assert np.abs(lite - got).max() < 0.1
+    export_model(out / "emotion.keras", out, calib=fer_root, calib_size=32, verify_size=32, check=False,
+                 formats=("tflite-fp32", "tflite-int8"))
+    u8 = faces.astype(np.uint8)[..., :1]
+    np.testing.assert_allclose(open_model_file(out / "emotion_fp32.tflite").predict(u8), got, atol=1e-4)
+    lite = open_model_file(out / "emotion_int8.tflite").predict(u8)
+    assert lite.shape == got.shape and np.abs(lite - got).mean() < 0.05
 
     # members must agree on their classes; one member is no ensemble
     odd = tmp_path / "odd"
