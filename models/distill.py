@@ -11,8 +11,11 @@ training time) instead of fresh ones every epoch.
 
 Targets: by default each copy gets the teacher's answer for that distorted copy ("view").
 With "clean" every copy of a face gets the teacher's answer for the undistorted face (its
-mirror image averaged in), and the first copy is the undistorted set: the student is taught to give a face the same answer however it
-is framed, which is what the engine needs, since its crops are framed unlike FER2013's own.
+mirror image averaged in), and the first copy is the undistorted set: the student is taught
+to give a face one answer however it is framed (the engine's crops are framed unlike
+FER2013's own). Measured, that did not make the engine agree with the direct 48x48 label
+more often (benchmarks/results/README.md); with `--augment none` it is simply the cleanest
+target for a last distillation stage (the shipped emonet_s's).
 """
 from __future__ import annotations
 

@@ -442,8 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of running the teacher on every batch: for a teacher much slower than the student (0 = off)")
     p.add_argument("--pool-targets", choices=TARGETS, default=d.pool_targets,
                    help="label each pool copy with the teacher's answer for that copy (view), or every copy of a face with "
-                        "its answer for the undistorted face (clean: one answer however the face is framed, for the engine's "
-                        f"crops) [{d.pool_targets}]")
+                        "its flip-averaged answer for the undistorted face (clean: one answer however the face is framed; "
+                        f"copy 0 is then the undistorted set) [{d.pool_targets}]")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=None,
                    help=f"auto = time a few training steps of each and keep the faster (a run under 50 batches per epoch "
                         f"takes bf16 where the CPU has it); mixed_bfloat16 is a candidate only with hardware bf16 (emulated "
