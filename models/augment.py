@@ -8,36 +8,30 @@ from __future__ import annotations
 
 LEVELS = ("none", "light", "strong", "framing")
 
+#: Per level: (shift, turn, zoom range, contrast, brightness), as the Keras layers take them.
+#: "framing" is the engine crop's own variation of a FER face: its side varies by about +-20%
+#: around the detector's box (benchmarks/crop_agreement.py), its centre by a few per cent.
+_RANGES = {
+    "light": (0.08, 0.03, (-0.1, 0.1), 0.2, 0.15),
+    "strong": (0.12, 0.06, (-0.2, 0.15), 0.35, 0.25),
+    "framing": (0.06, 0.02, (-0.2, 0.2), 0.1, 0.1),
+}
+
 
 def _keras_augmenter(level: str, seed: int):
     import keras
     from keras import layers
 
+    shift, turn, zoom, contrast, brightness = _RANGES[level]
     # float32 whatever the global policy: augmentation is data prep, not part of the bf16 model
-    if level == "framing":
-        # The engine's crop of a FER face is framed differently from the dataset's own square: its
-        # side varies by about +-20% around the detector's box (benchmarks/crop_agreement.py),
-        # its centre by a few per cent. These are the distortions a face must survive unchanged.
-        return keras.Sequential(
-            [
-                layers.RandomFlip("horizontal", seed=seed, dtype="float32"),
-                layers.RandomTranslation(0.06, 0.06, fill_mode="reflect", seed=seed + 1, dtype="float32"),
-                layers.RandomRotation(0.02, fill_mode="reflect", seed=seed + 2, dtype="float32"),
-                layers.RandomZoom((-0.2, 0.2), fill_mode="reflect", seed=seed + 3, dtype="float32"),
-                layers.RandomContrast(0.1, seed=seed + 4, dtype="float32"),
-                layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 5, dtype="float32"),
-            ],
-            name="augment",
-        )
-    light = level == "light"
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal", seed=seed, dtype="float32"),
-            layers.RandomTranslation(0.08 if light else 0.12, 0.08 if light else 0.12, fill_mode="reflect", seed=seed + 1, dtype="float32"),
-            layers.RandomRotation(0.03 if light else 0.06, fill_mode="reflect", seed=seed + 2, dtype="float32"),
-            layers.RandomZoom((-0.1, 0.1) if light else (-0.2, 0.15), fill_mode="reflect", seed=seed + 3, dtype="float32"),
-            layers.RandomContrast(0.2 if light else 0.35, seed=seed + 4, dtype="float32"),
-            layers.RandomBrightness(0.15 if light else 0.25, value_range=(0, 255), seed=seed + 5, dtype="float32"),
+            layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=seed + 1, dtype="float32"),
+            layers.RandomRotation(turn, fill_mode="reflect", seed=seed + 2, dtype="float32"),
+            layers.RandomZoom(zoom, fill_mode="reflect", seed=seed + 3, dtype="float32"),
+            layers.RandomContrast(contrast, seed=seed + 4, dtype="float32"),
+            layers.RandomBrightness(brightness, value_range=(0, 255), seed=seed + 5, dtype="float32"),
         ],
         name="augment",
     )

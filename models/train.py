@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
 from models.augment import LEVELS, Augment  # noqa: E402
-from models.distill import TARGETS  # noqa: E402
+from models.distill import TARGETS, teacher_pool  # noqa: E402
 from models.cli import Parser, fraction  # noqa: E402
 from models.errors import UserError, cli_main  # noqa: E402
 from models.speed import JIT_CHOICES, SpeedChoice, choose, label, legacy_choice, normalize_jit  # noqa: E402
@@ -296,8 +296,6 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     weights = class_weights(train_ds.y, n, opts.class_weight) if opts.class_weight != "none" else None
     steps = None
     if opts.teacher_pool:
-        from models.distill import teacher_pool
-
         px, py, pp = teacher_pool(train_ds, opts.teacher, opts.teacher_pool, opts.augment, opts.resample, opts.seed, opts.cache_dir,
                                   opts.pool_targets)
         steps = max(len(train_ds) // opts.batch, 1)  # an epoch is still one training set's worth of faces
