@@ -1,0 +1,327 @@
+"""Train a large distillation teacher in PyTorch on a CUDA machine, then export it as an ONNX model
+that keeps the model contract (optional tool, not part of the product; PyTorch is not a project
+dependency).
+
+Why it exists: the shipped nets are distilled (`models.train --teacher ... --teacher-pool`) and a
+student rarely ends far above its teacher. The teachers this CPU can train in a session stop at
+~68%; a GPU trains nets 5-40x larger for ~60 epochs in minutes, but the lent GPU machine has
+PyTorch and no TensorFlow, so the teacher is written here in PyTorch and crosses over as ONNX,
+which `--teacher-pool` already accepts (it only needs the contract: raw 0..255 NHWC faces in,
+probabilities in FER2013 order out, a labels.json beside it).
+
+Three steps, each a sub-command:
+  pack   (here)  FER2013 folders -> one .npz of the JPEG bytes (one shared 328-byte header stored
+                 once), small enough to travel to the GPU machine with the repo (~49 MB)
+  train  (GPU)   one net per process, for a fixed number of MINUTES (the schedule runs on the
+                 clock, so a run always ends in its lease); keeps the raw or the weight-averaged
+                 (EMA) net, whichever scores better on validation with flip TTA; writes its
+                 weights (float16) and validation probabilities in one .npz
+  onnx   (here)  one or more trained .npz -> one ONNX file averaging their probabilities, +
+                 labels.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+SPLITS = ("train", "validation")
+
+
+# ---------------------------------------------------------------------------- data
+def pack(data: Path, out: Path) -> None:
+    """Every FER2013 file shares its JPEG header up to the scan; storing it once saves 9 MB."""
+    arrays: dict[str, np.ndarray] = {}
+    header = None
+    for split in SPLITS:
+        bodies, labels = [], []
+        for i, c in enumerate(CLASSES):
+            for f in sorted((data / split / c).glob("*.jpg")):
+                b = f.read_bytes()
+                k = b.find(b"\xff\xda")
+                end = k + 2 + int.from_bytes(b[k + 2:k + 4], "big")
+                if header is None:
+                    header = b[:end]
+                if b[:end] != header:
+                    sys.exit(f"error: {f} has another JPEG header; this packer assumes FER2013's one")
+                bodies.append(np.frombuffer(b[end:], np.uint8))
+                labels.append(i)
+        arrays[f"{split}_bytes"] = np.concatenate(bodies)
+        arrays[f"{split}_off"] = np.cumsum([0] + [len(b) for b in bodies]).astype(np.int64)
+        arrays[f"{split}_y"] = np.array(labels, np.int64)
+        print(f"{split}: {len(bodies)} faces")
+    arrays["header"] = np.frombuffer(header, np.uint8)
+    np.savez(out, **arrays)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+def load(pack_file: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    d = np.load(pack_file)  # plain arrays: allow_pickle stays False
+    header, body, off = d["header"].tobytes(), d[f"{split}_bytes"], d[f"{split}_off"]
+    x = np.stack([cv2.imdecode(np.frombuffer(header + body[off[i]:off[i + 1]].tobytes(), np.uint8),
+                               cv2.IMREAD_GRAYSCALE) for i in range(len(off) - 1)])
+    return x, d[f"{split}_y"]
+
+
+# ---------------------------------------------------------------------------- nets
+def _nets():
+    import torch.nn as nn
+
+    def conv_bn(cin, cout, stride=1):
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.body = nn.Sequential(*conv_bn(cin, cout, stride), nn.ReLU(inplace=True), *conv_bn(cout, cout))
+            self.skip = (nn.Identity() if stride == 1 and cin == cout else
+                         nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+            self.act = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            return self.act(self.body(x) + self.skip(x))
+
+    def resnet(width: int, drop: float = 0.3):
+        """ResNet-18 layout without the stem's downsampling (48x48 faces are small already)."""
+        w = [width, 2 * width, 4 * width, 8 * width]
+        layers = [*conv_bn(1, w[0]), nn.ReLU(inplace=True)]
+        cin = w[0]
+        for i, c in enumerate(w):
+            layers += [Block(cin, c, 1 if i == 0 else 2), Block(c, c, 1)]
+            cin = c
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop), nn.Linear(cin, len(CLASSES))]
+        return nn.Sequential(*layers)
+
+    def vgg(width: int, drop: float = 0.4):
+        """Two 3x3 convs per stage, four stages, a 512-wide dense head (the VGG variants that lead
+        published FER2013 single-net results)."""
+        layers, cin = [], 1
+        for c in (width, 2 * width, 4 * width, 8 * width):
+            layers += [*conv_bn(cin, c), nn.ReLU(inplace=True), *conv_bn(c, c), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            cin = c
+        layers += [nn.Flatten(), nn.Dropout(drop), nn.Linear(cin * 9, 512), nn.ReLU(inplace=True), nn.Dropout(drop),
+                   nn.Linear(512, len(CLASSES))]
+        return nn.Sequential(*layers)
+
+    return {"resnet": resnet, "vgg": vgg}
+
+
+def build(arch: str, width: int):
+    return _nets()[arch](width)
+
+
+def _scale(x):
+    """uint8-valued faces -> roughly zero-mean unit-range input, the same for training and ONNX."""
+    return (x / 255.0 - 0.5) / 0.25
+
+
+# ---------------------------------------------------------------------------- train
+def _augment(x, torch, F):
+    """Random zoom/shift/turn/mirror, brightness/contrast and erasing, all on the GPU (x: B,1,48,48
+    in 0..255). Ranges are wider than the student's `light` level: a teacher can afford them."""
+    b, dev = x.shape[0], x.device
+    u = lambda lo, hi: torch.empty(b, device=dev).uniform_(lo, hi)  # noqa: E731
+    ang = u(-15, 15) * math.pi / 180
+    s = torch.exp(u(math.log(0.85), math.log(1.18)))
+    flip = torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
+    theta = torch.stack([torch.stack([cos * flip, -sin, u(-0.2, 0.2)], 1),
+                         torch.stack([sin * flip, cos, u(-0.2, 0.2)], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * u(0.7, 1.3).view(b, 1, 1, 1) + mean + u(-25, 25).view(b, 1, 1, 1)
+    # random erasing (half the faces): a box of 2-20% of the face, filled with noise
+    area = u(0.02, 0.2) * 48 * 48
+    ratio = torch.exp(u(math.log(0.3), math.log(3.3)))
+    h = (area * ratio).sqrt().clamp(1, 47)
+    w = (area / ratio).sqrt().clamp(1, 47)
+    y0, x0 = u(0, 1) * (48 - h), u(0, 1) * (48 - w)
+    r = torch.arange(48, device=dev).float()
+    box = (((r.view(1, 48, 1) >= y0.view(b, 1, 1)) & (r.view(1, 48, 1) < (y0 + h).view(b, 1, 1)))
+           & ((r.view(1, 1, 48) >= x0.view(b, 1, 1)) & (r.view(1, 1, 48) < (x0 + w).view(b, 1, 1))))
+    box &= (torch.rand(b, device=dev) < 0.5).view(b, 1, 1)
+    x = torch.where(box.unsqueeze(1), torch.rand_like(x) * 255, x)
+    return x.clamp(0, 255)
+
+
+def _evaluate(net, x, torch, batch=1024):
+    """Flip-averaged and plain validation probabilities."""
+    net.eval()
+    plain, flip = [], []
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=x.is_cuda):
+        for i in range(0, len(x), batch):
+            xb = _scale(x[i:i + batch].float())
+            plain.append(torch.softmax(net(xb).float(), -1))
+            flip.append(torch.softmax(net(torch.flip(xb, (3,))).float(), -1))
+    p, f = torch.cat(plain), torch.cat(flip)
+    return p.cpu().numpy(), ((p + f) / 2).cpu().numpy()
+
+
+def train(args) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(args.seed)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    xtr, ytr = load(args.data, "train")
+    xva, yva = load(args.data, "validation")
+    if args.limit:
+        keep = np.random.default_rng(args.seed).permutation(len(xtr))[:args.limit]
+        xtr, ytr = xtr[keep], ytr[keep]
+    xtr = torch.from_numpy(xtr).to(dev).unsqueeze(1)
+    ytr = torch.from_numpy(ytr).to(dev)
+    xva_t = torch.from_numpy(xva).to(dev).unsqueeze(1)
+    net = build(args.arch, args.width).to(dev).to(memory_format=torch.channels_last)
+    ema = build(args.arch, args.width).to(dev).to(memory_format=torch.channels_last)
+    ema.load_state_dict(net.state_dict())
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    params = sum(p.numel() for p in net.parameters())
+    decay, no_decay = [], []
+    for n_, p in net.named_parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0}],
+                          lr=args.lr, momentum=0.9, nesterov=True)
+    budget = args.minutes * 60
+    t0 = time.perf_counter()
+    step, epoch = 0, 0
+    ema_pairs = list(zip(ema.state_dict().values(), net.state_dict().values()))
+    print(f"{args.arch} width {args.width}: {params / 1e6:.2f}M params, {len(xtr)} faces, {budget:.0f} s on {dev}",
+          flush=True)
+    done = False
+    while not done:
+        epoch += 1
+        net.train()
+        perm = torch.randperm(len(xtr), device=dev)
+        tot, correct, n = 0.0, 0, 0
+        for i in range(0, len(perm) - args.batch + 1, args.batch):
+            frac = (time.perf_counter() - t0) / budget
+            if frac >= 1:
+                done = True
+                break
+            lr = args.lr * min(1.0, frac / 0.03) * 0.5 * (1 + math.cos(math.pi * frac))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = perm[i:i + args.batch]
+            xb = _augment(xtr[idx].float(), torch, F).contiguous(memory_format=torch.channels_last)
+            yb = ytr[idx]
+            with torch.autocast(dev.type, torch.bfloat16, enabled=dev.type == "cuda"):
+                out = net(_scale(xb))
+                loss = F.cross_entropy(out.float(), yb, label_smoothing=args.smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            d = min(args.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for e, p in ema_pairs:
+                    if e.dtype.is_floating_point:
+                        e.mul_(d).add_(p.detach(), alpha=1 - d)
+                    else:
+                        e.copy_(p)
+            tot += loss.item() * len(idx) if step % 20 == 0 else 0.0
+            correct += int((out.argmax(1) == yb).sum()) if step % 20 == 0 else 0
+            n += len(idx) if step % 20 == 0 else 0
+        if epoch % args.report == 0 or done:
+            _, va = _evaluate(net, xva_t, torch)
+            print(f"epoch {epoch} t {time.perf_counter() - t0:.0f}s lr {lr:.4f} train loss {tot / max(n, 1):.3f} "
+                  f"acc {correct / max(n, 1):.3f} val tta {np.mean(va.argmax(1) == yva):.4f}", flush=True)
+    results = {}
+    for name, m in (("raw", net), ("ema", ema)):
+        p, f = _evaluate(m, xva_t, torch)
+        results[name] = (np.mean(p.argmax(1) == yva), np.mean(f.argmax(1) == yva), p, f, m)
+        print(f"{name}: val {results[name][0]:.4f}, flip tta {results[name][1]:.4f}", flush=True)
+    keep = max(results, key=lambda k: results[k][1])
+    acc, acc_tta, p, f, m = results[keep]
+    weights = {}
+    for k, v in m.state_dict().items():
+        arr = v.detach().cpu().numpy()
+        weights[f"w.{k}"] = arr.astype(np.float16) if v.dtype.is_floating_point else arr
+    meta = dict(arch=args.arch, width=args.width, seed=args.seed, kept=keep, epochs=epoch, steps=step, params=params,
+                val=float(acc), val_tta=float(acc_tta), minutes=args.minutes, lr=args.lr, batch=args.batch,
+                smoothing=args.smoothing, wd=args.wd, ema=args.ema, device=str(torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"))
+    np.savez(args.out, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), val_probs=p, val_probs_tta=f,
+             val_y=yva, **weights)
+    print(f"kept {keep}: {json.dumps(meta)} -> {args.out}", flush=True)
+
+
+# ---------------------------------------------------------------------------- onnx
+def to_onnx(files: list[Path], out: Path) -> None:
+    import torch
+
+    nets, metas = [], []
+    for f in files:
+        d = np.load(f)
+        meta = json.loads(d["meta"].tobytes())
+        net = build(meta["arch"], meta["width"])
+        sd = {k[2:]: torch.from_numpy(d[k].astype(np.float32) if d[k].dtype == np.float16 else d[k]) for k in d.files
+              if k.startswith("w.")}
+        net.load_state_dict(sd)
+        nets.append(net.eval())
+        metas.append(meta)
+
+    class Contract(torch.nn.Module):
+        """Raw NHWC 0..255 faces -> mean probability of the nets (the model contract)."""
+
+        def __init__(self):
+            super().__init__()
+            self.nets = torch.nn.ModuleList(nets)
+
+        def forward(self, x):
+            x = _scale(x.permute(0, 3, 1, 2))
+            return torch.stack([torch.softmax(n(x), -1) for n in self.nets]).mean(0)
+
+    model = Contract().eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, (torch.zeros(2, 48, 48, 1),), str(out), input_names=["faces"], output_names=["probs"],
+                      dynamic_axes={"faces": {0: "n"}, "probs": {0: "n"}}, opset_version=17, dynamo=False)
+    spec = {"labels": list(CLASSES), "input_shape": [48, 48, 1], "input_range": [0.0, 255.0],
+            "input_dtype": "uint8-valued", "arch": "+".join(f"{m['arch']}{m['width']}" for m in metas),
+            "extra": {"teachers": metas, "made_by": "models/gpu_teacher.py onnx"}}
+    (out.parent / "labels.json").write_text(json.dumps(spec, indent=2))
+    print(f"wrote {out} and labels.json ({len(nets)} nets)")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pack", help="FER2013 folders -> one .npz to carry")
+    a.add_argument("--data", type=Path, required=True)
+    a.add_argument("--out", type=Path, required=True)
+    a = sub.add_parser("train", help="train one net for a fixed time (GPU if there is one)")
+    a.add_argument("--data", type=Path, required=True, help="the .npz that `pack` wrote")
+    a.add_argument("--out", type=Path, required=True, help=".npz with the kept weights and validation probabilities")
+    a.add_argument("--arch", choices=("resnet", "vgg"), default="resnet")
+    a.add_argument("--width", type=int, default=48, help="first stage's channels (doubling per stage)")
+    a.add_argument("--minutes", type=float, default=6.0, help="training time; the cosine schedule runs on this clock")
+    a.add_argument("--lr", type=float, default=0.1)
+    a.add_argument("--batch", type=int, default=128)
+    a.add_argument("--wd", type=float, default=5e-4)
+    a.add_argument("--smoothing", type=float, default=0.0)
+    a.add_argument("--ema", type=float, default=0.999)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--limit", type=int, default=0, help="first N training faces only (smoke tests)")
+    a.add_argument("--report", type=int, default=5, help="validation print every N epochs")
+    a = sub.add_parser("onnx", help="trained .npz files -> one averaging ONNX model + labels.json")
+    a.add_argument("files", type=Path, nargs="+")
+    a.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    if args.cmd == "pack":
+        pack(args.data, args.out)
+    elif args.cmd == "train":
+        train(args)
+    else:
+        to_onnx(args.files, args.out)
+
+
+if __name__ == "__main__":
+    main()
