@@ -139,14 +139,16 @@ def _augment(x, torch, F):
     mean = x.mean((1, 2, 3), keepdim=True)
     x = (x - mean) * u(0.7, 1.3).view(b, 1, 1, 1) + mean + u(-25, 25).view(b, 1, 1, 1)
     # random erasing (half the faces): a box of 2-20% of the face, filled with noise
-    area = u(0.02, 0.2) * 48 * 48
+    side = FACE_SIZE
+    area = u(0.02, 0.2) * side * side
     ratio = torch.exp(u(math.log(0.3), math.log(3.3)))
-    h = (area * ratio).sqrt().clamp(1, 47)
-    w = (area / ratio).sqrt().clamp(1, 47)
-    y0, x0 = u(0, 1) * (48 - h), u(0, 1) * (48 - w)
-    r = torch.arange(48, device=dev).float()
-    box = (((r.view(1, 48, 1) >= y0.view(b, 1, 1)) & (r.view(1, 48, 1) < (y0 + h).view(b, 1, 1)))
-           & ((r.view(1, 1, 48) >= x0.view(b, 1, 1)) & (r.view(1, 1, 48) < (x0 + w).view(b, 1, 1))))
+    h = (area * ratio).sqrt().clamp(1, side - 1)
+    w = (area / ratio).sqrt().clamp(1, side - 1)
+    y0, x0 = u(0, 1) * (side - h), u(0, 1) * (side - w)
+    r = torch.arange(side, device=dev).float()
+    rows = (r.view(1, side, 1) >= y0.view(b, 1, 1)) & (r.view(1, side, 1) < (y0 + h).view(b, 1, 1))
+    cols = (r.view(1, 1, side) >= x0.view(b, 1, 1)) & (r.view(1, 1, side) < (x0 + w).view(b, 1, 1))
+    box = rows & cols
     box &= (torch.rand(b, device=dev) < 0.5).view(b, 1, 1)
     x = torch.where(box.unsqueeze(1), torch.rand_like(x) * 255, x)
     return x.clamp(0, 255)
@@ -190,8 +192,8 @@ def train(args) -> None:
         p.requires_grad_(False)
     params = sum(p.numel() for p in net.parameters())
     decay, no_decay = [], []
-    for n_, p in net.named_parameters():
-        (no_decay if p.ndim == 1 else decay).append(p)
+    for p in net.parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)  # no weight decay on biases and BatchNorm
     opt = torch.optim.SGD([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0}],
                           lr=args.lr, momentum=0.9, nesterov=True)
     budget = args.minutes * 60
@@ -231,9 +233,10 @@ def train(args) -> None:
                         e.mul_(d).add_(p.detach(), alpha=1 - d)
                     else:
                         e.copy_(p)
-            tot += loss.item() * len(idx) if step % 20 == 0 else 0.0
-            correct += int((out.argmax(1) == yb).sum()) if step % 20 == 0 else 0
-            n += len(idx) if step % 20 == 0 else 0
+            if step % 20 == 0:  # a sample of the steps: reading a number waits for the GPU
+                tot += loss.item() * len(idx)
+                correct += int((out.argmax(1) == yb).sum())
+                n += len(idx)
         if epoch % args.report == 0 or done:
             _, va = _evaluate(net, xva_t, torch)
             print(f"epoch {epoch} t {time.perf_counter() - t0:.0f}s lr {lr:.4f} train loss {tot / max(n, 1):.3f} "
