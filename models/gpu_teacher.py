@@ -19,7 +19,7 @@ needs numpy and opencv, and torch for `train` and `onnx`):
                  (EMA) net, whichever scores better on validation with flip TTA; writes its
                  weights (float16) and validation probabilities in one .npz
   onnx   (here)  one or more trained .npz -> one ONNX file averaging their probabilities, +
-                 labels.json
+                 labels.json; with --calib PACK also its int8 twin (export's ONNX quantiser)
 """
 from __future__ import annotations
 
@@ -261,7 +261,7 @@ def train(args) -> None:
 
 
 # ---------------------------------------------------------------------------- onnx
-def to_onnx(files: list[Path], out: Path) -> None:
+def to_onnx(files: list[Path], out: Path, calib: Path | None = None, calib_size: int = 500) -> None:
     import torch
 
     nets, metas = [], []
@@ -293,6 +293,19 @@ def to_onnx(files: list[Path], out: Path) -> None:
     ModelSpec(labels=list(CLASSES), arch="+".join(f"{m['arch']}{m['width']}" for m in metas), source_sha256=sha256_file(out),
               extra={"teachers": metas, "made_by": "python -m models.gpu_teacher onnx"}).save(out.parent)
     print(f"wrote {out} and labels.json ({len(nets)} nets)")
+    if calib is not None:
+        # int8 through export's own ONNX quantiser (static QDQ, MinMax): ~3.5x faster as a teacher
+        # on this CPU (167 against 47 faces/s for five nets), 0.25 points less accurate
+        import tempfile
+
+        from export.run import convert_onnx_int8
+
+        x, _ = load(calib, "train")
+        pick = np.random.default_rng(0).permutation(len(x))[:calib_size]
+        int8 = out.with_name("emotion_int8.onnx")
+        with tempfile.TemporaryDirectory() as work:
+            convert_onnx_int8(out, int8, x[pick, :, :, None].astype(np.float32), Path(work), list(CLASSES))
+        print(f"wrote {int8} (calibrated on {len(pick)} training faces)")
 
 
 def run(argv=None) -> None:
@@ -318,14 +331,16 @@ def run(argv=None) -> None:
     a.add_argument("--report", type=int, default=5, help="validation print every N epochs")
     a = sub.add_parser("onnx", help="trained .npz files -> one averaging ONNX model + labels.json")
     a.add_argument("files", type=Path, nargs="+")
-    a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--out", type=Path, required=True, help="the fp32 .onnx to write (labels.json goes beside it)")
+    a.add_argument("--calib", type=Path, default=None,
+                   help="a pack: also write emotion_int8.onnx beside it, calibrated on 500 of its training faces")
     args = p.parse_args(argv)
     if args.cmd == "pack":
         pack(args.data, args.out)
     elif args.cmd == "train":
         train(args)
     else:
-        to_onnx(args.files, args.out)
+        to_onnx(args.files, args.out, args.calib)
 
 
 if __name__ == "__main__":
