@@ -10,6 +10,12 @@ PyTorch and no TensorFlow, so the teacher is written here in PyTorch and crosses
 which `--teacher-pool` already accepts (it only needs the contract: raw 0..255 NHWC faces in,
 probabilities in FER2013 order out, a labels.json beside it).
 
+Caveat, measured: these nets learn their training faces by heart (93.5% right on them, mean top
+probability 0.88), and distillation labels exactly those faces, so the students distilled from the
+first teacher were more accurate on FER2013's crops but less steady through the engine, and were not
+shipped (benchmarks/results/README.md, session 8). A teacher should label faces it did not train on
+(k-fold) or give softer targets; neither is built yet.
+
 Three steps, each a sub-command of `python -m models.gpu_teacher` (run from the repo root; it
 needs numpy and opencv, and torch for `train` and `onnx`):
   pack   (here)  FER2013 folders -> one .npz of the JPEG bytes (one shared 328-byte header stored
