@@ -72,6 +72,7 @@ def pack(data: Path, out: Path) -> None:
         arrays[f"{split}_y"] = np.array(labels, np.int64)
         print(f"{split}: {len(bodies)} faces")
     arrays["header"] = np.frombuffer(header, np.uint8)
+    out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **arrays)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
@@ -173,14 +174,19 @@ def _evaluate(net, x, torch, batch=1024):
     return p.cpu().numpy(), ((p + f) / 2).cpu().numpy()
 
 
+def _torch(step: str):
+    try:
+        import torch
+    except ImportError:
+        raise UserError(f"`{step}` needs PyTorch (pip install torch); the lent GPU machines have it") from None
+    return torch
+
+
 def train(args) -> None:
     xtr, ytr = load(args.data, "train")
     xva, yva = load(args.data, "validation")
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError:
-        raise UserError("`train` needs PyTorch (pip install torch); the lent GPU machines have it") from None
+    torch = _torch("train")
+    import torch.nn.functional as F
 
     torch.manual_seed(args.seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -268,10 +274,11 @@ def train(args) -> None:
 
 # ---------------------------------------------------------------------------- onnx
 def to_onnx(files: list[Path], out: Path, calib: Path | None = None, calib_size: int = 500) -> None:
-    import torch
-
+    torch = _torch("onnx")
     nets, metas = [], []
     for f in files:
+        if not f.is_file():
+            raise UserError(f"no trained net at {f} (`train` writes one .npz per net)")
         d = np.load(f)
         meta = json.loads(d["meta"].tobytes())
         net = build(meta["arch"], meta["width"])
