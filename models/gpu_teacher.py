@@ -335,7 +335,7 @@ def run(argv=None) -> None:
     a.add_argument("--width", type=int, default=48, help="first stage's channels (doubling per stage)")
     a.add_argument("--minutes", type=float, default=6.0, help="training time; the cosine schedule runs on this clock")
     a.add_argument("--lr", type=float, default=0.1)
-    a.add_argument("--batch", type=int, default=128)
+    a.add_argument("--batch", type=int, default=256, help="the H200 runs used 256 with --lr 0.1")
     a.add_argument("--wd", type=float, default=5e-4)
     a.add_argument("--smoothing", type=float, default=0.0)
     a.add_argument("--ema", type=float, default=0.999)
