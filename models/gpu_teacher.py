@@ -273,7 +273,8 @@ def train(args) -> None:
 
 
 # ---------------------------------------------------------------------------- onnx
-def to_onnx(files: list[Path], out: Path, calib: Path | None = None, calib_size: int = 500) -> None:
+def to_onnx(files: list[Path], out: Path, calib: Path | None = None, calib_size: int = 500,
+            temperature: float = 1.0) -> None:
     torch = _torch("onnx")
     nets, metas = [], []
     for f in files:
@@ -297,14 +298,14 @@ def to_onnx(files: list[Path], out: Path, calib: Path | None = None, calib_size:
 
         def forward(self, x):
             x = _scale(x.permute(0, 3, 1, 2))
-            return torch.stack([torch.softmax(n(x), -1) for n in self.nets]).mean(0)
+            return torch.stack([torch.softmax(n(x) / temperature, -1) for n in self.nets]).mean(0)
 
     model = Contract().eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, (torch.zeros(2, FACE_SIZE, FACE_SIZE, 1),), str(out), input_names=["faces"], output_names=["probs"],
                       dynamic_axes={"faces": {0: "n"}, "probs": {0: "n"}}, opset_version=17, dynamo=False)
     ModelSpec(labels=list(CLASSES), arch="+".join(f"{m['arch']}{m['width']}" for m in metas), source_sha256=sha256_file(out),
-              extra={"teachers": metas, "made_by": "python -m models.gpu_teacher onnx"}).save(out.parent)
+              extra={"teachers": metas, "temperature": temperature, "made_by": "python -m models.gpu_teacher onnx"}).save(out.parent)
     print(f"wrote {out} and labels.json ({len(nets)} nets)")
     if calib is not None:
         # int8 through export's own ONNX quantiser (static QDQ, MinMax): ~3.5x faster as a teacher
@@ -347,13 +348,15 @@ def run(argv=None) -> None:
     a.add_argument("--out", type=Path, required=True, help="the fp32 .onnx to write (labels.json goes beside it)")
     a.add_argument("--calib", type=Path, default=None,
                    help="a pack: also write emotion_int8.onnx beside it, calibrated on 500 of its training faces")
+    a.add_argument("--temperature", type=float, default=1.0,
+                   help="divide each net's logits by T before its softmax: softer targets for distillation")
     args = p.parse_args(argv)
     if args.cmd == "pack":
         pack(args.data, args.out)
     elif args.cmd == "train":
         train(args)
     else:
-        to_onnx(args.files, args.out, args.calib)
+        to_onnx(args.files, args.out, args.calib, temperature=args.temperature)
 
 
 if __name__ == "__main__":
