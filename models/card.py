@@ -29,14 +29,14 @@ _FLAGS = (("arch", "--arch"), ("epochs", "--epochs"), ("batch", "--batch"), ("op
           ("weight_decay", "--weight-decay"), ("warmup", "--warmup"), ("schedule", "--schedule"),
           ("label_smoothing", "--label-smoothing"), ("class_weight", "--class-weight"), ("augment", "--augment"),
           ("mixup", "--mixup"), ("resample", "--resample"), ("init", "--init"), ("teacher", "--teacher"), ("teacher_weight", "--teacher-weight"),
-          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
+          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("consistency", "--consistency"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
 
 
 def retrain_command(options: dict, out: str) -> str:
     parts = ["python -m models.train", f"--data {options.get('data', 'DATA')}", f"--classes {','.join(options.get('classes', []))}"]
     for key, flag in _FLAGS:
         value = options.get(key)
-        if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key in ("resample", "teacher_pool") and not value) \
+        if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key in ("resample", "teacher_pool", "consistency") and not value) \
                 or (key == "pool_targets" and (value == "view" or not options.get("teacher_pool"))):
             continue
         parts.append(f"{flag} {value}")

@@ -69,6 +69,9 @@ class TrainOptions:
     #: what a pool copy is labelled with: "view" = the teacher's answer for that distorted copy;
     #: "clean" = its answer for the undistorted face (every framing of a face, one answer)
     pool_targets: str = "view"
+    #: >0: stability training (models.consistency): each face also as an engine-like second view,
+    #: and this weight x the KL between the net's two answers added to the loss (2x the compute)
+    consistency: float = 0.0
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (auto: timed, see models.speed)
     jit: str = "auto"  # auto | on | off: XLA for the training step (auto: timed, see models.speed)
     patience: int = 15
@@ -110,6 +113,8 @@ def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=
     replaying its start."""
     import tensorflow as tf
 
+    from models.consistency import VIEW_LEVEL, VIEW_RESAMPLE, paired
+
     ds = tf.data.Dataset.from_tensor_slices((x, y) if soft is None else (x, y, soft))
     if train:
         ds = ds.shuffle(len(y), seed=opts.seed, reshuffle_each_iteration=True)
@@ -122,6 +127,7 @@ def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=
     smooth = opts.label_smoothing if train else 0.0
     aug = Augment(opts.augment, opts.seed, opts.resample) if train and soft is None else None
     cw = tf.constant(weights) if weights is not None else None
+    view = Augment(VIEW_LEVEL, opts.seed + 11, VIEW_RESAMPLE) if train and opts.consistency > 0 else None
 
     def prep(xb, yb, pb=None):
         xb = tf.cast(xb, tf.float32)
@@ -139,9 +145,10 @@ def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=
             idx = tf.random.shuffle(tf.range(tf.shape(xb)[0]))
             xb = (1 - lam) * xb + lam * tf.gather(xb, idx)
             target = (1 - lam) * target + lam * tf.gather(target, idx)
-        if cw is not None:
-            return xb, target, tf.gather(cw, yb)
-        return xb, target
+        wb = tf.gather(cw, yb) if cw is not None else None
+        if opts.consistency > 0:  # every batch paired, validation with itself (see models.consistency)
+            return paired(xb, target, wb, view)
+        return (xb, target) if wb is None else (xb, target, wb)
 
     return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -244,6 +251,8 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     import keras
     import numpy as np
 
+    from models.consistency import PairConsistencyLoss  # registered before a checkpoint that uses it loads
+
     n = len(opts.classes)
     resuming = state is not None and (out / LAST_NAME).exists()
     _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
@@ -281,7 +290,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
             optimizer = keras.optimizers.AdamW(opts.lr, weight_decay=opts.weight_decay)
         model.compile(
             optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(),
+            loss=PairConsistencyLoss(opts.consistency) if opts.consistency > 0 else keras.losses.CategoricalCrossentropy(),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             jit_compile=speed.jit,
         )
@@ -442,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label each pool copy with the teacher's answer for that copy (view), or every copy of a face with "
                         "its flip-averaged answer for the undistorted face (clean: one answer however the face is framed; "
                         f"copy 0 is then the undistorted set) [{d.pool_targets}]")
+    p.add_argument("--consistency", type=float, default=d.consistency, metavar="W",
+                   help="stability training: each face also as an engine-like second view (zoom, shift, turn, mirror, "
+                        "resampling) and W x the KL between the two answers added to the loss, so a change of framing "
+                        "changes the label less (2x the compute per face; 0 = off)")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=None,
                    help=f"auto = time a few training steps of each and keep the faster (a run under 50 batches per epoch "
                         f"takes bf16 where the CPU has it); mixed_bfloat16 is a candidate only with hardware bf16 (emulated "
@@ -469,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--lr must be positive")
     if not 0 <= args.teacher_weight <= 1 or not 0 <= args.label_smoothing < 1:
         raise UserError("--teacher-weight must be in [0, 1] and --label-smoothing in [0, 1)")
+    if args.consistency < 0:
+        raise UserError("--consistency must be 0 (off) or a positive weight")
     if args.teacher_pool < 0:
         raise UserError("--teacher-pool must be 0 (off) or a number of copies")
     if args.pool_targets != TrainOptions.pool_targets and not args.teacher_pool and not args.resume:
@@ -483,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
         augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_pool=args.teacher_pool,
-        pool_targets=args.pool_targets,
+        pool_targets=args.pool_targets, consistency=args.consistency,
         precision=args.precision or TrainOptions.precision, jit=args.jit or TrainOptions.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
     )

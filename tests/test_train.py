@@ -125,6 +125,7 @@ def test_unreadable_image_is_skipped_by_name(fer_root, tmp_path, capsys):
         (["--teacher-pool", "4"], "--teacher-pool needs a --teacher"),
         (["--teacher-pool", "-1"], "--teacher-pool must be 0 (off) or a number of copies"),
         (["--pool-targets", "clean"], "--pool-targets needs --teacher-pool"),
+        (["--consistency", "-1"], "--consistency must be 0 (off) or a positive weight"),
         (["--teacher", "models/zoo/emonet_s/emotion_int8.tflite"], "an exported teacher (.tflite/.onnx) needs --teacher-pool"),
     ],
 )
@@ -432,3 +433,59 @@ def test_card_recipe_repeats_pool_targets_only_where_they_matter():
     assert "--pool-targets" not in retrain_command({**base, "pool_targets": "view"}, "OUT")
     assert "--pool-targets" not in retrain_command(base, "OUT")  # an older train_state.json
     assert "--pool-targets" not in retrain_command({**base, "teacher_pool": 0, "pool_targets": "clean"}, "OUT")
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="the consistency loss needs keras")
+def test_consistency_loss_is_cross_entropy_plus_the_two_views_disagreement():
+    """Rows i and i + N/2 are two views of one face: the same answer adds nothing to the
+    cross-entropy, different answers add weight x their KL, and the weight survives saving."""
+    import keras
+
+    from models.consistency import PairConsistencyLoss
+
+    y = np.array([[1, 0, 0], [0, 1, 0]] * 2, np.float32)
+    same = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]] * 2, np.float32)
+    ce = float(keras.losses.CategoricalCrossentropy()(y, same))
+    assert float(PairConsistencyLoss(1.0)(y, same)) == pytest.approx(ce, rel=1e-5)
+    other = same.copy()
+    other[2:] = [[0.2, 0.7, 0.1], [0.4, 0.3, 0.3]]
+    ce_other = float(keras.losses.CategoricalCrossentropy()(y, other))
+    p, q = other[:2], other[2:]
+    kl = (np.sum(q * np.log(q / p), 1) + np.sum(p * np.log(p / q), 1)).mean() / 2  # both halves, averaged over 2N rows
+    assert float(PairConsistencyLoss(0.0)(y, other)) == pytest.approx(ce_other, rel=1e-5)
+    assert float(PairConsistencyLoss(2.0)(y, other)) == pytest.approx(ce_other + 2.0 * kl, rel=1e-4)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(PairConsistencyLoss(2.5)), safe_mode=True)
+    assert isinstance(again, PairConsistencyLoss) and again.weight == 2.5
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="training needs tensorflow (pip install '.[train]')")
+def test_consistency_training_pairs_every_batch_and_resumes(fer_root, tmp_path):
+    """--consistency: the batches hold each face and its engine-like view (validation: the face
+    twice), the run saves, resumes from a checkpoint compiled with the custom loss under
+    safe_mode, and the card's recipe repeats the flag."""
+    from models.train import TrainOptions, make_dataset
+
+    faces = np.random.default_rng(0).integers(0, 256, (10, 48, 48, 1), dtype=np.uint8)
+    labels = np.arange(10) % 7
+    opts = TrainOptions(data="", out="", batch=4, consistency=1.0, augment="none")
+    xb, yb = next(iter(make_dataset(faces, labels, opts, 7, train=True)))
+    assert xb.shape == (8, 48, 48, 1) and np.array_equal(yb[:4], yb[4:])
+    assert not np.array_equal(xb[:4], xb[4:])  # the second half is a distorted view ...
+    xv, yv = next(iter(make_dataset(faces, labels, opts, 7, train=False)))
+    np.testing.assert_array_equal(xv[:4], xv[4:])  # ... validation pairs a face with itself
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "models.train", "--data", str(fer_root), "--out", str(out), "--arch", "emonet_n",
+           "--epochs", "1", "--limit", "10", "--classes", "3", "--precision", "float32", "--no-jit", "--consistency", "0.5",
+           "--cache-dir", str(tmp_path / "cache")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r2 = subprocess.run([*cmd[:cmd.index("--epochs") + 1], "2", *cmd[cmd.index("--epochs") + 2:], "--resume"],
+                        cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r2.returncode == 0 and "epoch 2/2" in r2.stderr, r2.stderr[-2000:]
+    from models.card import retrain_command
+
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["options"]["consistency"] == 0.5 and "--consistency 0.5" in retrain_command(state["options"], "OUT")
+    assert "--consistency" not in retrain_command({**state["options"], "consistency": 0.0}, "OUT")
