@@ -36,7 +36,7 @@ from models.errors import UserError, cli_main  # noqa: E402
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 #: ms/face at batch 4, one thread, in the model's fastest precision; keyed by the shipped name
 #: (models/zoo/<name>), else by arch
-TARGETS = {"emonet_n": ("fast", 0.3), "emonet_s": ("accurate", 3.0)}
+TARGETS = {"emonet_n": ("fast", 0.3), "emonet_s": ("accurate", 3.0), "emonet_s_steady": ("steady", 3.0)}
 FORMATS = (("tflite", "int8"), ("tflite", "fp16"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp16"), ("onnx", "fp32"))
 
 
