@@ -2,7 +2,7 @@
 
 Why: the engine's crop of a face never equals FER2013's 48x48 framing (the detector's box
 varies by about +-13% in scale between faces, and the crop is resampled), and the shipped nets
-change their label under a 1-pixel shift on 7% of validation faces. Augmentation alone does not
+change their label under a 1-pixel shift on 7-12% of validation faces, under a 2-pixel zoom on 12-16%. Augmentation alone does not
 fix that: it spreads the training faces over many framings but never asks the net for the
 SAME answer on two framings of one face. Here every batch carries each face twice, as trained
 and as a second, engine-like view of it (zoom +-20%, a few pixels of shift, a little turn, a

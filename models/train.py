@@ -10,6 +10,8 @@ clean inference graph that export converts. Distillation (`--teacher`) mixes the
 probabilities on the *augmented* batch into the targets (KD at temperature 1), which
 needs no custom training step and works with plain `fit`; `--teacher-pool P` labels P fixed
 augmented copies once instead, for a teacher much slower than its student (models.distill).
+`--consistency W` (models.consistency) pairs each face with an engine-like view of it in the same
+batch and adds W x the disagreement of the two answers to the loss, still with plain `fit`.
 """
 from __future__ import annotations
 

@@ -220,6 +220,27 @@ def test_shipped_model_astronaut_is_happy():
     assert face.emotion == "happy", face.probs
 
 
+ZOO_MODELS = sorted(p.name for p in DEFAULT_MODEL.parent.iterdir() if (p / "labels.json").is_file())
+
+
+@pytest.mark.parametrize("backend", ["tflite", "onnx"])
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_every_shipped_model_reads_the_astronaut_as_happy(name, backend):
+    """NEEDS THE SHIPPED MODELS: every folder under models/zoo is a complete, consistent ship (its
+    sidecar names the Keras file it was exported from) whose int8 files read the smiling astronaut as
+    `happy` through the engine: a half-copied or mislabelled model fails here, not on a user's camera."""
+    from models.contract import sha256_file
+
+    zoo = DEFAULT_MODEL.parent / name
+    spec = ModelSpec.load(zoo)
+    assert spec.labels == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert spec.source_sha256 == sha256_file(zoo / "emotion.keras")
+    opts = EngineOptions(classifier=ClassifierOptions(model=str(zoo), backend=backend), detector=DetectorOptions(video=False))
+    with EmotionRecognizer.create(opts) as r:
+        result = r.process(astronaut())
+    assert [f.emotion for f in result.faces] == ["happy"], [f.probs for f in result.faces]
+
+
 # --------------------------------------------------------------------------- tracking and hysteresis
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
