@@ -14,7 +14,7 @@ Caveat, measured: these nets learn their training faces by heart (93.5% right on
 probability 0.88), and distillation labels exactly those faces, so the students distilled from the
 first teacher were more accurate on FER2013's crops but less steady through the engine, and were not
 shipped (benchmarks/results/README.md, session 8). A teacher should label faces it did not train on
-(k-fold) or give softer targets; neither is built yet.
+(k-fold, not built yet); softer targets (`onnx --temperature`) were tried once and were not enough alone.
 
 Three steps, each a sub-command of `python -m models.gpu_teacher` (run from the repo root; it
 needs numpy and opencv, and torch for `train` and `onnx`):
