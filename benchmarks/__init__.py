@@ -23,43 +23,25 @@ SHARED = REPO.parent / "shared"
 VERSION_PACKAGES = ("numpy", "opencv", "mediapipe", "ai-edge-litert", "tflite-runtime", "onnxruntime")
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (or platform's best guess elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if ":" in line:
-            k, v = line.split(":", 1)
-            fields.setdefault(k.strip(), v.strip())
-    for key in ("model name", "Model", "Hardware", "cpu model"):
-        if fields.get(key):
-            return fields[key]
-    if fields.get("CPU part"):  # aarch64 without a name: give the part number
-        return f"{platform.machine()} CPU implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
-    return platform.processor() or platform.machine()
-
-
 def cpu_flags() -> list[str]:
-    """The SIMD features that decide which precision is fastest (DESIGN.md: check before choosing)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return []
-    wanted = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16",
+    """The SIMD features that decide which precision is fastest, from engine.cpu's one parser."""
+    from engine.cpu import cpu_info
+
+    wanted = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8",
               "asimd", "asimddp", "atomics", "fphp", "asimdhp", "i8mm", "bf16"}
-    found: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            found |= wanted & set(line.split(":", 1)[1].split())
-    return sorted(found)
+    return sorted(wanted & set(cpu_info()["features"]))
 
 
 def machine_info() -> dict:
+    """The machine a result was measured on. `isa_class` (engine.cpu.ISA_CLASSES) is what a
+    reader compares: milliseconds only carry between machines of the same class."""
+    from engine.cpu import cpu_record
+
+    rec = cpu_record()
     info = {
-        "cpu": cpu_model(),
+        "cpu": rec["model"],
+        "isa_class": rec["isa_class"],
+        **({"emulated": rec["emulated"]} if rec["emulated"] else {}),
         "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "arch": platform.machine(),

@@ -832,7 +832,7 @@ def format_text(report: dict) -> str:
 def format_markdown(report: dict) -> str:
     m = report["machine"]
     out = [f"# End-to-end pipeline benchmark ({report['date']})", "",
-           f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['cpu_flags']) or 'no SIMD flags read'}), "
+           f"Machine: {m['cpu']} (CPU class **{m.get('isa_class', '?')}**), {m['cores']} cores ({', '.join(m['cpu_flags']) or 'no SIMD flags read'}), "
            f"{m['os']}, Python {m['python']}" + (f", 1-min load {m['load_avg_1m_at_start']} at start" if "load_avg_1m_at_start" in m else "") + ".",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
            f"Settings: warm-up {report['settings']['warmup']} frames excluded, loop {report['settings']['loop']}, "

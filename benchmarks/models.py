@@ -207,7 +207,7 @@ def format_markdown(report: dict) -> str:
     m = report["machine"]
     headers, rows = table(report)
     out = [f"# Model benchmark ({report['date']})", "",
-           f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['cpu_flags']) or 'no SIMD flags read'}), {m['os']}, "
+           f"Machine: {m['cpu']} (CPU class **{m.get('isa_class', '?')}**), {m['cores']} cores ({', '.join(m['cpu_flags']) or 'no SIMD flags read'}), {m['os']}, "
            f"Python {m['python']}" + (f", 1-min load {m['load_avg_1m_at_start']} at start" if "load_avg_1m_at_start" in m else "") + ".",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
            f"Timing: engine.classifier predict, best of {report['settings']['repeats']} repeats of >= "

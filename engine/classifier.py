@@ -58,7 +58,10 @@ def resolve_model(opts: ClassifierOptions) -> Path:
         candidate = path / artifact_name(opts.backend, opts.precision)
         if not candidate.is_file():
             have = sorted(p.name for p in path.iterdir() if p.suffix in SUFFIX.values())
-            raise UserError(f"{path} has no {candidate.name} for --backend {opts.backend} (it has: {', '.join(have) or 'no models'})")
+            hint = ""
+            if path.resolve().parent == ZOO.resolve() and opts.precision == "fp32" or opts.backend == "keras":
+                hint = "; the pip package carries int8/fp16 files only: float32 and .keras files are in a checkout of the repository"
+            raise UserError(f"{path} has no {candidate.name} for --backend {opts.backend} (it has: {', '.join(have) or 'no models'}){hint}")
         return candidate
     if path.suffix != SUFFIX[opts.backend]:
         raise UserError(f"{path.name} is not a {SUFFIX[opts.backend]} file, which --backend {opts.backend} needs")

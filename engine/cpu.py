@@ -102,6 +102,71 @@ def cpu_info(path: str = CPUINFO) -> dict:
     return info
 
 
+#: The CPU classes speed and int8 behaviour differ by, fastest int8 first within each family.
+#: (class, what a user would call it, why it matters) -- the one table benchmarks, docs and checks use.
+ISA_CLASSES = (
+    ("amx", "x86 with AMX (Sapphire Rapids and later Xeons)", "int8/bf16 tile matrix units: int8 ~10x the AVX2 rate"),
+    ("avx512-vnni", "x86 with AVX-512 VNNI (Ice Lake/Cascade Lake Xeons, AMD Zen 4+)", "int8 dot products: int8 faster than float"),
+    ("avx512", "x86 with AVX-512, no VNNI (Skylake-SP)", "wide float; int8 u8s8 can saturate in ONNX Runtime"),
+    ("avx2", "x86 with AVX2 + FMA (most laptops, small servers)", "int8 no faster than float; int8 u8s8 can saturate"),
+    ("x86", "older x86 (SSE only)", "slow everywhere"),
+    ("arm-dotprod", "ARMv8.2+ with dot product (Raspberry Pi 5, Cortex-A76)", "XNNPACK int8 uses SDOT/UDOT"),
+    ("arm", "ARMv8.0 (Raspberry Pi 4, Cortex-A72)", "no int8 dot product: int8 saves memory, not much time"),
+)
+
+
+def _runtime_features() -> set[str]:
+    """The instruction sets this process can actually use, as numpy's dispatcher found them.
+
+    numpy reads CPUID (x86) or the kernel's hwcaps (ARM) itself, so this is right under
+    emulation too (`qemu-x86_64 -cpu Haswell` reports AVX2 only, while /proc/cpuinfo still
+    shows the host's flags). Empty when numpy does not expose its table.
+    """
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as feats  # numpy < 2
+        except ImportError:
+            return set()
+    return {k for k, v in feats.items() if v}
+
+
+def isa_class(info: dict | None = None, features: set[str] | None = None) -> str:
+    """The CPU class (a key of ISA_CLASSES) that decides speed and int8 behaviour here."""
+    info = cpu_info() if info is None else info
+    feats = _runtime_features() if features is None else features
+    flags = set(info.get("features") or [])
+    if _is_arm64(info.get("machine", "")):
+        return "arm-dotprod" if ("ASIMDDP" in feats or "asimddp" in flags) else "arm"
+    if feats:
+        avx512 = "AVX512F" in feats
+        vnni = "AVX512VNNI" in feats
+        avx2 = "AVX2" in feats
+    else:  # no numpy table: trust /proc/cpuinfo
+        avx512, vnni, avx2 = "avx512f" in flags, "avx512_vnni" in flags, "avx2" in flags
+    if avx512 and "amx_int8" in flags:
+        return "amx"
+    if vnni:
+        return "avx512-vnni"
+    if avx512:
+        return "avx512"
+    return "avx2" if avx2 else "x86"
+
+
+def cpu_record() -> dict:
+    """What every benchmark and check result records about the machine it ran on."""
+    info = cpu_info()
+    return {
+        "model": info.get("model_name") or info.get("core") or platform.processor() or "unknown",
+        "isa_class": isa_class(info),
+        "machine": info.get("machine", ""),
+        "cpus": info.get("cpus") or os.cpu_count() or 0,
+        "board": info.get("board", ""),
+        "emulated": os.environ.get("EMOTION_EMULATED_CPU", ""),
+    }
+
+
 def mediapipe_safe(info: dict | None = None) -> tuple[bool, str]:
     """(True, "") when importing mediapipe cannot kill this process; (False, reason) otherwise.
 
@@ -152,6 +217,7 @@ if __name__ == "__main__":  # python -m engine.cpu: what would the engine pick h
     except ValueError as _exc:
         _choice = f"error: {_exc}"
     print(f"machine:   {_info['machine']}  {_info['model_name'] or _info['core']}  {_info['board']}".rstrip())
+    print(f"cpu class: {isa_class(_info)}")
     if _is_arm64(_info["machine"]):
         print(f"atomics:   {'yes' if 'atomics' in _info['features'] else 'no'} (ARMv8.1 LSE, in /proc/cpuinfo Features)")
     print(f"mediapipe: {'safe to import' if _safe else 'NOT safe: ' + _reason}")

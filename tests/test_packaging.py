@@ -1,0 +1,45 @@
+"""What `pip install emotion-engine[tflite]` copies onto a Pi: what the engine runs, nothing a Pi never loads."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel_files(tmp_path_factory) -> dict[str, int]:
+    out = tmp_path_factory.mktemp("wheel")
+    build = tmp_path_factory.mktemp("build")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=build,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (whl,) = out.glob("emotion_engine-*.whl")
+    with zipfile.ZipFile(whl) as z:
+        return {i.filename: i.file_size for i in z.infolist()}
+
+
+def test_wheel_carries_what_the_engine_runs_by_default(wheel_files):
+    zoo = sorted(p.name for p in (REPO / "models" / "zoo").iterdir() if (p / "labels.json").is_file())
+    assert zoo
+    for name in zoo:
+        for f in ("labels.json", "emotion_int8.tflite", "emotion_fp16.tflite", "emotion_int8.onnx"):
+            assert f"models/zoo/{name}/{f}" in wheel_files, f"{name}/{f} missing from the wheel"
+    assert "models/detector/face_detection_short_range.tflite" in wheel_files
+    assert "models/detector/face_detection_full_range_sparse.tflite" in wheel_files
+    assert any(f.startswith("engine/sounds/") and f.endswith(".wav") for f in wheel_files)
+    assert "engine/run.py" in wheel_files
+
+
+def test_wheel_leaves_training_artefacts_in_the_repository(wheel_files):
+    heavy = [f for f in wheel_files if f.endswith((".keras", "_fp32.tflite", "_fp32.onnx", ".png"))]
+    assert heavy == []
+    zoo_bytes = sum(size for f, size in wheel_files.items() if f.startswith("models/zoo/"))
+    repo_zoo_bytes = sum(p.stat().st_size for p in (REPO / "models" / "zoo").rglob("*") if p.is_file())
+    assert zoo_bytes < repo_zoo_bytes / 2, (zoo_bytes, repo_zoo_bytes)
