@@ -73,10 +73,12 @@ def zoo_models(names: str | None) -> list[Path]:
     dirs = sorted(p for p in ZOO.iterdir() if (p / "labels.json").is_file())
     if names:
         wanted = [n.strip() for n in names.split(",") if n.strip()]
-        unknown = [n for n in wanted if not (ZOO / n / "labels.json").is_file()]
+        found = [ZOO / n if (ZOO / n / "labels.json").is_file() else Path(n) for n in wanted]
+        unknown = [n for n, d in zip(wanted, found) if not (d / "labels.json").is_file()]
         if unknown:
-            raise UserError(f"--models: no shipped model {', '.join(unknown)} (have: {', '.join(p.name for p in dirs)})")
-        dirs = [ZOO / n for n in wanted]
+            raise UserError(f"--models: {', '.join(unknown)} is neither a shipped model ({', '.join(p.name for p in dirs)}) "
+                            "nor an export folder with labels.json")
+        dirs = found
     return dirs
 
 
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(SHARED / "data" / "fer2013"), help="FER2013 folder with validation/<class>/ (default ../shared/data/fer2013)")
     p.add_argument("--faces", type=int, default=400, help="validation faces to run (random, fixed seed; default 400)")
-    p.add_argument("--models", default=None, help="comma list of shipped models (default: every model in models/zoo)")
+    p.add_argument("--models", default=None, help="comma list of shipped model names or export folders (default: every model in models/zoo)")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest accuracy drop allowed, in points (default 1)")
     p.add_argument("--min-agreement", type=float, default=0.98, help="smallest label agreement with float allowed (default 0.98)")
     p.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. benchmarks/results/int8_check_avx2)")
