@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="an export directory (or one model file) [models/zoo/emonet_n]")
     p.add_argument("--detector", default="short", help=f"comma list of {', '.join(DETECTORS)} [short]")
     p.add_argument("--tiles", action="store_true", help="add tiles to every --detector entry (small faces)")
-    p.add_argument("--detect-every", default="1", help="comma list: run the detector on every Nth frame, boxes kept between [1]")
+    p.add_argument("--detect-every", default="2", help="comma list: run the detector on every Nth frame (or when the picture moved), "
+                                                       "boxes kept between; engine.run's default [2]")
     p.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert [auto]")
     p.add_argument("--sink", default="video", choices=SINKS,
                    help="video: draw the overlay and write an mp4 + JSONL events (engine.run --output X.mp4 --jsonl Y); "
@@ -221,8 +222,7 @@ def engine_argv(run: dict, args, out_dir: str | None = None) -> list[str]:
             "--detector-impl", args.detector_impl, "--no-display"]
     if run["tiles"]:
         argv.append("--tiles")
-    if run.get("every", 1) > 1:
-        argv += ["--detect-every", str(run["every"])]
+    argv += ["--detect-every", str(run.get("every", 1))]
     if args.loop > 1:
         argv += ["--loop", str(args.loop)]
     if _max_frames(args, run["source"]):

@@ -53,8 +53,6 @@ class EmotionRecognizer:
         self.classifier = classifier
         self.labels = classifier.labels
         self.tracker = FaceTracker(self.labels, options.tracker, options.on_emotion_change)
-        self._frames = 0
-        self._last_dets: list[Detection] = []
 
     @classmethod
     def create(cls, options: EngineOptions | None = None) -> "EmotionRecognizer":
@@ -70,15 +68,9 @@ class EmotionRecognizer:
 
     # --- stages (the pipeline threads call these) ---
     def detect(self, frame: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
-        """Faces of this frame; with `detector.every = N` only every Nth stream frame runs the
-        detector and the frames between reuse its boxes (stills always run it)."""
-        every = self.options.detector.every if self.options.detector.video else 1
-        if every > 1 and self._frames % every:
-            self._frames += 1
-            return list(self._last_dets)
-        self._frames += 1
-        self._last_dets = self.detector.detect(frame, timestamp_ms)
-        return self._last_dets
+        """Faces of this frame. With `detector.every = N` on a stream the detector is wrapped in
+        `engine.detect.EveryNDetector` (every Nth frame, or at once when the picture moved)."""
+        return self.detector.detect(frame, timestamp_ms)
 
     def classify(self, frame: np.ndarray, dets: list[Detection]) -> np.ndarray:
         """Crop every face (each in `crop.views` framings) and classify them all in ONE batched call."""
