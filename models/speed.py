@@ -23,11 +23,9 @@ JIT_CHOICES = ("auto", "on", "off")
 
 def cpu_has_bf16() -> bool:
     """Hardware bf16 (AVX512-BF16 or AMX); without it Keras emulates bf16, ~8x slower."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
+    from engine.cpu import cpu_info
+
+    flags = set(cpu_info()["features"])
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
