@@ -52,15 +52,18 @@ class Outputs:
         self.jsonl: JsonlSink | None = None
         self.window: WindowSink | None = None
         self.cues = None
+        self.live = None  # engine.serve.LiveServer (--serve): owned, started and closed by the caller
         self.first_out: float | None = None  # perf_counter() when the first frame came out
         self.interrupted = False  # set by the caller: an interrupted run does not wait for sound
         self._last_t = 0.0
 
     @classmethod
     def open(cls, args: argparse.Namespace, source: Source, stills: bool, labels: Sequence[str],
-             display: bool, log: Callable[[str], None]) -> "Outputs":
-        """Sinks from `engine.run`'s arguments (--output, --jsonl, --sound*, display)."""
+             display: bool, log: Callable[[str], None], live=None) -> "Outputs":
+        """Sinks from `engine.run`'s arguments (--output, --jsonl, --sound*, display); `live`, a started
+        `engine.serve.LiveServer`, also gets every frame and its JSONL record (--serve)."""
         self = cls(source, stills, log)
+        self.live = live
         try:
             if getattr(args, "sound", False) or getattr(args, "sound_out", None):
                 from engine.sound import SoundCues, SoundOptions
@@ -120,6 +123,8 @@ class Outputs:
                 self.log(f"sound cue: {cue['emotion']} ({cue['clip']}) at {pkt.t:.2f}s")
         if self.jsonl is not None:
             self.jsonl.write(event)
+        if self.live is not None:  # references only: it encodes on its own thread, and only for viewers
+            self.live.write(pkt.image if image is None else image, pkt.faces, pkt.ms, event, annotated=image is not None)
         if self.stills:
             summary = ", ".join(f"#{f.id} {f.emotion} {f.confidence * 100:.0f}%" for f in pkt.faces) or "no face found"
             print(f"{pkt.name}: {summary}", flush=True)
@@ -127,6 +132,8 @@ class Outputs:
 
     def idle(self, image: np.ndarray) -> bool:
         """Camera lost: the window keeps showing the reconnect status and stays responsive."""
+        if self.live is not None:
+            self.live.idle(image)
         if self.window is None:
             return False
         self.window.write(image)

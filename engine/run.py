@@ -5,6 +5,7 @@ Examples:
   python -m engine.run --source sample --no-display     # a packaged photo (Grace Hopper), no camera needed
   python -m engine.run --source clip.mp4 --output out.mp4 --jsonl events.jsonl --no-display
   python -m engine.run --source picam --width 640 --height 480      # Raspberry Pi camera
+  python -m engine.run --source 0 --no-display --serve 0.0.0.0:8080 --serve-token SECRET   # watch from a browser
 """
 from __future__ import annotations
 
@@ -93,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--bars", action="store_true", help="draw a probability bar chart next to each face")
     o.add_argument("--quiet", action="store_true", help="no progress lines")
 
+    w = p.add_argument_group("live view (a browser page served by this process)")
+    w.add_argument("--serve", metavar="[HOST:]PORT", type=_serve_address,
+                   help="serve the annotated video, the per-face emotions and the JSONL events over HTTP at http://HOST:PORT/ "
+                        "(HOST defaults to 127.0.0.1, this machine only; 0.0.0.0 for the whole network; port 0 picks a free one)")
+    w.add_argument("--serve-token", metavar="TOKEN", help="require this token on every request (?token=TOKEN or "
+                   "'Authorization: Bearer TOKEN'); use it whenever HOST is not 127.0.0.1")
+    w.add_argument("--serve-max-clients", type=positive_int, default=4, metavar="N",
+                   help="video streams (and, separately, event streams) served at once; more get 503 [4]")
+
     s = p.add_argument_group("sound cues")
     s.add_argument("--sound", action="store_true", help="play a voice clip matching a face's (stable) emotion")
     s.add_argument("--sound-dir", help="folder with <emotion>/*.wav clips [the shipped set]")
@@ -101,6 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sound-cooldown", type=nonneg_float, default=4.0, help="minimum seconds between cues [4.0]")
     s.add_argument("--sound-player", default="auto", help="auto, sounddevice, paplay, aplay, afplay or none [auto]")
     return p
+
+
+def _serve_address(text: str) -> tuple[str, int]:
+    from engine.serve import parse_address  # light: the standard library's http.server
+
+    return parse_address(text)
+
+
+def serve_options_from_args(args: argparse.Namespace):
+    """`engine.serve.ServeOptions` from --serve/--serve-token/--serve-max-clients; None without --serve."""
+    if args.serve is None:
+        if args.serve_token is not None:
+            raise UserError("--serve-token needs --serve [HOST:]PORT")
+        return None
+    from engine.serve import ServeOptions
+
+    if args.serve_token is not None and not args.serve_token.strip():
+        raise UserError("--serve-token must not be empty")
+    host, port = args.serve
+    return ServeOptions(host=host, port=port, token=args.serve_token, max_clients=args.serve_max_clients, bars=args.bars)
 
 
 #: Framings averaged per face on photos (CropOptions.views): a photo has no next frame to smooth over,
@@ -123,12 +153,13 @@ def options_from_args(args: argparse.Namespace, stills: bool) -> EngineOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    serve = serve_options_from_args(args)
     t_launch = _T_START
     source = open_source(SourceOptions(args.source, args.width, args.height, args.fps, args.loop))
     stills = isinstance(source, ImageSource)
     closers = [source.close]
     try:
-        return _run(args, source, stills, closers, t_launch)
+        return _run(args, source, stills, closers, t_launch, serve)
     finally:
         for close in reversed(closers):
             try:
@@ -137,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"warning: while closing: {exc}", file=sys.stderr)
 
 
-def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
+def _run(args, source, stills: bool, closers: list, t_launch: float, serve=None) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     display = not args.no_display
     if display and not display_available():
@@ -145,19 +176,29 @@ def _run(args, source, stills: bool, closers: list, t_launch: float) -> int:
         display = False
 
     opts = options_from_args(args, stills)
+    live = None
+    if serve is not None:  # bound before the models load: a busy port is one sentence, at once
+        from engine.serve import LiveServer
+
+        live = LiveServer.start(serve)
+        closers.append(live.close)
+        live.describe(source=source.name, live=source.live)
     # The models load before any output file is opened: a model that fails to load (missing, corrupt,
     # wrong shape) leaves an earlier run's --jsonl/--output untouched instead of truncating it.
     rec = EmotionRecognizer.create(opts)
     closers.append(rec.close)
-    outputs = Outputs.open(args, source, stills, rec.labels, display, log)
+    outputs = Outputs.open(args, source, stills, rec.labels, display, log, live=live)
     closers.append(outputs.close)
     log(f"emotion-engine: source {source.name} ({'live' if source.live else 'file'}), "
         f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {getattr(rec.detector, 'impl', '?')}"
         f" ({args.detector}{' + tiles' if args.tiles else ''}), labels {', '.join(rec.labels)}")
 
+    if live is not None:
+        live.describe(model=Path(rec.classifier.path).name, backend=rec.classifier.backend, labels=list(rec.labels),
+                      detector=f"{getattr(rec.detector, 'impl', '?')} ({args.detector}{' + tiles' if args.tiles else ''})")
     pipe = Pipeline(rec, source, PipelineOptions(max_frames=args.max_frames, bars=args.bars, overlay=outputs.want_pixels,
                                                  quiet=args.quiet), on_frame=outputs.handle, log=log,
-                    on_idle=outputs.idle if outputs.window is not None else None)
+                    on_idle=outputs.idle if outputs.window is not None or live is not None else None)
     previous = signal.signal(signal.SIGTERM, lambda *_: pipe.stop("SIGTERM"))
     try:
         stats = pipe.run()

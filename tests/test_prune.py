@@ -1,0 +1,54 @@
+"""models.prune: a narrower net started from a wider one's strongest channels, and the fast model's recipe."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_prune_keeps_the_strongest_channels_and_their_inputs():
+    from models.archs import ARCHS, EMONET_N_SLIM_WIDTHS, count_macs
+    from models.prune import channel_importance, prune_into
+
+    src = ARCHS["emonet_n"](7)
+    rng = np.random.default_rng(0)
+    src.set_weights([rng.normal(size=w.shape).astype("float32") if w.ndim else w for w in src.get_weights()])
+    dst = ARCHS["emonet_n_slim"](7)
+    kept = prune_into(src, dst)
+    assert [n for n, _ in kept.values()] == list(EMONET_N_SLIM_WIDTHS)
+    assert count_macs(dst) < 0.45 * count_macs(src)
+
+    # s1c0: the kept output channels are the top-ranked ones, and s2c0 reads exactly those inputs.
+    s_k = src.get_layer("s1c0_conv").get_weights()[0][:, :, :16, :]  # the stem keeps all 16
+    scores = channel_importance(s_k, src.get_layer("s1c0_bn").get_weights())
+    keep = np.sort(np.argsort(-scores)[:16])
+    np.testing.assert_array_equal(dst.get_layer("s1c0_conv").get_weights()[0], s_k[..., keep])
+    nxt = src.get_layer("s2c0_conv").get_weights()[0][:, :, keep, :]
+    nxt_keep = np.sort(np.argsort(-channel_importance(nxt, src.get_layer("s2c0_bn").get_weights()))[:40])
+    np.testing.assert_array_equal(dst.get_layer("s2c0_conv").get_weights()[0], nxt[..., nxt_keep])
+    np.testing.assert_array_equal(dst.get_layer("s2c0_bn").get_weights()[0], src.get_layer("s2c0_bn").get_weights()[0][nxt_keep])
+    # the classifier head reads the kept channels of the last conv
+    assert dst.get_layer("probs").get_weights()[0].shape == (EMONET_N_SLIM_WIDTHS[-1], 7)
+
+
+def test_prune_refuses_a_wider_target():
+    from models.archs import ARCHS
+    from models.errors import UserError
+    from models.prune import prune_into
+
+    with pytest.raises(UserError, match="wider"):
+        prune_into(ARCHS["emonet_n_slim"](7), ARCHS["emonet_n"](7))
+
+
+def test_prune_cli_bad_input_is_one_line(tmp_path, capsys):
+    from models.prune import main
+    from models.errors import cli_main
+
+    assert cli_main(main, ["--model", str(tmp_path / "missing.keras"), "--arch", "emonet_n_slim", "--out", str(tmp_path / "x.keras")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --model")
