@@ -499,7 +499,9 @@ def test_browser_page_shows_live_video_emotions_and_camera_loss(model, clip, tmp
         driver.get(f"http://127.0.0.1:{eng.port}/")
         wait = WebDriverWait(driver, 30, poll_frequency=0.2)
         wait.until(lambda d: d.execute_script("const v = document.getElementById('video'); return v.complete && v.naturalWidth > 0"))
-        emotions = wait.until(lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#faces .emotion")])
+        # read in one script call: the list is rebuilt 10 times a second, so element handles go stale
+        emotions = wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#faces .emotion')].map(e => e.textContent)"))
         labels = eng.health("")["labels"]
         assert emotions and all(e in labels for e in emotions), emotions
         shot = driver.find_element(By.ID, "video").screenshot_as_png
