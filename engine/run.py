@@ -27,16 +27,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from engine.api import EmotionRecognizer, EngineOptions
-from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions
-from engine.crop import VIEW_OFFSETS, CropOptions
-from engine.detect import DetectorOptions
+from engine.api import EmotionRecognizer
+from engine.cliopts import STILL_VIEWS, add_engine_options, options_from_args  # noqa: F401 (STILL_VIEWS: re-exported)
 from engine.outputs import Outputs
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import display_available
 from engine.sources import ImageSource, SourceOptions, open_source
-from engine.track import TrackerOptions
-from models.cli import Parser, fraction, nonneg_float, positive_int
+from models.cli import Parser, nonneg_float, positive_int
 from models.errors import UserError, cli_main
 
 
@@ -58,34 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--loop", type=positive_int, default=1, help="play a file or folder this many times [1]")
     src.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
 
-    m = p.add_argument_group("model")
-    m.add_argument("--backend", default="tflite", help=f"classifier runtime: {', '.join(BACKENDS)} [tflite]")
-    m.add_argument("--model", default=str(DEFAULT_MODEL),
-                   help="a model file, or an export directory (the --backend/--precision file is picked); shipped: "
-                        "models/zoo/emonet_n (fast), models/zoo/emonet_s (accurate), models/zoo/emonet_s_steady (steadiest "
-                        "labels, 1.4 points less accurate) [the shipped fast model]")
-    m.add_argument("--precision", default="int8", help=f"which export to pick from a directory: {', '.join(PRECISIONS)} [int8]")
-    m.add_argument("--threads", type=positive_int, default=1, help="classifier/detector threads [1]")
-    m.add_argument("--tta", action="store_true",
-                   help="also classify each face's mirror image (same batched call) and average: steadier labels, 2x classifier time")
-
-    d = p.add_argument_group("faces")
-    d.add_argument("--detector", default="short",
-                   help="short (BlazeFace short range: faces within ~2 m), full (full range: small/distant faces), or a .tflite path [short]")
-    d.add_argument("--tiles", action="store_true", help="also search overlapping tiles: finds 25-35 px faces, ~7x detector cost")
-    d.add_argument("--detect-every", type=positive_int, default=1,
-                   help="run the face detector on every Nth frame of a video/camera and keep its boxes in between [1]")
-    d.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert (auto avoids mediapipe where the CPU cannot run it) [auto]")
-    d.add_argument("--min-face-score", type=fraction, default=0.5, help="minimum face-detection confidence [0.5]")
-    d.add_argument("--margin", type=nonneg_float, default=CropOptions.margin, help=f"crop margin around the face box [{CropOptions.margin}]")
-    d.add_argument("--no-align", action="store_true", help="do not rotate faces upright from the eye keypoints")
-    d.add_argument("--views", type=int, choices=sorted(VIEW_OFFSETS), default=None,
-                   help="crops per face at nearby margins/offsets, averaged in the same batched call: steadier labels, "
-                        f"N x classifier time [{STILL_VIEWS} for images; 1 for video and cameras, where the tracker "
-                        "averages over frames]")
-    d.add_argument("--ema", type=fraction, default=TrackerOptions.ema, help=f"smoothing: weight of the newest frame (1 = none) [{TrackerOptions.ema}]")
-    d.add_argument("--hysteresis", type=fraction, default=TrackerOptions.hysteresis,
-                   help=f"how far another emotion must lead before the shown one changes [{TrackerOptions.hysteresis}]")
+    add_engine_options(p)  # model + faces: engine/cliopts.py, shared with engine.batch
 
     o = p.add_argument_group("output")
     o.add_argument("--no-display", action="store_true", help="no window (headless machines, benchmarks)")
@@ -131,24 +101,6 @@ def serve_options_from_args(args: argparse.Namespace):
         raise UserError("--serve-token must not be empty")
     host, port = args.serve
     return ServeOptions(host=host, port=port, token=args.serve_token, max_clients=args.serve_max_clients, bars=args.bars)
-
-
-#: Framings averaged per face on photos (CropOptions.views): a photo has no next frame to smooth over,
-#: and 5 crops of one face cost under a millisecond with the fast model.
-STILL_VIEWS = 5
-
-
-def options_from_args(args: argparse.Namespace, stills: bool) -> EngineOptions:
-    return EngineOptions(
-        classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision, threads=args.threads,
-                                     tta=args.tta),
-        detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl,
-                                 video=not stills, tiles=args.tiles, threads=args.threads,
-                                 every=args.detect_every),
-        crop=CropOptions(margin=args.margin, align=not args.no_align,
-                         views=args.views or (STILL_VIEWS if stills else CropOptions.views)),
-        tracker=TrackerOptions(ema=1.0 if stills else args.ema, hysteresis=args.hysteresis),
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,78 @@
+"""The engine's command-line options, defined once for every command that runs the engine.
+
+`python -m engine.run` (a camera, a clip, photos) and `python -m engine.batch` (video archives)
+both call `add_engine_options(parser)`, so a flag has one name, one default and one help text
+in both, and `options_from_args(args, stills)` turns the parsed flags into the library's
+`EngineOptions` the same way for both.
+"""
+from __future__ import annotations
+
+import argparse
+
+from engine.api import EngineOptions
+from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions
+from engine.crop import VIEW_OFFSETS, CropOptions
+from engine.detect import DetectorOptions
+from engine.track import TrackerOptions
+from models.cli import fraction, nonneg_float, positive_int
+
+#: Framings averaged per face on photos (CropOptions.views): a photo has no next frame to smooth over,
+#: and 5 crops of one face cost under a millisecond with the fast model.
+STILL_VIEWS = 5
+
+#: The flags `add_engine_options` defines (argparse dest names): what a batch's resume check compares.
+ENGINE_DESTS = ("backend", "model", "precision", "threads", "tta", "detector", "tiles", "detect_every",
+                "detector_impl", "min_face_score", "margin", "no_align", "views", "ema", "hysteresis")
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Add the "model" and "faces" argument groups (classifier, detector, crops, smoothing) to `p`."""
+    m = p.add_argument_group("model")
+    m.add_argument("--backend", default="tflite", help=f"classifier runtime: {', '.join(BACKENDS)} [tflite]")
+    m.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="a model file, or an export directory (the --backend/--precision file is picked); shipped: "
+                        "models/zoo/emonet_n (fast), models/zoo/emonet_s (accurate), models/zoo/emonet_s_steady (steadiest "
+                        "labels, 1.4 points less accurate) [the shipped fast model]")
+    m.add_argument("--precision", default="int8", help=f"which export to pick from a directory: {', '.join(PRECISIONS)} [int8]")
+    m.add_argument("--threads", type=positive_int, default=1, help="classifier/detector threads [1]")
+    m.add_argument("--tta", action="store_true",
+                   help="also classify each face's mirror image (same batched call) and average: steadier labels, 2x classifier time")
+
+    d = p.add_argument_group("faces")
+    d.add_argument("--detector", default="short",
+                   help="short (BlazeFace short range: faces within ~2 m), full (full range: small/distant faces), or a .tflite path [short]")
+    d.add_argument("--tiles", action="store_true", help="also search overlapping tiles: finds 25-35 px faces, ~7x detector cost")
+    d.add_argument("--detect-every", type=positive_int, default=2,
+                   help="run the face detector on every Nth frame of a video/camera, or at once when the picture moved, "
+                        "and keep its boxes in between (1 = every frame) [2]")
+    d.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert: the same BlazeFace model either way (boxes within IoU 0.9); auto = "
+                        "litert wherever a TFLite runtime is installed (faster, no mediapipe import), else mediapipe [auto]")
+    d.add_argument("--min-face-score", type=fraction, default=0.5, help="minimum face-detection confidence [0.5]")
+    d.add_argument("--margin", type=nonneg_float, default=CropOptions.margin, help=f"crop margin around the face box [{CropOptions.margin}]")
+    d.add_argument("--no-align", action="store_true", help="do not rotate faces upright from the eye keypoints")
+    d.add_argument("--views", type=int, choices=sorted(VIEW_OFFSETS), default=None,
+                   help="crops per face at nearby margins/offsets, averaged in the same batched call: steadier labels, "
+                        f"N x classifier time [{STILL_VIEWS} for images; 1 for video and cameras, where the tracker "
+                        "averages over frames]")
+    d.add_argument("--ema", type=fraction, default=TrackerOptions.ema, help=f"smoothing: weight of the newest frame (1 = none) [{TrackerOptions.ema}]")
+    d.add_argument("--hysteresis", type=fraction, default=TrackerOptions.hysteresis,
+                   help=f"how far another emotion must lead before the shown one changes [{TrackerOptions.hysteresis}]")
+
+
+def options_from_args(args: argparse.Namespace, stills: bool) -> EngineOptions:
+    """`EngineOptions` from the flags `add_engine_options` defined; `stills`: photos, not a stream."""
+    return EngineOptions(
+        classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision, threads=args.threads,
+                                     tta=args.tta),
+        detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl,
+                                 video=not stills, tiles=args.tiles, threads=args.threads,
+                                 every=args.detect_every),
+        crop=CropOptions(margin=args.margin, align=not args.no_align,
+                         views=args.views or (STILL_VIEWS if stills else CropOptions.views)),
+        tracker=TrackerOptions(ema=1.0 if stills else args.ema, hysteresis=args.hysteresis),
+    )
+
+
+def engine_args(args: argparse.Namespace) -> dict:
+    """The engine flags of a parsed command line as a plain dict (JSON-able; `argparse.Namespace(**d)` round-trips)."""
+    return {k: getattr(args, k) for k in ENGINE_DESTS}
