@@ -1,0 +1,247 @@
+"""One input of a batch -> its outputs: `<name>.jsonl`, `<name>.csv`, `<name>.png` and `<name>.meta.json`.
+
+A `BatchWorker` loads the models once (the classifier, and a face detector per kind of input:
+stream for videos, still for photos) and then runs any number of inputs, each through the same
+`engine.pipeline.Pipeline` that `python -m engine.run` uses, with fresh per-input state (tracker,
+detect-every-N memory): an input's result does not depend on which worker ran it or after what.
+Frames stream from the decoder through bounded queues; what is kept per input is bounded (the
+timeline's bins, per-face counters), so a 2-hour video costs no more memory than a clip.
+
+Every file is written under a temporary name and renamed when complete; `<name>.meta.json`
+(the options, the input's size and mtime, the summary row) is renamed last, so its presence with
+matching options is what "done" means on a re-run (`is_done`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import cv2
+
+from engine.api import EmotionRecognizer
+from engine.cliopts import options_from_args
+from engine.classifier import create_classifier
+from engine.detect import EveryNDetector, create_detector
+from engine.outputs import frame_event
+from engine.pipeline import Pipeline, PipelineError, PipelineOptions
+from engine.sinks import JsonlSink
+from engine.sources import SourceOptions, VideoCaptureSource, open_source
+from engine.timeline import Timeline
+from models.errors import UserError
+from models.logs import quiet
+
+META_VERSION = 1
+OUTPUTS = ("jsonl", "csv", "png")
+PROGRESS_EVERY_S = 0.5
+TIMING = ("fps", "seconds", "worker", "rss_mb", "rss_now_mb", "reused")  # run-dependent summary columns
+
+
+def out_paths(out: str | Path, name: str) -> dict[str, Path]:
+    base = Path(out) / name
+    return {ext: base.with_name(f"{base.name}.{ext}") for ext in (*OUTPUTS, "meta.json")}
+
+
+def _stat(path: str) -> list:
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return []
+
+
+def options_key(engine_args: dict) -> str:
+    """What makes two runs' outputs the same: the engine flags and the model files' sizes and times."""
+    model = Path(engine_args["model"]).expanduser().resolve()
+    files = sorted(model.iterdir()) if model.is_dir() else [model]
+    ident = {"args": {**engine_args, "model": str(model), "threads": None},  # threads change speed, not answers
+             "model_files": [[p.name, *_stat(str(p))] for p in files if p.is_file()]}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_done(job: dict, out: str | Path, key: str) -> dict | None:
+    """The summary row of an earlier complete run of `job` with the same options and input, else None."""
+    paths = out_paths(out, job["name"])
+    try:
+        meta = json.loads(paths["meta.json"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("version") != META_VERSION or meta.get("options") != key or meta.get("input") != [job["src"], *_stat(job["src"])]:
+        return None
+    sizes = meta.get("sizes", {})
+    if any(not paths[ext].is_file() or paths[ext].stat().st_size != sizes.get(ext) for ext in OUTPUTS):
+        return None
+    return meta.get("row")
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def _rss_now_mb() -> float | None:
+    """Resident memory of this process now (MB; Linux), to see that it stays flat over a batch."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return round(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def empty_row(job: dict, status: str, error: str, worker: str = "") -> dict:
+    """The summary row of an input that produced nothing (failed before any frame, or never started)."""
+    return {"input": job["label"], "path": job["src"], "kind": job["kind"], "status": status, "error": error,
+            "duration_s": 0.0, "frames": 0, "faces": 0, "tracked_faces": 0,
+            "fps": 0.0, "seconds": 0.0, "worker": worker, "rss_mb": 0.0, "rss_now_mb": 0.0, "reused": False}
+
+
+class BatchWorker:
+    """Models loaded once; `run(job, out)` per input. `worker` names this process in the summary."""
+
+    def __init__(self, engine_args: dict, worker: str = ""):
+        self.args = argparse.Namespace(**engine_args)
+        self.key = options_key(engine_args)
+        self.worker = worker or f"pid{os.getpid()}"
+        self.options = {stills: options_from_args(self.args, stills) for stills in (False, True)}
+        with quiet():  # LiteRT/MediaPipe print INFO lines from C++ while loading
+            self.classifier = create_classifier(self.options[False].classifier)
+        self.labels = list(self.classifier.labels)
+        self._detectors: dict[bool, object] = {}
+        self._detector(False)  # a bad --detector is one error before any input, not one per input
+
+    def _detector(self, stills: bool):
+        """The shared base detector for this kind of input; the every-N wrapper is per input (it has memory)."""
+        if stills not in self._detectors:
+            with quiet():
+                self._detectors[stills] = create_detector(replace(self.options[stills].detector, every=1))
+        return self._detectors[stills]
+
+    def recognizer(self, stills: bool) -> EmotionRecognizer:
+        opts = self.options[stills]
+        det = self._detector(stills)
+        if opts.detector.every > 1 and opts.detector.video:  # as engine.detect.create_detector wraps it
+            det = EveryNDetector(det, opts.detector.every)
+        return EmotionRecognizer(opts, det, self.classifier)
+
+    def close(self) -> None:
+        with quiet():
+            for det in self._detectors.values():
+                det.close()
+            self.classifier.close()
+
+    # ------------------------------------------------------------------ one input
+    def run(self, job: dict, out: str | Path, progress: Callable[[int, int], None] | None = None) -> dict:
+        """Process one input; never raises for a bad input: the row says status "failed" and why."""
+        t0 = time.perf_counter()
+        row = {k: v for k, v in empty_row(job, "failed", "").items() if k not in TIMING}
+        paths = out_paths(out, job["name"])
+        tmp = {ext: p.with_name(f".{p.name}.{os.getpid()}.tmp") for ext, p in paths.items()}
+        try:
+            paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
+            for stale in paths["jsonl"].parent.glob(f".{glob.escape(Path(job['name']).name)}.*.tmp"):
+                stale.unlink(missing_ok=True)  # a killed worker's half files
+            paths["meta.json"].unlink(missing_ok=True)  # from here on, this input is not done
+            row.update(self._process(job, tmp, progress))
+            for ext in OUTPUTS:
+                os.replace(tmp[ext], paths[ext])
+            row["status"] = "ok"
+            self._timing(row, t0)
+            meta = {"version": META_VERSION, "options": self.key, "input": [job["src"], *_stat(job["src"])],
+                    "sizes": {ext: paths[ext].stat().st_size for ext in OUTPUTS}, "row": row}
+            tmp["meta.json"].write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            os.replace(tmp["meta.json"], paths["meta.json"])  # last: "done" from now on
+        except (UserError, PipelineError) as exc:
+            row.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except OSError as exc:
+            row.update(status="failed", error=f"cannot write its outputs: {exc.strerror or exc} ({exc.filename or ''})")
+        except Exception as exc:  # a decoder or runtime failure on one input must not end the batch
+            row.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+        finally:
+            for p in tmp.values():
+                p.unlink(missing_ok=True)
+        if row["status"] != "ok":
+            self._timing(row, t0)
+        return row
+
+    def _timing(self, row: dict, t0: float) -> None:
+        seconds = time.perf_counter() - t0
+        row.update(fps=round(row["frames"] / seconds, 1) if seconds > 0 else 0.0, seconds=round(seconds, 3),
+                   worker=self.worker, rss_mb=_rss_mb(), rss_now_mb=_rss_now_mb(), reused=False)
+
+    def _open(self, job: dict):
+        """(source, frame count its header announces or 0); one sentence when it cannot be read."""
+        src = job["src"]
+        if job["kind"] == "missing":
+            raise UserError(f"{src} does not exist")
+        if "://" not in src and os.path.getsize(src) == 0:
+            raise UserError("empty file (0 bytes)")
+        caps = []
+
+        def opener(target):  # engine.sources' own hook: keeps the capture to ask its frame count
+            caps.append(cv2.VideoCapture(str(target)))
+            return caps[-1]
+
+        if "://" in src:  # a file on a web server: every frame, not a live stream's newest
+            source = VideoCaptureSource(src, False, SourceOptions(src), opener, name=job["label"])
+        else:
+            source = open_source(SourceOptions(src), opener)
+        announced = int(caps[0].get(cv2.CAP_PROP_FRAME_COUNT) or 0) if caps else 0
+        return source, max(0, announced)
+
+    def _process(self, job: dict, tmp: dict[str, Path], progress) -> dict:
+        source, announced = self._open(job)
+        stills = job["kind"] == "image"
+        rec = self.recognizer(stills)
+        labels = self.labels
+        timeline = Timeline(labels, 1.0 / (source.fps or 25.0))
+        counts = {"frames": 0, "faces": 0}
+        shown = dict.fromkeys(labels, 0)
+        last = [time.monotonic()]
+        jsonl = JsonlSink(tmp["jsonl"])
+        with open(tmp["csv"], "w", newline="", encoding="utf-8") as fh:
+            table = csv.writer(fh)
+            table.writerow(["frame", "t", "face_id", "x", "y", "w", "h", "score", "emotion", "confidence", *labels])
+
+            def on_frame(pkt, _image) -> None:
+                # as engine.outputs.Outputs.handle times a frame (no picture is written here)
+                pkt.ms["sink"] = 0.0
+                pkt.ms["total"] = (time.perf_counter_ns() - pkt.t_capture_ns) / 1e6
+                event = frame_event(pkt)
+                jsonl.write(event)
+                for f in event["faces"]:
+                    table.writerow([event["frame"], event["t"], f["id"], *f["box"], f["score"], f["emotion"], f["confidence"],
+                                    *(f["probs"].get(lab, "") for lab in labels)])
+                    shown[f["emotion"]] += 1
+                timeline.add(pkt.t, pkt.faces)
+                counts["frames"] += 1
+                counts["faces"] += len(pkt.faces)
+                if progress is not None and time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+                    last[0] = time.monotonic()
+                    progress(counts["frames"], announced)
+
+            pipe = Pipeline(rec, source, PipelineOptions(overlay=False, quiet=True), on_frame=on_frame, log=lambda _m: None)
+            try:
+                pipe.run()  # closes the source
+            finally:
+                jsonl.close()
+        frames = counts["frames"]
+        if frames == 0:
+            raise UserError("no frame could be decoded")
+        if not stills and announced and frames < 0.98 * announced - 2:
+            raise UserError(f"truncated or damaged: decoded {frames} of the {announced} frames its header announces")
+        timeline.draw(tmp["png"], title=job["label"], photo=stills)
+        face_time = sum(shown.values())
+        shares = {f"share_{lab}": round(shown[lab] / face_time, 4) if face_time else 0.0 for lab in labels}
+        return {"duration_s": 0.0 if stills else round(frames / (source.fps or 25.0), 3), "frames": frames,
+                "faces": counts["faces"], "tracked_faces": len(timeline.faces), **shares,
+                "dominant": max(labels, key=lambda lab: shown[lab]) if face_time else ""}

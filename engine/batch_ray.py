@@ -1,0 +1,113 @@
+"""`engine.batch --ray [ADDRESS]`: the same work as the local pool, on Ray Core actors.
+
+One actor per worker slot (1 CPU each) loads the models once (the same `BatchWorker` the local
+processes use) and runs one input at a time; the driver hands the next input to whichever actor is
+free. Inputs and outputs travel as paths, so every node must see them under the same path (NFS, a
+shared mount): only the summary rows come back through Ray. An actor that dies fails the input it
+held, and Ray restarts it (it loads the models again) for the next one.
+
+`ray` is an optional dependency (`pip install 'emotion-engine[ray]'`), imported only here.
+Without ADDRESS a Ray instance is started on this machine (`ray.init(num_cpus=N)`) unless the
+process already runs inside one; with ADDRESS (`auto`, `HOST:6379`, `ray://HOST:10001`) it joins
+that cluster.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from engine.batch_job import empty_row
+from models.errors import UserError
+
+INSTALL = "--ray needs Ray: pip install 'emotion-engine[ray]' (or: pip install 'ray>=2.9')"
+
+
+class _RayWorker:
+    """The actor: a `BatchWorker` in a Ray worker process."""
+
+    def __init__(self, engine_args: dict, out: str, name: str):
+        import socket
+
+        from engine.batch_job import BatchWorker
+
+        self.out = out
+        self.error = None
+        self.worker = None
+        try:
+            self.worker = BatchWorker(engine_args, worker=f"{name}@{socket.gethostname()}")
+        except UserError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported as one line by the driver
+            self.error = f"cannot load the models: {type(exc).__name__}: {exc}"
+
+    def ready(self) -> str | None:
+        return self.error
+
+    def run(self, job: dict) -> dict:
+        return self.worker.run(job, self.out)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError(INSTALL) from None
+    return ray
+
+
+def run_ray(jobs: list[dict], engine_args: dict, out: str, workers: int | None, on_event: Callable,
+            address: str | None = None, should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Run `jobs` on Ray actors; rows arrive through on_event("done", index, row). Returns cluster facts."""
+    ray = _import_ray()
+    started = False
+    if not ray.is_initialized():
+        kw = {"log_to_driver": False, "logging_level": "warning", "configure_logging": True}
+        try:
+            if address:
+                ray.init(address=address, **kw)
+            else:
+                ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {str(exc).splitlines()[0]}") from None
+        started = True
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n = max(1, min(workers or cpus, len(jobs)))
+        actor_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_RayWorker)
+        actors = [actor_cls.remote(engine_args, out, f"r{i + 1}") for i in range(n)]
+        errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
+        if errors:
+            raise UserError(errors[0])
+        _dispatch(ray, actors, jobs, on_event, should_stop)
+        return {"ray_address": address or "local", "ray_cpus": cpus, "ray_nodes": len(ray.nodes()), "actors": n}
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _dispatch(ray, actors: list, jobs: list[dict], on_event: Callable, should_stop: Callable[[], bool]) -> None:
+    names = {id(a): f"r{i + 1}" for i, a in enumerate(actors)}
+    free = list(reversed(actors))
+    todo = list(range(len(jobs)))[::-1]
+    pending: dict = {}  # ObjectRef -> (actor, job index)
+    try:
+        while pending or (todo and not should_stop()):
+            while free and todo and not should_stop():
+                actor, j = free.pop(), todo.pop()
+                pending[actor.run.remote(jobs[j])] = (actor, j)
+                on_event("start", j, names[id(actor)])
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in done:
+                actor, j = pending.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the actor died (killed, segfault, node lost)
+                    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    row = empty_row(jobs[j], "failed", f"the Ray worker died while processing this input ({type(exc).__name__}: {reason})",
+                                    names[id(actor)])
+                on_event("done", j, row)
+                free.append(actor)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)  # stops the worker: its temporary files never count as done
+        raise
