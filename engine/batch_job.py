@@ -68,6 +68,13 @@ def options_key(engine_args: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def remove_temp(out: str | Path, name: str) -> None:
+    """Delete the temporary files any run left for this input (they never count as output)."""
+    base = Path(out) / name
+    for stale in base.parent.glob(f".{glob.escape(base.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def is_done(job: dict, out: str | Path, key: str) -> dict | None:
     """The summary row of an earlier complete run of `job` with the same options and input, else None."""
     paths = out_paths(out, job["name"])
@@ -148,8 +155,7 @@ class BatchWorker:
         tmp = {ext: p.with_name(f".{p.name}.{os.getpid()}.tmp") for ext, p in paths.items()}
         try:
             paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
-            for stale in paths["jsonl"].parent.glob(f".{glob.escape(Path(job['name']).name)}.*.tmp"):
-                stale.unlink(missing_ok=True)  # a killed worker's half files
+            remove_temp(out, job["name"])  # a killed worker's half files
             paths["meta.json"].unlink(missing_ok=True)  # from here on, this input is not done
             row.update(self._process(job, tmp, progress))
             for ext in OUTPUTS:

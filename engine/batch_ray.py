@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from engine.batch_job import empty_row
+from engine.batch_job import empty_row, remove_temp
 from models.errors import UserError
 
 INSTALL = "--ray needs Ray: pip install 'emotion-engine[ray]' (or: pip install 'ray>=2.9')"
@@ -78,14 +78,14 @@ def run_ray(jobs: list[dict], engine_args: dict, out: str, workers: int | None, 
         errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
         if errors:
             raise UserError(errors[0])
-        _dispatch(ray, actors, jobs, on_event, should_stop)
+        _dispatch(ray, actors, jobs, out, on_event, should_stop)
         return {"ray_address": address or "local", "ray_cpus": cpus, "ray_nodes": len(ray.nodes()), "actors": n}
     finally:
         if started:
             ray.shutdown()
 
 
-def _dispatch(ray, actors: list, jobs: list[dict], on_event: Callable, should_stop: Callable[[], bool]) -> None:
+def _dispatch(ray, actors: list, jobs: list[dict], out: str, on_event: Callable, should_stop: Callable[[], bool]) -> None:
     names = {id(a): f"r{i + 1}" for i, a in enumerate(actors)}
     free = list(reversed(actors))
     todo = list(range(len(jobs)))[::-1]
@@ -102,12 +102,13 @@ def _dispatch(ray, actors: list, jobs: list[dict], on_event: Callable, should_st
                 try:
                     row = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the actor died (killed, segfault, node lost)
-                    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                    row = empty_row(jobs[j], "failed", f"the Ray worker died while processing this input ({type(exc).__name__}: {reason})",
+                    row = empty_row(jobs[j], "failed", f"the Ray worker died while processing this input ({type(exc).__name__})",
                                     names[id(actor)])
                 on_event("done", j, row)
                 free.append(actor)
-    except BaseException:
-        for ref in pending:
-            ray.cancel(ref, force=True)  # stops the worker: its temporary files never count as done
+    except BaseException:  # Ctrl-C: a running actor task cannot be cancelled, so its actor goes
+        for actor, j in pending.values():
+            ray.kill(actor, no_restart=True)
+        for _actor, j in pending.values():
+            remove_temp(out, jobs[j]["name"])  # the paths are shared: the driver can tidy what the actors left
         raise

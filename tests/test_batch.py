@@ -220,14 +220,18 @@ def test_ctrl_c_keeps_what_is_done_and_resume_finishes(archive, tmp_path):
     assert rows["a_short.avi"]["reused"] and not rows["b_long.avi"]["reused"] and rows["b_long.avi"]["frames"] == 1500
 
 
-def test_a_killed_worker_fails_only_its_input(tmp_path):
+@pytest.mark.parametrize("mode", ["local", "ray"])
+def test_a_killed_worker_fails_only_its_input(mode, tmp_path):
+    ray = ["--ray"] if mode == "ray" else []
+    if ray:
+        pytest.importorskip("ray", reason="pip install 'emotion-engine[ray]'")
     src = tmp_path / "in"
     src.mkdir()
     write_video(src / "doomed.avi", 3000, fps=30)
     for i in range(3):
         write_video(src / f"fine{i}.avi", 6)
     out = tmp_path / "out"
-    proc = batch(src, "--out", out, "--workers", "2", wait=False)
+    proc = batch(src, "--out", out, "--workers", "2", *ray, wait=False)
     deadline = time.monotonic() + 60
     while not (tmps := list(out.glob(".doomed.jsonl.*.tmp"))):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
@@ -236,8 +240,25 @@ def test_a_killed_worker_fails_only_its_input(tmp_path):
     _, err = proc.communicate(timeout=60)
     rows = summary(out)
     assert proc.returncode == 1, err
-    assert rows["doomed.avi"]["status"] == "failed" and "SIGKILL" in rows["doomed.avi"]["error"]
+    assert rows["doomed.avi"]["status"] == "failed" and ("SIGKILL" if mode == "local" else "Ray worker died") in rows["doomed.avi"]["error"]
     assert all(rows[f"fine{i}.avi"]["status"] == "ok" for i in range(3))
+
+
+def test_ray_ctrl_c_stops_cleanly(tmp_path):
+    pytest.importorskip("ray", reason="pip install 'emotion-engine[ray]'")
+    src = tmp_path / "in"
+    src.mkdir()
+    write_video(src / "long.avi", 3000, fps=30)
+    out = tmp_path / "out"
+    proc = batch(src, "--out", out, "--ray", "--workers", "1", wait=False)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".long.jsonl.*.tmp")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert summary(out)["long.avi"]["status"] == "not-run" and not list(out.glob(".*.tmp"))
 
 
 def test_ray_local_mode_gives_the_local_results(local_run, archive, tmp_path):
