@@ -22,7 +22,7 @@ from engine.crop import CropOptions, average_views, crop_faces
 from engine.detect import DetectorOptions, create_detector
 from engine.track import EmotionChange, Face, FaceTracker, TrackerOptions
 from engine.types import Detection
-from models.logs import quiet
+from engine.logs import quiet
 
 
 @dataclass
@@ -42,7 +42,8 @@ class FrameResult:
     ms: dict[str, float]  # detect, classify, track stage times for this frame
 
 
-def _ms(t0: int) -> float:
+def ms_since(t0: int) -> float:
+    """Milliseconds from `t0` (a time.perf_counter_ns() reading) to now: every stage time is one of these."""
     return (time.perf_counter_ns() - t0) / 1e6
 
 
@@ -91,7 +92,7 @@ class EmotionRecognizer:
         probs = self.classify(frame, dets)
         t2 = time.perf_counter_ns()
         faces = self.track(dets, probs)
-        return FrameResult(faces, {"detect": (t1 - t0) / 1e6, "classify": (t2 - t1) / 1e6, "track": _ms(t2)})
+        return FrameResult(faces, {"detect": (t1 - t0) / 1e6, "classify": (t2 - t1) / 1e6, "track": ms_since(t2)})
 
     def close(self) -> None:
         with quiet():

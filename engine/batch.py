@@ -34,8 +34,8 @@ from engine.batch_inputs import find_inputs
 from engine.batch_job import empty_row, is_done, options_key
 from engine.batch_report import Progress, totals, write_summary
 from engine.cliopts import add_engine_options, engine_args
-from models.cli import Parser, positive_int
-from models.errors import UserError, cli_main
+from engine.cliargs import Parser, positive_int
+from engine.errors import UserError, cli_main
 
 RAY_ADDRESS = re.compile(r"^(auto|local|ray://.+|[\w.\-]*:\d+)$")
 

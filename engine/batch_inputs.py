@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from engine.sources import VIDEO_EXTS
-from models.data import IMAGE_EXTS
-from models.errors import UserError
+from engine.sources import IMAGE_EXTS, VIDEO_EXTS
+from engine.errors import UserError
 
 LIST_EXTS = {".txt", ".lst", ".list"}
 MEDIA_EXTS = VIDEO_EXTS | IMAGE_EXTS

@@ -37,8 +37,8 @@ from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import JsonlSink
 from engine.sources import SourceOptions, VideoCaptureSource, open_source
 from engine.timeline import Timeline
-from models.errors import UserError
-from models.logs import quiet
+from engine.errors import UserError
+from engine.logs import quiet
 
 META_VERSION = 1
 OUTPUTS = ("jsonl", "csv", "png")

@@ -16,7 +16,7 @@ from multiprocessing.connection import wait
 from typing import Callable
 
 from engine.batch_job import empty_row
-from models.errors import UserError
+from engine.errors import UserError
 
 Event = Callable[[str, int, object], None]
 

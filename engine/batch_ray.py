@@ -17,7 +17,7 @@ import os
 from typing import Callable
 
 from engine.batch_job import empty_row, remove_temp
-from models.errors import UserError
+from engine.errors import UserError
 
 INSTALL = "--ray needs Ray: pip install 'emotion-engine[ray]' (or: pip install 'ray>=2.9')"
 

@@ -27,11 +27,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.errors import UserError
 from engine.litert import load_tflite_interpreter
-from engine.detect import DETECTOR_MODELS
 from engine.types import Detection
-from models.errors import UserError
 
+#: The shipped BlazeFace files (models/detector/, with provenance): package data, never downloaded.
+#: Both detector implementations (engine.detect's MediaPipe wrapper and this one) run them.
+DETECTOR_DIR = Path(__file__).resolve().parent.parent / "models" / "detector"
+DETECTOR_MODELS = {
+    "short": DETECTOR_DIR / "face_detection_short_range.tflite",
+    "full": DETECTOR_DIR / "face_detection_full_range_sparse.tflite",
+}
 SHORT_RANGE = DETECTOR_MODELS["short"]
 FULL_RANGE = DETECTOR_MODELS["full"]
 

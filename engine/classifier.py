@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.contract import FACE_SIZE, ModelSpec
-from models.errors import UserError
-from models.preprocess import flip_average
+from engine.contract import FACE_SIZE, ModelSpec
+from engine.errors import UserError
+from engine.preprocess import flip_average
 
 BACKENDS = ("tflite", "onnx", "keras")
 PRECISIONS = ("int8", "fp16", "fp32")
@@ -208,9 +208,9 @@ class KerasClassifier(Classifier):
             tf.config.threading.set_intra_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow already initialised in this process: keep its setting
             pass
-        from models.train import _load_keras
+        from engine.keras_io import load_keras
 
-        self._model = _load_keras(path)
+        self._model = load_keras(path)
         shape = list(self._model.input_shape[1:])
         if shape != [FACE_SIZE, FACE_SIZE, 1]:
             raise UserError(f"{path.name} takes input {_shape_text(shape)}, not the contract's 48x48x1")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from models.errors import UserError
+from engine.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):

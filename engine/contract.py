@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from models.errors import UserError
+from engine.errors import UserError
 
 FACE_SIZE = 48
 #: Canonical FER2013 label order (ids 0..6 in fer2013.csv).
@@ -27,6 +27,20 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 SPEC_NAME = "labels.json"
+
+#: Other names for the FER2013 classes (folder names of public emotion collections, a user's
+#: sound-file names), mapped onto the canonical ones.
+ALIASES: dict[str, str] = {
+    "anger": "angry", "disgusted": "disgust", "fearful": "fear", "scared": "fear",
+    "happiness": "happy", "sadness": "sad", "surprised": "surprise", "neutrality": "neutral",
+}
+
+
+def canonical_class(name: str) -> str | None:
+    """'Fearful ' -> 'fear'; None for a name that is no FER2013 class."""
+    name = name.strip().lower()
+    name = ALIASES.get(name, name)
+    return name if name in FER_CLASSES else None
 
 
 def sha256_file(path: str | Path) -> str:

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from engine.types import Detection
-from models.contract import FACE_SIZE
-from models.preprocess import to_face48
+from engine.contract import FACE_SIZE
+from engine.preprocess import to_face48
 
 
 @dataclass

@@ -19,14 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.blazeface import DETECTOR_DIR, DETECTOR_MODELS, LiteRTFaceDetector  # noqa: F401 (DETECTOR_DIR: re-exported)
+from engine.errors import UserError
 from engine.types import Detection
-from models.errors import UserError
-
-DETECTOR_DIR = Path(__file__).resolve().parent.parent / "models" / "detector"
-DETECTOR_MODELS = {
-    "short": DETECTOR_DIR / "face_detection_short_range.tflite",
-    "full": DETECTOR_DIR / "face_detection_full_range_sparse.tflite",
-}
 
 
 @dataclass
@@ -280,8 +275,6 @@ def create_detector(opts: DetectorOptions):
     if impl == "mediapipe":
         base = MediaPipeFaceDetector(path, opts.min_score, video)
     else:
-        from engine.blazeface import LiteRTFaceDetector
-
         base = LiteRTFaceDetector(path, min_score=opts.min_score, threads=opts.threads)
     base.impl = impl
     if opts.tiles:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.errors import UserError
+from engine.errors import UserError
 
 _warned: list[bool] = []  # the TensorFlow fallback is announced once per process
 INSTALL_HINT = 'install ai-edge-litert (pip install ai-edge-litert, or pip install ".[tflite]")'

@@ -15,9 +15,8 @@ import numpy as np
 
 from engine.pipeline import Packet
 from engine.sinks import ImageSink, JsonlSink, VideoSink, WindowSink
-from engine.sources import Source
-from models.data import IMAGE_EXTS
-from models.errors import UserError
+from engine.errors import UserError
+from engine.sources import IMAGE_EXTS, Source
 
 
 def frame_event(pkt: Packet) -> dict:

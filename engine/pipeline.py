@@ -22,11 +22,11 @@ from typing import Callable
 
 import numpy as np
 
-from engine.api import EmotionRecognizer, _ms
+from engine.api import EmotionRecognizer, ms_since
 from engine.overlay import draw
 from engine.sources import ImageSource, Source
 from engine.track import Face
-from models.errors import UserError
+from engine.errors import UserError
 
 _END = object()
 
@@ -209,7 +209,7 @@ class Pipeline:
             t = (t0 - start_ns) / 1e9 if src.live else index / (src.fps or 1.0)
             # Latency counts from the start of the read: for a camera that includes the wait for
             # the frame (benchmarks/fps.py --realtime subtracts its known pacing wait).
-            pkt = Packet(index, t, frame, t0, {"capture": _ms(t0)}, name=getattr(src, "current", None) and src.current.name)
+            pkt = Packet(index, t, frame, t0, {"capture": ms_since(t0)}, name=getattr(src, "current", None) and src.current.name)
             index += 1
             if not self._put(self._q1, pkt):
                 break
@@ -244,7 +244,7 @@ class Pipeline:
             self._busy["detect"] = time.monotonic()
             pkt.dets = self.rec.detect(pkt.image, None if self._stills else int(pkt.t * 1000))
             self._busy["detect"] = None
-            pkt.ms["detect"] = _ms(t0)
+            pkt.ms["detect"] = ms_since(t0)
             if not self._put(self._q2, pkt):
                 return
 
@@ -261,7 +261,7 @@ class Pipeline:
                 self.rec.tracker.reset()  # unrelated photos: no identity across them
             pkt.faces = self.rec.track(pkt.dets, pkt.probs)
             pkt.ms["classify"] = (t1 - t0) / 1e6
-            pkt.ms["track"] = _ms(t1)
+            pkt.ms["track"] = ms_since(t1)
             self._busy["classify"] = None
             if not self._put(self._q3, pkt):
                 return
@@ -320,7 +320,7 @@ class Pipeline:
                         fps_now = fps_ema
                     last_text = (fps_now, dict(pkt.ms))
                     image = draw(pkt.image, pkt.faces, fps_now, pkt.ms, o.bars, self.status)
-                pkt.ms["overlay"] = _ms(t0)
+                pkt.ms["overlay"] = ms_since(t0)
                 last_out = time.perf_counter()
                 last_pkt = pkt
                 try:

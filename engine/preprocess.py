@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.contract import FACE_SIZE
+from engine.contract import FACE_SIZE
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

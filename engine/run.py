@@ -33,8 +33,8 @@ from engine.outputs import Outputs
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import display_available
 from engine.sources import ImageSource, SourceOptions, open_source
-from models.cli import Parser, nonneg_float, positive_int
-from models.errors import UserError, cli_main
+from engine.cliargs import Parser, nonneg_float, positive_int
+from engine.errors import UserError, cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:

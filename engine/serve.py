@@ -47,7 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from models.errors import UserError
+from engine.errors import UserError
 
 DEFAULT_PORT = 8080
 

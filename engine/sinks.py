@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.data import IMAGE_EXTS
-from models.errors import UserError
+from engine.errors import UserError
+from engine.sources import IMAGE_EXTS
 
 
 class JsonlSink:

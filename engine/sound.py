@@ -34,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.contract import FER_CLASSES
-from models.data import canonical_class
-from models.errors import UserError
+from engine.contract import FER_CLASSES, canonical_class
+from engine.errors import UserError
 
 SOUNDS_DIR = Path(__file__).resolve().parent / "sounds"
 #: Sample rate of the `out_wav` track (clips are resampled to it).
@@ -46,7 +45,7 @@ WAV_EXTS = (".wav", ".wave")
 OTHER_EXTS = (".ogg", ".oga", ".flac", ".mp3")  # decoded with soundfile (libsndfile) when installed
 
 #: Folder names of public emotion-audio collections -> canonical FER class. Anything else goes through
-#: models.data.canonical_class (which knows the plain names and "fearful", "surprised", ...).
+#: engine.contract.canonical_class (which knows the plain names and "fearful", "surprised", ...).
 SOUND_ALIASES: dict[str, str] = {
     "calm": "neutral", "neu": "neutral", "neutrality": "neutral",
     "angry": "angry", "anger": "angry", "ang": "angry", "mad": "angry",
@@ -226,7 +225,7 @@ def _emotion_for(folder: str, labels: list[str]) -> str | None:
 
     Tries the whole name, then drops leading `_`-separated parts (TESS's `OAF_Fear`,
     `YAF_pleasant_surprised`); each candidate is matched against the labels directly, then through
-    SOUND_ALIASES and models.data.canonical_class.
+    SOUND_ALIASES and engine.contract.canonical_class.
     """
     by_lower = {lab.lower(): lab for lab in labels}
     parts = folder.strip().lower().replace("-", "_").replace(" ", "_").split("_")

@@ -17,10 +17,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from models.data import IMAGE_EXTS
-from models.errors import UserError
+from engine.errors import UserError
 
 STREAM_TIMEOUT_MS = 8000
+#: Still-image files (sources, sinks, batch inputs, and the training data folders of models.data).
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 

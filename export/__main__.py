@@ -5,8 +5,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from models.cli import Parser
-from models.errors import cli_main
+from engine.cliargs import Parser
+from engine.errors import cli_main
 
 FORMAT_HELP = "tflite-fp32,tflite-fp16,tflite-int8,onnx-fp32,onnx-int8"
 

@@ -34,10 +34,11 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from engine.classifier import artifact_name, open_model_file  # noqa: E402
-from models.contract import FACE_SIZE, FER_CLASSES, SPEC_NAME, ModelSpec, sha256_file  # noqa: E402
+from engine.contract import FACE_SIZE, FER_CLASSES, SPEC_NAME, ModelSpec, sha256_file  # noqa: E402
 from models.data import IMAGE_EXTS, Dataset  # noqa: E402
-from models.errors import UserError  # noqa: E402
-from models.logs import log, quiet  # noqa: E402
+from engine.errors import UserError  # noqa: E402
+from engine.keras_io import load_keras  # noqa: E402
+from engine.logs import log, quiet  # noqa: E402
 
 FORMATS: tuple[str, ...] = ("tflite-fp32", "tflite-fp16", "tflite-int8", "onnx-fp32", "onnx-int8")
 #: format -> (backend, precision) as the engine names them
@@ -511,10 +512,8 @@ def export_model(
 
     t_start = time.time()
     tf = _import_tf()
-    from models.train import _load_keras
-
     with quiet():
-        model = _load_keras(model_path)
+        model = load_keras(model_path)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UserError(f"{model_path.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; the contract is one face batch in, one probability vector out")
     shape = [d for d in model.input_shape[1:]]

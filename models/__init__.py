@@ -1,7 +1,9 @@
 """Training half of the project: data, architectures, training and evaluation.
 
-Nothing in this package imports TensorFlow at import time: `models.contract` and
-`models.preprocess` are shared with the runtime engine, which must run on a Raspberry Pi
-without TensorFlow installed. Only `models.train`, `models.archs` and `models.evaluate`
-pull in Keras.
+It builds on the runtime below it: the model contract, preprocessing, errors, command-line
+argument types and log silencing live in `engine/` (engine.contract, engine.preprocess,
+engine.errors, engine.cliargs, engine.logs) so that the engine never imports this package.
+`models.contract`, `models.preprocess`, `models.errors`, `models.cli` and `models.logs`
+remain as deprecated aliases of those modules. Nothing here imports TensorFlow at import
+time except `models.train`, `models.archs` and `models.evaluate`, which pull in Keras.
 """

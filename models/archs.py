@@ -24,7 +24,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from models.contract import FACE_SIZE
+from engine.contract import FACE_SIZE
 
 
 def _input() -> tuple[keras.KerasTensor, keras.KerasTensor]:

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from models.contract import SPEC_NAME, ModelSpec
-from models.cli import Parser
-from models.errors import UserError, cli_main
+from engine.contract import SPEC_NAME, ModelSpec
+from engine.cliargs import Parser
+from engine.errors import UserError, cli_main
 from models.speed import label, normalize_jit
 
 CARD_NAME = "MODEL_CARD.md"

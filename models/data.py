@@ -20,16 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.contract import FER_CLASSES
-from models.errors import UserError
-from models.preprocess import to_face48
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
-#: Folder names used by public emotion collections, mapped onto FER2013 labels.
-ALIASES = {
-    "anger": "angry", "disgusted": "disgust", "fearful": "fear", "scared": "fear",
-    "happiness": "happy", "sadness": "sad", "surprised": "surprise", "neutrality": "neutral",
-}
+from engine.contract import ALIASES, FER_CLASSES, canonical_class  # noqa: F401 (ALIASES: re-exported)
+from engine.errors import UserError
+from engine.preprocess import to_face48
+from engine.sources import IMAGE_EXTS  # noqa: F401 (re-exported: export and the benchmarks read it here too)
 #: Which CSV `Usage` value feeds which split name.
 CSV_USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
 SPLIT_ALIASES = {"validation": ("validation", "val", "valid"), "train": ("train", "training"), "test": ("test",)}
@@ -53,12 +47,6 @@ class Dataset:
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "emotion-engine"
-
-
-def canonical_class(name: str) -> str | None:
-    name = name.strip().lower()
-    name = ALIASES.get(name, name)
-    return name if name in FER_CLASSES else None
 
 
 def _split_dir(root: Path, split: str) -> Path:

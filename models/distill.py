@@ -29,10 +29,10 @@ import numpy as np
 
 import models.augment
 from models.augment import Augment
-from models.contract import sha256_file
+from engine.contract import sha256_file
 from models.data import Dataset, cache_key, default_cache_dir, load_arrays, save_npz
-from models.errors import UserError
-from models.preprocess import flip_average
+from engine.errors import UserError
+from engine.preprocess import flip_average
 
 POOL_VERSION = 1
 BATCH = 512

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Sequence
 
 from models.card import NOTES_NAME, SHIP_FILES, SHIP_GLOBS
-from models.cli import Parser
-from models.contract import SPEC_NAME, ModelSpec, parse_classes, sha256_file
-from models.errors import UserError, cli_main
+from engine.cliargs import Parser
+from engine.contract import SPEC_NAME, ModelSpec, parse_classes, sha256_file
+from engine.errors import UserError, cli_main
 from models.train import FINAL_NAME
 
 #: files in --out that describe a model (what the card ships, plus the TTA confusion matrix), not the
@@ -49,7 +49,8 @@ def _prepare_out(out: Path, members: Sequence[Path]) -> None:
 def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
     """Nest the members under one input, average their probabilities, save model + spec in `out`."""
     from models.archs import count_macs
-    from models.train import _load_keras, _save_model_atomic
+    from engine.keras_io import load_keras
+    from models.train import save_model_atomic
 
     import keras
 
@@ -64,7 +65,7 @@ def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
             raise UserError(f"{m} predicts {', '.join(s.labels)} but {members[0]} predicts {', '.join(specs[0].labels)}: "
                             "members must share their classes and order")
     _prepare_out(out, members)
-    models = [_load_keras(m) for m in members]
+    models = [load_keras(m) for m in members]
     for m, model in zip(members, models):
         if tuple(model.input_shape[1:]) != tuple(specs[0].input_shape) or model.output_shape[-1] != len(specs[0].labels):
             raise UserError(f"{m} takes {model.input_shape[1:]} and gives {model.output_shape[-1]} outputs, "
@@ -76,7 +77,7 @@ def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
     probs = keras.layers.Average(name="probs")(outs)
     ens = keras.Model(face, probs, name="ensemble")
 
-    _save_model_atomic(ens, out / FINAL_NAME)
+    save_model_atomic(ens, out / FINAL_NAME)
     archs = [s.arch or "?" for s in specs]
     spec = ModelSpec(labels=list(specs[0].labels), input_shape=list(specs[0].input_shape),
                      arch=archs[0] + f"x{len(archs)}" if len(set(archs)) == 1 else "+".join(archs))
@@ -131,10 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data:
         from models.data import load_split
         from models.evaluate import evaluate_model
-        from models.train import _load_keras
+        from engine.keras_io import load_keras
 
         ds = load_split(args.data, "validation", parse_classes(",".join(spec.labels)))
-        model = _load_keras(out / FINAL_NAME)
+        model = load_keras(out / FINAL_NAME)
         for tta in (False, True) if args.tta else (False,):
             m = evaluate_model(model, ds, out, flip_tta=tta)
             print(f"validation accuracy{' (flip TTA)' if tta else ''}: {m['accuracy'] * 100:.2f}%")

@@ -17,10 +17,10 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models.contract import ModelSpec, parse_classes  # noqa: E402
-from models.cli import Parser  # noqa: E402
-from models.errors import UserError, cli_main  # noqa: E402
-from models.preprocess import flip_average  # noqa: E402
+from engine.contract import ModelSpec, parse_classes  # noqa: E402
+from engine.cliargs import Parser  # noqa: E402
+from engine.errors import UserError, cli_main  # noqa: E402
+from engine.preprocess import flip_average  # noqa: E402
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict:
@@ -145,14 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from models.data import load_split
-    from models.train import _load_keras
+    from engine.keras_io import load_keras
 
     model_path = Path(args.model)
     if not model_path.is_file():
         raise UserError(f"model file {model_path} does not exist")
     spec = ModelSpec.load(model_path.parent)
     ds = load_split(args.data, args.split, parse_classes(",".join(spec.labels)), args.cache_dir)
-    model = _load_keras(model_path)
+    model = load_keras(model_path)
     out = Path(args.out) if args.out else model_path.parent
     hist_path = model_path.parent / "history.json"
     history = json.loads(hist_path.read_text()) if hist_path.exists() else None

@@ -39,8 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.contract import FACE_SIZE, FER_CLASSES, ModelSpec, sha256_file
-from models.errors import UserError, cli_main
+from engine.contract import FACE_SIZE, FER_CLASSES, ModelSpec, sha256_file
+from engine.errors import UserError, cli_main
 
 CLASSES = FER_CLASSES
 SPLITS = ("train", "validation")

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from models.cli import Parser
-from models.errors import UserError, cli_main
+from engine.cliargs import Parser
+from engine.errors import UserError, cli_main
 
 
 def channel_importance(kernel: np.ndarray, bn: list[np.ndarray] | None, eps: float = 1e-3) -> np.ndarray:
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not src_path.is_file():
         raise UserError(f"--model {src_path} does not exist")
     from models.archs import ARCHS, count_macs
-    from models.train import _load_keras as load_keras
+    from engine.keras_io import load_keras
 
     if args.arch not in ARCHS:
         raise UserError(f"--arch {args.arch!r}: choose from {', '.join(ARCHS)}")

@@ -69,7 +69,7 @@ def images_per_second(arch: str, n_classes: int, batch: int, precision: str, jit
     import numpy as np
 
     from models.archs import ARCHS
-    from models.contract import FACE_SIZE
+    from engine.contract import FACE_SIZE
 
     before = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
@@ -116,7 +116,7 @@ def choose(arch: str, n_classes: int, batch: int, precision: str, jit: str, batc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from models.cli import Parser, positive_int
+    from engine.cliargs import Parser, positive_int
 
     p = Parser(prog="python -m models.speed", description="Training images/s of each precision x XLA setup on this machine.")
     p.add_argument("--arch", default="emonet_s", help="architecture to time [emonet_s]")
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (models.archs imports it)
     from models.archs import ARCHS
-    from models.errors import UserError
+    from engine.errors import UserError
 
     if args.arch not in ARCHS:
         raise UserError(f"unknown arch {args.arch!r}: choose from {', '.join(ARCHS)}")
@@ -143,6 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from models.errors import cli_main
+    from engine.errors import cli_main
 
     sys.exit(cli_main(main))

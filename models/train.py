@@ -27,11 +27,12 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
+from engine.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
 from models.augment import LEVELS, Augment  # noqa: E402
 from models.distill import TARGETS, teacher_pool  # noqa: E402
-from models.cli import Parser, fraction  # noqa: E402
-from models.errors import UserError, cli_main  # noqa: E402
+from engine.cliargs import Parser, fraction  # noqa: E402
+from engine.errors import UserError, cli_main  # noqa: E402
+from engine.keras_io import load_keras  # noqa: E402
 from models.speed import JIT_CHOICES, SpeedChoice, choose, label, legacy_choice, normalize_jit  # noqa: E402
 
 STATE_NAME = "train_state.json"
@@ -171,7 +172,8 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _save_model_atomic(model, path: Path) -> None:
+def save_model_atomic(model, path: Path) -> None:
+    """model.save to a temporary name, then rename: a killed run never leaves half a .keras file."""
     tmp = path.with_name(path.stem + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
@@ -207,7 +209,7 @@ def _check_model_files(opts: TrainOptions, with_init: bool) -> None:
 def _init_from(model, opts: TrainOptions) -> None:
     """Copy the weights of --init (already checked by _check_model_files) into a fresh model."""
     path = Path(opts.init)
-    src = _load_keras(path)
+    src = load_keras(path)
     shapes = [tuple(w.shape) for w in model.get_weights()]
     if [tuple(w.shape) for w in src.get_weights()] != shapes:
         raise UserError(f"--init {path.name} is not a {opts.arch} with {len(opts.classes)} classes (its weights do not fit)")
@@ -273,11 +275,11 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     keras.mixed_precision.set_global_policy(precision)
     teacher = None
     if opts.teacher and not opts.teacher_pool:
-        teacher = _load_keras(opts.teacher)
+        teacher = load_keras(opts.teacher)
 
     out.mkdir(parents=True, exist_ok=True)
     if resuming:
-        model = _load_keras(out / LAST_NAME, compile=True)
+        model = load_keras(out / LAST_NAME, compile=True)
         model.jit_compile = speed.jit  # the saved compile config carries the old setting
         initial_epoch = state["epoch"]
         history = state["history"]
@@ -335,8 +337,8 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
             acc = float(logs.get("val_accuracy", 0.0))
             if acc > best:
                 best = acc
-                _save_model_atomic(self.model, out / BEST_NAME)
-            _save_model_atomic(self.model, out / LAST_NAME)
+                save_model_atomic(self.model, out / BEST_NAME)
+            save_model_atomic(self.model, out / LAST_NAME)
             _write_json(out / STATE_NAME, {"epoch": epoch + 1, "options": asdict(opts), "history": history, "best": best})
             va_hist = history.get("val_accuracy", [])
             since_best = len(va_hist) - 1 - int(np.argmax(va_hist)) if va_hist else 0
@@ -355,9 +357,9 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
             callbacks=[Checkpoint()],
             verbose=1 if sys.stderr.isatty() else 2,
         )
-    best_model = _load_keras(out / BEST_NAME) if (out / BEST_NAME).exists() else model
+    best_model = load_keras(out / BEST_NAME) if (out / BEST_NAME).exists() else model
     final = _float32_copy(best_model, opts.arch, n)
-    _save_model_atomic(final, out / FINAL_NAME)
+    save_model_atomic(final, out / FINAL_NAME)
     spec.extra = {
         "macs": macs,
         "params": int(final.count_params()),
@@ -400,17 +402,8 @@ def _limit(ds, per_class: int, seed: int):
     return Dataset(x=ds.x[keep], y=ds.y[keep], labels=ds.labels, source=ds.source)
 
 
-def _load_keras(path, compile: bool = False):
-    """Load a .keras file with safe_mode (no arbitrary code); one clear sentence on failure."""
-    import keras
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist")
-    try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
-    except Exception as exc:  # keras raises many types for a bad file
-        raise UserError(f"{path} is not a loadable Keras model ({type(exc).__name__})") from None
+#: Deprecated alias: Keras loading lives in engine.keras_io.load_keras (its one public home).
+_load_keras = load_keras
 
 
 def build_parser() -> argparse.ArgumentParser:

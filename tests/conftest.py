@@ -28,7 +28,7 @@ def build_face_folder(root: Path, per_class: dict[str, int] | None = None, seed:
     crop offset (a learnable signal), each image jittered with a shift, a flip and a gain."""
     import cv2
 
-    from models.contract import FER_CLASSES
+    from engine.contract import FER_CLASSES
 
     per_class = per_class or {"train": 16, "validation": 8}
     photos = _packaged_faces()

@@ -312,7 +312,7 @@ def test_bad_usage_is_one_line(case, tmp_path):
 
 def test_ray_missing_is_one_line(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), astronaut())
-    code = ("import sys; sys.modules['ray'] = None\nfrom engine.batch import main\nfrom models.errors import cli_main\n"
+    code = ("import sys; sys.modules['ray'] = None\nfrom engine.batch import main\nfrom engine.errors import cli_main\n"
             "sys.exit(cli_main(main, sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, tmp_path / "a.png", "--out", tmp_path / "o", "--ray"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)

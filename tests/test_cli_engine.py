@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from fakes import astronaut, grace_hopper, media, two_face_frame
-from models.contract import ModelSpec
+from engine.contract import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 #: Lines native runtimes print on stderr by themselves (TensorFlow via mediapipe, LiteRT, glog);
@@ -183,7 +183,7 @@ def test_model_with_wrong_input_shape_is_one_sentence(model_64x64x3):
 def test_missing_runtime_is_one_sentence(model_dir):
     """onnxruntime not installed (simulated: its import fails) -> how to install it."""
     code = ("import sys; sys.modules['onnxruntime'] = None\n"
-            "from engine.run import main\nfrom models.errors import cli_main\n"
+            "from engine.run import main\nfrom engine.errors import cli_main\n"
             "sys.exit(cli_main(main, sys.argv[1:]))")
     proc = run_cli("--source", "sample", "--no-display", "--backend", "onnx", "--precision", "fp32", "--model", model_dir, code=code)
     assert_one_line_error(proc, "--backend onnx needs onnxruntime: pip install onnxruntime")
@@ -202,7 +202,7 @@ def test_stage_failure_is_one_line_cli_error(model_dir):
             "def run(self, faces):\n    calls.append(1)\n"
             "    if len(calls) == 5: raise RuntimeError('tensor arena corrupted')\n    return real(self, faces)\n"
             "c.TFLiteClassifier._run = run\n"
-            "from engine.run import main\nfrom models.errors import cli_main\nsys.exit(cli_main(main, sys.argv[1:]))")
+            "from engine.run import main\nfrom engine.errors import cli_main\nsys.exit(cli_main(main, sys.argv[1:]))")
     proc = run_cli("--source", media(), "--loop", "3", "--no-display", "--quiet", "--model", model_dir, code=code)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert engine_lines(proc.stderr) == ["error: classify stage failed: RuntimeError: tensor arena corrupted"], proc.stderr

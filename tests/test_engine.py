@@ -29,7 +29,7 @@ from engine.sources import SourceOptions, VideoCaptureSource, open_source
 from engine.track import FaceTracker, TrackerOptions
 from engine.types import Detection
 from fakes import CameraRig, astronaut, media, read_clip, two_face_frame
-from models.contract import ModelSpec
+from engine.contract import ModelSpec
 
 BACKENDS = [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32")]
 
@@ -229,7 +229,7 @@ def test_every_shipped_model_reads_the_astronaut_as_happy(name, backend):
     """NEEDS THE SHIPPED MODELS: every folder under models/zoo is a complete, consistent ship (its
     sidecar names the Keras file it was exported from) whose int8 files read the smiling astronaut as
     `happy` through the engine: a half-copied or mislabelled model fails here, not on a user's camera."""
-    from models.contract import sha256_file
+    from engine.contract import sha256_file
 
     zoo = DEFAULT_MODEL.parent / name
     spec = ModelSpec.load(zoo)

@@ -21,8 +21,8 @@ if _missing:  # checked without importing: TensorFlow takes seconds to import at
 
 from engine.classifier import ClassifierOptions, create_classifier, open_model_file  # noqa: E402
 from export.run import FORMATS, REPORT_JSON, REPORT_MD, export_model  # noqa: E402
-from models.contract import ModelSpec  # noqa: E402
-from models.errors import UserError, cli_main  # noqa: E402
+from engine.contract import ModelSpec  # noqa: E402
+from engine.errors import UserError, cli_main  # noqa: E402
 
 FILES = {
     "tflite-fp32": "emotion_fp32.tflite",
@@ -60,9 +60,9 @@ def keras_ref(tiny_model, fer_root):
     import tensorflow as tf
 
     from models.data import load_split
-    from models.train import _load_keras
+    from engine.keras_io import load_keras
 
-    model = _load_keras(tiny_model)
+    model = load_keras(tiny_model)
     labels = tuple(ModelSpec.load(tiny_model.parent).labels)
     faces = load_split(fer_root, "validation", labels, quiet=True).x[:16]
     return faces, model(tf.constant(faces, tf.float32), training=False).numpy()

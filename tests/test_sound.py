@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from engine.sound import RENDER_RATE, SOUNDS_DIR, SoundCues, SoundOptions, load_clips, resample
-from models.contract import FER_CLASSES
-from models.errors import UserError
+from engine.contract import FER_CLASSES
+from engine.errors import UserError
 
 LABELS = list(FER_CLASSES)
 FPS = 30.0
@@ -438,7 +438,7 @@ def test_sounddevice_on_alsa_null_device(tmp_path):
     (tmp_path / ".asoundrc").write_text("pcm.!default { type null }\nctl.!default { type hw card 0 }\n")
     code = (
         "from engine.sound import SoundCues, SoundOptions\n"
-        "from models.contract import FER_CLASSES\n"
+        "from engine.contract import FER_CLASSES\n"
         "c = SoundCues.create(SoundOptions(seed=0), list(FER_CLASSES))\n"
         "print(c.player)\n"
         "print(c.cue_now('happy')['emotion'])\n"

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from models.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes
+from engine.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes
 from models.data import load_split
-from models.errors import UserError, cli_main
+from engine.errors import UserError, cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None

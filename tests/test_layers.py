@@ -1,0 +1,252 @@
+"""The layers, read from the source: the runtime stays at the bottom and nothing goes round in circles.
+
+    engine/      the runtime (and the shared core: contract, preprocess, errors, cliargs, logs, keras_io)
+                 imports nothing from models/, export/ or benchmarks/
+    models/      training          may import engine/ and export/ (train --export); never benchmarks/
+    export/      conversion        may import engine/ and models/ (calibration data); never benchmarks/
+    benchmarks/  measurements      may import everything
+
+Every .py file under those four folders is parsed with `ast`; imports at module level and inside
+functions count the same (a lazy import is still a dependency). Also checked: no module imports
+another module's `_private` name, and the graph of imports between the project's modules has no
+cycle. `python tests/test_layers.py` prints the graph summary (edges, upward imports, cycles).
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("engine", "export", "models", "benchmarks")
+#: package -> the packages it must never import
+FORBIDDEN = {
+    "engine": {"models", "export", "benchmarks"},
+    "export": {"benchmarks"},
+    "models": {"benchmarks"},
+}
+#: Cycles that may stay, each with the reason: frozenset of module names -> why. Empty: there are none.
+ALLOWED_CYCLES: dict[frozenset[str], str] = {}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    mods = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            mods[module_name(path)] = path
+    return mods
+
+
+def _resolve(node: ast.ImportFrom, current: str, is_package: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    base = current.split(".") if is_package else current.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports(mods: dict[str, Path]) -> list[tuple[str, str, int, str | None]]:
+    """(importer, imported project module, line, name imported from it or None) for every import."""
+    found = []
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    name = alias.name
+                    while name and name not in mods:
+                        name = name.rpartition(".")[0]
+                    if name:
+                        found.append((mod, name, node.lineno, None))
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(node, mod, path.name == "__init__.py")
+                if base.split(".")[0] not in PACKAGES:
+                    continue
+                for alias in node.names:
+                    if f"{base}.{alias.name}" in mods:  # `from engine import api`: the module itself
+                        found.append((mod, f"{base}.{alias.name}", node.lineno, None))
+                    else:
+                        target = base
+                        while target and target not in mods:
+                            target = target.rpartition(".")[0]
+                        if target:
+                            found.append((mod, target, node.lineno, alias.name))
+    return found
+
+
+def upward(found) -> list[str]:
+    bad = []
+    for src, dst, line, _ in found:
+        text = f"{src}:{line} imports {dst}"
+        if dst.split(".")[0] in FORBIDDEN.get(src.split(".")[0], ()) and text not in bad:
+            bad.append(text)
+    return bad
+
+
+def private(found) -> list[str]:
+    return [f"{src}:{line} imports {dst}.{name}" for src, dst, line, name in found
+            if name and name.startswith("_") and not name.startswith("__") and src != dst]
+
+
+def cycles(found) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each as one cycle path."""
+    graph: dict[str, set[str]] = {}
+    for src, dst, _, _ in found:
+        if src != dst:
+            graph.setdefault(src, set()).add(dst)
+            graph.setdefault(dst, set())
+    index, low, stack, on, comps, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                comps.append(comp)
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    out = []
+    for comp in comps:
+        members = set(comp)
+        start = min(comp)
+        # shortest way back to `start` inside the component: one readable cycle to report
+        prev, frontier = {start: None}, [start]
+        while frontier and start not in [w for v in frontier for w in graph[v]]:
+            nxt = []
+            for v in frontier:
+                for w in sorted(graph[v] & members):
+                    if w not in prev:
+                        prev[w] = v
+                        nxt.append(w)
+            frontier = nxt
+        last = next(v for v in frontier if start in graph[v])
+        path = [last]
+        while prev[path[-1]] is not None:
+            path.append(prev[path[-1]])
+        out.append(list(reversed(path)) + [start])
+    return out
+
+
+def _found():
+    return imports(project_modules())
+
+
+def test_the_checker_sees_every_kind_of_import(tmp_path):
+    """Guard against a checker that silently sees nothing: it finds the imports of known modules."""
+    found = _found()
+    edges = {(s, d) for s, d, _, _ in found}
+    assert ("engine.run", "engine.pipeline") in edges  # module level
+    assert ("engine.detect", "engine.blazeface") in edges  # inside a function
+    assert ("export.__main__", "export.run") in edges
+    assert len(project_modules()) > 40
+
+
+def test_engine_imports_nothing_above_it_and_nothing_imports_benchmarks():
+    bad = upward(_found())
+    assert not bad, "upward imports (engine/ is the bottom layer; benchmarks/ the top):\n" + "\n".join(bad)
+
+
+def test_no_module_imports_another_modules_private_name():
+    bad = private(_found())
+    assert not bad, "private names imported across modules (make them public where they live):\n" + "\n".join(bad)
+
+
+def test_no_import_cycles():
+    found = [c for c in cycles(_found()) if frozenset(c) not in ALLOWED_CYCLES]
+    assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+#: old import path -> (new home, the names that moved). The old modules stay as deprecated aliases.
+MOVED = {
+    "models.errors": ("engine.errors", ["UserError", "cli_main"]),
+    "models.cli": ("engine.cliargs", ["Parser", "csv_list", "fraction", "nonneg_float", "nonneg_int", "positive_int", "positive_int_list"]),
+    "models.logs": ("engine.logs", ["log", "quiet"]),
+    "models.contract": ("engine.contract", ["ALIASES", "FACE_SIZE", "FER_CLASSES", "PRESETS", "SPEC_NAME", "ModelSpec",
+                                            "canonical_class", "parse_classes", "sha256_file"]),
+    "models.preprocess": ("engine.preprocess", ["flip_average", "to_face48", "to_gray"]),
+    "models.data": ("engine.contract", ["ALIASES", "canonical_class"]),
+}
+
+
+def test_old_import_paths_give_the_very_same_objects():
+    import importlib
+
+    for old, (new, names) in MOVED.items():
+        old_mod, new_mod = importlib.import_module(old), importlib.import_module(new)
+        for name in names:
+            assert getattr(old_mod, name) is getattr(new_mod, name), f"{old}.{name} is not {new}.{name}"
+    import engine.keras_io
+    import engine.sources
+    import models.data
+    import models.train
+
+    assert models.train._load_keras is engine.keras_io.load_keras
+    assert models.data.IMAGE_EXTS is engine.sources.IMAGE_EXTS
+
+
+def test_except_user_error_catches_errors_raised_from_either_path():
+    from engine.contract import parse_classes
+    from engine.errors import UserError as New
+    from models.errors import UserError as Old
+
+    for raised in (Old, New):
+        for caught in (Old, New):
+            try:
+                raise raised("x")
+            except caught:
+                pass
+    try:
+        parse_classes("happy")  # raises engine.errors.UserError
+    except Old as exc:
+        assert "at least two" in str(exc)
+    else:
+        raise AssertionError("no UserError")
+
+
+def summary() -> str:
+    found = _found()
+    edges = {(s, d) for s, d, _, _ in found if s != d}
+    between = Counter((s.split(".")[0], d.split(".")[0]) for s, d in edges)
+    lines = [f"{len(project_modules())} modules, {len(edges)} import edges between them"]
+    lines += [f"  {a} -> {b}: {n}" for (a, b), n in sorted(between.items())]
+    up = upward(found)
+    engine_up = {(s, d) for s, d, _, _ in found if s.startswith("engine") and d.split(".")[0] in FORBIDDEN["engine"]}
+    lines.append(f"upward imports: {len(up)} statements; engine/ -> models/export/benchmarks: {len(engine_up)} edges "
+                 f"from {len({s for s, _ in engine_up})} engine modules")
+    lines += [f"  {b}" for b in up]
+    lines.append(f"private names imported across modules: {len(private(found))}")
+    lines += [f"  {b}" for b in private(found)]
+    cyc = cycles(found)
+    lines.append(f"cycles: {len(cyc)}")
+    lines += ["  " + " -> ".join(c) for c in cyc]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(summary())
