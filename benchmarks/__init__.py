@@ -1,6 +1,8 @@
-"""Benchmarks: `fps.py` (the real threaded pipeline, end to end) and `models.py` (per exported
-model: size, accuracy, MACs, ms/face). Both run as scripts (`python benchmarks/fps.py`) or as
-modules (`python -m benchmarks.fps`).
+"""Benchmarks: `fps.py` (the real threaded pipeline, end to end), `zoo.py` (per exported model: size,
+accuracy, MACs, ms/face), `stage_profile.py` (one frame's CPU time, part by part) and the others. Each
+runs as a script (`python benchmarks/fps.py`) or as a module (`python -m benchmarks.fps`).
+`models.py` and `profile.py` are deprecated wrappers of zoo.py and stage_profile.py (the old names
+shadowed the project's `models` package and the standard `profile` module).
 
 This package only holds light helpers shared by the two scripts (machine and package
 facts, percentiles, tables); nothing heavy is imported here.
@@ -149,7 +151,7 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write a result file, creating its folder; a clear error when that is impossible."""
-    from models.errors import UserError
+    from engine.errors import UserError
 
     path = Path(path)
     try:

@@ -30,13 +30,16 @@ from typing import Sequence
 
 _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # benchmarks/models.py would shadow `models`
+# `python benchmarks/batch_scale.py` puts benchmarks/ first on sys.path, where the deprecated wrappers models.py and
+# profile.py would shadow the project's `models` package and the standard `profile` module: drop it, and put
+# the repository root there instead (`import benchmarks` then works from a script too).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import RESULTS, SHARED, fmt, machine_info, md_table, now_utc, package_versions, write_json, write_text  # noqa: E402
-from models.cli import Parser, positive_int  # noqa: E402
-from models.errors import UserError, cli_main  # noqa: E402
+from engine.cliargs import Parser, positive_int  # noqa: E402
+from engine.errors import UserError, cli_main  # noqa: E402
 
 SIZE, FPS = (854, 480), 30.0
 ARCHIVE_HOURS = 10_000

@@ -36,8 +36,9 @@ from typing import Sequence
 
 _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
-# `python benchmarks/crop_agreement.py` puts benchmarks/ first on sys.path, where models.py would
-# shadow the project's `models` package: drop it and put the repository root there instead.
+# `python benchmarks/crop_agreement.py` puts benchmarks/ first on sys.path, where the deprecated wrappers models.py and
+# profile.py would shadow the project's `models` package and the standard `profile` module: drop it, and put
+# the repository root there instead (`import benchmarks` then works from a script too).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
@@ -46,8 +47,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text  # noqa: E402
-from models.cli import Parser, positive_int  # noqa: E402
-from models.errors import UserError, cli_main  # noqa: E402
+from engine.cliargs import Parser, positive_int  # noqa: E402
+from engine.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 TARGET = 0.90  # engine label == direct 48x48 label on at least this share of detected faces

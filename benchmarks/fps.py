@@ -36,8 +36,9 @@ from typing import Sequence
 
 _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
-# `python benchmarks/fps.py` puts benchmarks/ first on sys.path, where models.py would shadow
-# the project's `models` package: drop it and put the repository root there instead.
+# `python benchmarks/fps.py` puts benchmarks/ first on sys.path, where the deprecated wrappers models.py and
+# profile.py would shadow the project's `models` package and the standard `profile` module: drop it, and put
+# the repository root there instead (`import benchmarks` then works from a script too).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
@@ -46,8 +47,8 @@ from benchmarks import (  # noqa: E402
     SHARED, cpu_seconds, fmt, machine_info, md_table, now_utc, package_versions, peak_rss_mb, percentiles,
     rel as _rel, text_table, write_json, write_text,
 )
-from models.cli import Parser, csv_list, nonneg_int, positive_int, positive_int_list  # noqa: E402
-from models.errors import UserError, cli_main  # noqa: E402
+from engine.cliargs import Parser, csv_list, nonneg_int, positive_int, positive_int_list  # noqa: E402
+from engine.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_SOURCE = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
 STAGES = ("capture", "detect", "classify", "track", "overlay", "sink")

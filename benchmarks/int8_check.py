@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 
 from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text  # noqa: E402
 from engine.classifier import ZOO, ClassifierOptions, create_classifier  # noqa: E402
-from models.contract import ModelSpec  # noqa: E402
-from models.errors import UserError, cli_main  # noqa: E402
+from engine.contract import ModelSpec  # noqa: E402
+from engine.errors import UserError, cli_main  # noqa: E402
 
 #: the int8 files each model is checked for, and the float file they are compared with
 INT8_FILES = (("tflite", "int8"), ("onnx", "int8"))

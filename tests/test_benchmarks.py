@@ -1,4 +1,4 @@
-"""Benchmarks: a few frames through benchmarks/fps.py and benchmarks/models.py as a user runs
+"""Benchmarks: a few frames through benchmarks/fps.py and benchmarks/zoo.py as a user runs
 them (subprocess), checking that the JSON has every field with plausible values. Not timed:
 nothing here asserts a speed."""
 from __future__ import annotations
@@ -211,7 +211,7 @@ def test_models_json_has_every_field(model_dir, fer_root, tmp_path):
 
     expected_faces = min(64, len(load_split(fer_root, "validation", quiet=True)))  # the packaged fallback has 56
     out = tmp_path / "models.json"
-    r = _run("models.py", "--model", str(model_dir), "--data", str(fer_root), "--max-faces", "64", "--batches", "1,4",
+    r = _run("zoo.py", "--model", str(model_dir), "--data", str(fer_root), "--max-faces", "64", "--batches", "1,4",
              "--threads", "1", "--repeats", "1", "--min-time", "0.01", "--json", str(out), "--md", str(tmp_path / "m.md"))
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -230,17 +230,17 @@ def test_models_json_has_every_field(model_dir, fer_root, tmp_path):
 
 
 def test_models_bad_input_is_one_line(tmp_path):
-    r = _run("models.py", "--model", str(tmp_path / "nope"))
+    r = _run("zoo.py", "--model", str(tmp_path / "nope"))
     assert "does not exist" in _one_error_line(r)
-    r = _run("models.py", "--model", str(tmp_path), "--batches", "0")
+    r = _run("zoo.py", "--model", str(tmp_path), "--batches", "0")
     assert "--batches" in _one_error_line(r)
 
 
 def test_profile_parts_add_up(model_dir, clip, tmp_path):
-    """benchmarks/profile.py: the serial per-part times of the engine's own calls, summing to the frame's cost."""
+    """benchmarks/stage_profile.py: the serial per-part times of the engine's own calls, summing to the frame's cost."""
     path, real = clip
     out = tmp_path / "profile.json"
-    r = _run("profile.py", "--source", str(path), "--model", str(model_dir), "--loop", "1", "--max-frames", "10",
+    r = _run("stage_profile.py", "--source", str(path), "--model", str(model_dir), "--loop", "1", "--max-frames", "10",
              "--warmup", "2", "--cprofile", "--json", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
@@ -254,4 +254,14 @@ def test_profile_parts_add_up(model_dir, clip, tmp_path):
 
 
 def test_profile_refuses_a_camera_in_one_line():
+    assert "profile a file or folder" in _one_error_line(_run("stage_profile.py", "--source", "0"))
+
+
+def test_the_old_script_names_still_run():
+    """benchmarks/models.py and profile.py were renamed zoo.py and stage_profile.py (they shadowed the `models`
+    package and the standard `profile` module); the old names are wrappers that run the new scripts."""
+    assert "does not exist" in _one_error_line(_run("models.py", "--model", "/nonexistent/model"))
     assert "profile a file or folder" in _one_error_line(_run("profile.py", "--source", "0"))
+    for module in ("benchmarks.models", "benchmarks.profile"):
+        r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "usage: python benchmarks/" in r.stdout, r.stderr[-2000:]
