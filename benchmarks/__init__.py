@@ -4,6 +4,10 @@ runs as a script (`python benchmarks/fps.py`) or as a module (`python -m benchma
 `models.py` and `profile.py` are deprecated wrappers of zoo.py and stage_profile.py (the old names
 shadowed the project's `models` package and the standard `profile` module).
 
+Each script's first lines put the repository root first on sys.path and drop benchmarks/ from it:
+`python benchmarks/X.py` puts benchmarks/ there, where those two wrappers would still shadow `models` and
+`profile`, and `import benchmarks` needs the root.
+
 This package only holds light helpers shared by the two scripts (machine and package
 facts, percentiles, tables); nothing heavy is imported here.
 """

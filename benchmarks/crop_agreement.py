@@ -36,12 +36,7 @@ from typing import Sequence
 
 _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
-# `python benchmarks/crop_agreement.py` puts benchmarks/ first on sys.path, where the deprecated wrappers models.py and
-# profile.py would shadow the project's `models` package and the standard `profile` module: drop it, and put
-# the repository root there instead (`import benchmarks` then works from a script too).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

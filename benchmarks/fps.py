@@ -36,12 +36,7 @@ from typing import Sequence
 
 _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
-# `python benchmarks/fps.py` puts benchmarks/ first on sys.path, where the deprecated wrappers models.py and
-# profile.py would shadow the project's `models` package and the standard `profile` module: drop it, and put
-# the repository root there instead (`import benchmarks` then works from a script too).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
 from benchmarks import (  # noqa: E402
     SHARED, cpu_seconds, fmt, machine_info, md_table, now_utc, package_versions, peak_rss_mb, percentiles,
@@ -320,8 +315,8 @@ def count_frames(spec: str, loop: int) -> int:
 def run_config(job: dict) -> dict:
     """Run the pipeline once for one configuration and measure it. Runs in the worker process."""
     from engine.api import EmotionRecognizer
-    from engine.pipeline import Pipeline, PipelineError, PipelineOptions
     from engine.outputs import Outputs
+    from engine.pipeline import Pipeline, PipelineError, PipelineOptions
     from engine.run import build_parser as engine_parser
     from engine.run import options_from_args
     from engine.sources import ImageSource, SourceOptions, open_source

@@ -37,12 +37,7 @@ from typing import Sequence
 
 _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
-# `python benchmarks/serve_cost.py` puts benchmarks/ first on sys.path, where the deprecated wrappers models.py and
-# profile.py would shadow the project's `models` package and the standard `profile` module: drop it, and put
-# the repository root there instead (`import benchmarks` then works from a script too).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
 from benchmarks import RESULTS, SHARED, fmt, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text  # noqa: E402
 from engine.cliargs import Parser, positive_int  # noqa: E402

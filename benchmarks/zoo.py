@@ -4,7 +4,7 @@ face at batch 1 / 4 / 16 with 1 and 4 threads, timed through engine.classifier (
 own predict path, nothing re-implemented).
 
 Examples:
-  python benchmarks/zoo.py                                  # every model under models/zoo/
+  python benchmarks/zoo.py                                     # every model under models/zoo/
   python benchmarks/zoo.py --model /tmp/run/export --data ../shared/data/fer2013
   python benchmarks/zoo.py --batches 1,4 --threads 1 --json m.json --md m.md
 
@@ -24,12 +24,7 @@ from typing import Sequence
 
 _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
-# `python benchmarks/zoo.py` puts benchmarks/ first on sys.path, where the deprecated wrappers models.py and
-# profile.py would shadow the project's `models` package and the standard `profile` module: drop it, and put
-# the repository root there instead (`import benchmarks` then works from a script too).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
 from benchmarks import (  # noqa: E402
     SHARED, fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text,

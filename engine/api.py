@@ -20,9 +20,9 @@ import numpy as np
 from engine.classifier import Classifier, ClassifierOptions, create_classifier
 from engine.crop import CropOptions, average_views, crop_faces
 from engine.detect import DetectorOptions, create_detector
+from engine.logs import quiet
 from engine.track import EmotionChange, Face, FaceTracker, TrackerOptions
 from engine.types import Detection
-from engine.logs import quiet
 
 
 @dataclass

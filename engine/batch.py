@@ -33,8 +33,8 @@ from typing import Sequence
 from engine.batch_inputs import find_inputs
 from engine.batch_job import empty_row, is_done, options_key
 from engine.batch_report import Progress, totals, write_summary
-from engine.cliopts import add_engine_options, engine_args
 from engine.cliargs import Parser, positive_int
+from engine.cliopts import add_engine_options, engine_args
 from engine.errors import UserError, cli_main
 
 RAY_ADDRESS = re.compile(r"^(auto|local|ray://.+|[\w.\-]*:\d+)$")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from engine.sources import IMAGE_EXTS, VIDEO_EXTS
 from engine.errors import UserError
+from engine.sources import IMAGE_EXTS, VIDEO_EXTS
 
 LIST_EXTS = {".txt", ".lst", ".list"}
 MEDIA_EXTS = VIDEO_EXTS | IMAGE_EXTS

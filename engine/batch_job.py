@@ -29,16 +29,16 @@ from typing import Callable
 import cv2
 
 from engine.api import EmotionRecognizer
-from engine.cliopts import options_from_args
 from engine.classifier import create_classifier
+from engine.cliopts import options_from_args
 from engine.detect import EveryNDetector, create_detector
+from engine.errors import UserError
+from engine.logs import quiet
 from engine.outputs import frame_event
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import JsonlSink
 from engine.sources import SourceOptions, VideoCaptureSource, open_source
 from engine.timeline import Timeline
-from engine.errors import UserError
-from engine.logs import quiet
 
 META_VERSION = 1
 OUTPUTS = ("jsonl", "csv", "png")

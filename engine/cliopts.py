@@ -11,10 +11,10 @@ import argparse
 
 from engine.api import EngineOptions
 from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions
+from engine.cliargs import fraction, nonneg_float, positive_int
 from engine.crop import VIEW_OFFSETS, CropOptions
 from engine.detect import DetectorOptions
 from engine.track import TrackerOptions
-from engine.cliargs import fraction, nonneg_float, positive_int
 
 #: Framings averaged per face on photos (CropOptions.views): a photo has no next frame to smooth over,
 #: and 5 crops of one face cost under a millisecond with the fast model.

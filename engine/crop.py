@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from engine.types import Detection
 from engine.contract import FACE_SIZE
 from engine.preprocess import to_face48
+from engine.types import Detection
 
 
 @dataclass

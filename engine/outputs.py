@@ -13,9 +13,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.errors import UserError
 from engine.pipeline import Packet
 from engine.sinks import ImageSink, JsonlSink, VideoSink, WindowSink
-from engine.errors import UserError
 from engine.sources import IMAGE_EXTS, Source
 
 

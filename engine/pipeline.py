@@ -23,10 +23,10 @@ from typing import Callable
 import numpy as np
 
 from engine.api import EmotionRecognizer, ms_since
+from engine.errors import UserError
 from engine.overlay import draw
 from engine.sources import ImageSource, Source
 from engine.track import Face
-from engine.errors import UserError
 
 _END = object()
 

@@ -29,12 +29,12 @@ from typing import Sequence
 
 from engine.api import EmotionRecognizer
 from engine.cliopts import STILL_VIEWS, add_engine_options, options_from_args  # noqa: F401 (STILL_VIEWS: re-exported)
+from engine.cliargs import Parser, nonneg_float, positive_int
+from engine.errors import UserError, cli_main
 from engine.outputs import Outputs
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import display_available
 from engine.sources import ImageSource, SourceOptions, open_source
-from engine.cliargs import Parser, nonneg_float, positive_int
-from engine.errors import UserError, cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:

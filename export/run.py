@@ -35,10 +35,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from engine.classifier import artifact_name, open_model_file  # noqa: E402
 from engine.contract import FACE_SIZE, FER_CLASSES, SPEC_NAME, ModelSpec, sha256_file  # noqa: E402
-from models.data import IMAGE_EXTS, Dataset  # noqa: E402
 from engine.errors import UserError  # noqa: E402
 from engine.keras_io import load_keras  # noqa: E402
 from engine.logs import log, quiet  # noqa: E402
+from models.data import IMAGE_EXTS, Dataset  # noqa: E402
 
 FORMATS: tuple[str, ...] = ("tflite-fp32", "tflite-fp16", "tflite-int8", "onnx-fp32", "onnx-int8")
 #: format -> (backend, precision) as the engine names them

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from engine.contract import SPEC_NAME, ModelSpec
 from engine.cliargs import Parser
+from engine.contract import SPEC_NAME, ModelSpec
 from engine.errors import UserError, cli_main
 from models.speed import label, normalize_jit
 

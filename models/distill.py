@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 import models.augment
-from models.augment import Augment
 from engine.contract import sha256_file
-from models.data import Dataset, cache_key, default_cache_dir, load_arrays, save_npz
 from engine.errors import UserError
 from engine.preprocess import flip_average
+from models.augment import Augment
+from models.data import Dataset, cache_key, default_cache_dir, load_arrays, save_npz
 
 POOL_VERSION = 1
 BATCH = 512

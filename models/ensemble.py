@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from models.card import NOTES_NAME, SHIP_FILES, SHIP_GLOBS
 from engine.cliargs import Parser
 from engine.contract import SPEC_NAME, ModelSpec, parse_classes, sha256_file
 from engine.errors import UserError, cli_main
+from models.card import NOTES_NAME, SHIP_FILES, SHIP_GLOBS
 from models.train import FINAL_NAME
 
 #: files in --out that describe a model (what the card ships, plus the TTA confusion matrix), not the
@@ -48,8 +48,8 @@ def _prepare_out(out: Path, members: Sequence[Path]) -> None:
 
 def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
     """Nest the members under one input, average their probabilities, save model + spec in `out`."""
-    from models.archs import count_macs
     from engine.keras_io import load_keras
+    from models.archs import count_macs
     from models.train import save_model_atomic
 
     import keras
@@ -130,9 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {out / FINAL_NAME}: {len(args.members)} members, {spec.extra['params']:,} params, "
           f"{spec.extra['macs'] / 1e6:.1f}M MACs/face")
     if args.data:
+        from engine.keras_io import load_keras
         from models.data import load_split
         from models.evaluate import evaluate_model
-        from engine.keras_io import load_keras
 
         ds = load_split(args.data, "validation", parse_classes(",".join(spec.labels)))
         model = load_keras(out / FINAL_NAME)

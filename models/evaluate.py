@@ -17,8 +17,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from engine.contract import ModelSpec, parse_classes  # noqa: E402
 from engine.cliargs import Parser  # noqa: E402
+from engine.contract import ModelSpec, parse_classes  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 from engine.preprocess import flip_average  # noqa: E402
 
@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.data import load_split
     from engine.keras_io import load_keras
+    from models.data import load_split
 
     model_path = Path(args.model)
     if not model_path.is_file():

@@ -78,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     src_path = Path(args.model)
     if not src_path.is_file():
         raise UserError(f"--model {src_path} does not exist")
-    from models.archs import ARCHS, count_macs
     from engine.keras_io import load_keras
+    from models.archs import ARCHS, count_macs
 
     if args.arch not in ARCHS:
         raise UserError(f"--arch {args.arch!r}: choose from {', '.join(ARCHS)}")

@@ -68,8 +68,8 @@ def images_per_second(arch: str, n_classes: int, batch: int, precision: str, jit
     import keras
     import numpy as np
 
-    from models.archs import ARCHS
     from engine.contract import FACE_SIZE
+    from models.archs import ARCHS
 
     before = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
@@ -125,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=positive_int, default=6, help="timed batches per setup, after one untimed pass [6]")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (models.archs imports it)
-    from models.archs import ARCHS
     from engine.errors import UserError
+    from models.archs import ARCHS
 
     if args.arch not in ARCHS:
         raise UserError(f"unknown arch {args.arch!r}: choose from {', '.join(ARCHS)}")

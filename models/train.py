@@ -27,12 +27,12 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from engine.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
-from models.augment import LEVELS, Augment  # noqa: E402
-from models.distill import TARGETS, teacher_pool  # noqa: E402
 from engine.cliargs import Parser, fraction  # noqa: E402
+from engine.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 from engine.keras_io import load_keras  # noqa: E402
+from models.augment import LEVELS, Augment  # noqa: E402
+from models.distill import TARGETS, teacher_pool  # noqa: E402
 from models.speed import JIT_CHOICES, SpeedChoice, choose, label, legacy_choice, normalize_jit  # noqa: E402
 
 STATE_NAME = "train_state.json"

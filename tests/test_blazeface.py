@@ -22,8 +22,8 @@ from engine.blazeface import (  # noqa: E402
     ssd_anchors,
     weighted_nms,
 )
-from engine.types import Detection  # noqa: E402
 from engine.errors import UserError  # noqa: E402
+from engine.types import Detection  # noqa: E402
 
 PI_DIR = Path(__file__).resolve().parent / "pi"
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"

@@ -20,9 +20,9 @@ if _missing:  # checked without importing: TensorFlow takes seconds to import at
     pytest.skip(f"export needs {', '.join(_missing)} (pip install '.[train]')", allow_module_level=True)
 
 from engine.classifier import ClassifierOptions, create_classifier, open_model_file  # noqa: E402
-from export.run import FORMATS, REPORT_JSON, REPORT_MD, export_model  # noqa: E402
 from engine.contract import ModelSpec  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
+from export.run import FORMATS, REPORT_JSON, REPORT_MD, export_model  # noqa: E402
 
 FILES = {
     "tflite-fp32": "emotion_fp32.tflite",
@@ -59,8 +59,8 @@ def keras_ref(tiny_model, fer_root):
     """Validation faces and the Keras model's own probabilities for them."""
     import tensorflow as tf
 
-    from models.data import load_split
     from engine.keras_io import load_keras
+    from models.data import load_split
 
     model = load_keras(tiny_model)
     labels = tuple(ModelSpec.load(tiny_model.parent).labels)

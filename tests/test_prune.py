@@ -38,8 +38,8 @@ def test_prune_keeps_the_strongest_channels_and_their_inputs():
 
 
 def test_prune_refuses_a_wider_target():
-    from models.archs import ARCHS
     from engine.errors import UserError
+    from models.archs import ARCHS
     from models.prune import prune_into
 
     with pytest.raises(UserError, match="wider"):
@@ -47,8 +47,8 @@ def test_prune_refuses_a_wider_target():
 
 
 def test_prune_cli_bad_input_is_one_line(tmp_path, capsys):
-    from models.prune import main
     from engine.errors import cli_main
+    from models.prune import main
 
     assert cli_main(main, ["--model", str(tmp_path / "missing.keras"), "--arch", "emonet_n_slim", "--out", str(tmp_path / "x.keras")]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --model")

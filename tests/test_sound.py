@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.sound import RENDER_RATE, SOUNDS_DIR, SoundCues, SoundOptions, load_clips, resample
 from engine.contract import FER_CLASSES
 from engine.errors import UserError
+from engine.sound import RENDER_RATE, SOUNDS_DIR, SoundCues, SoundOptions, load_clips, resample
 
 LABELS = list(FER_CLASSES)
 FPS = 30.0

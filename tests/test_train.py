@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from engine.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes
-from models.data import load_split
 from engine.errors import UserError, cli_main
+from models.data import load_split
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None
