@@ -124,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster: dict = {}
     interrupted = False
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    # and Ctrl-C always does, even when started with SIGINT ignored (a non-interactive shell's `cmd &`)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if pending:
             todo = [jobs[i] for i in pending]
@@ -139,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupted = True
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         progress.close()
     reason = "interrupted (Ctrl-C or SIGTERM)" if interrupted else f"not started: --max-failures {args.max_failures} reached"
     rows = [r if r is not None else {**empty_row(jobs[i], "not-run", reason), "name": jobs[i]["name"]} for i, r in enumerate(rows)]

@@ -152,6 +152,9 @@ def _run(args, source, stills: bool, closers: list, t_launch: float, serve=None)
                                                  quiet=args.quiet), on_frame=outputs.handle, log=log,
                     on_idle=outputs.idle if outputs.window is not None or live is not None else None)
     previous = signal.signal(signal.SIGTERM, lambda *_: pipe.stop("SIGTERM"))
+    # Ctrl-C = KeyboardInterrupt even when the parent started us with SIGINT ignored (a non-interactive
+    # shell's `cmd &`), so a SIGINT always stops cleanly instead of being dropped.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         stats = pipe.run()
         outputs.interrupted = stats.stopped_by != "end"
@@ -163,6 +166,7 @@ def _run(args, source, stills: bool, closers: list, t_launch: float, serve=None)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     startup = outputs.first_out - t_launch if outputs.first_out is not None else float("nan")
     log(f"done: {stats.frames} frames, {stats.faces} faces, {stats.fps:.1f} FPS"
         f" (stopped by {stats.stopped_by}; first frame {startup:.2f}s after launch)")
