@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text  # noqa: E402
 from engine.classifier import ZOO, ClassifierOptions, create_classifier  # noqa: E402
+from engine.cliargs import Parser, positive_int  # noqa: E402
 from engine.contract import ModelSpec  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 
@@ -113,17 +114,20 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python benchmarks/int8_check.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def _main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python benchmarks/int8_check.py", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(SHARED / "data" / "fer2013"), help="FER2013 folder with validation/<class>/ (default ../shared/data/fer2013)")
-    p.add_argument("--faces", type=int, default=400, help="validation faces to run (random, fixed seed; default 400)")
+    p.add_argument("--faces", type=positive_int, default=400, help="validation faces to run (random, fixed seed; default 400)")
     p.add_argument("--models", default=None, help="comma list of shipped model names or export folders (default: every model in models/zoo)")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest accuracy drop allowed, in points (default 1)")
     p.add_argument("--min-agreement", type=float, default=0.98, help="smallest label agreement with float allowed (default 0.98)")
     p.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. benchmarks/results/int8_check_avx2)")
-    args = p.parse_args(argv)
-    return cli_main(lambda _argv: run(args))
+    return run(p.parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli_main(_main, argv)
 
 
 if __name__ == "__main__":

@@ -81,14 +81,21 @@ def _expand(arg: str, base: Path, strict: bool) -> tuple[list[tuple[str, Path | 
     return [(str(path), path.parent)], []  # recorded as a failed input, the batch goes on
 
 
+def _inside(label: str) -> str:
+    """The label with every '..', '.', empty and root part dropped: outputs are named after it under --out,
+    and a list file or URL must never steer them outside (`../../x.mp4`, `http://h/../../x.mp4`)."""
+    parts = [q for q in PurePosixPath(label.replace("\\", "/")).parts if q not in ("..", ".", "", "/")]
+    return str(PurePosixPath(*parts)) if parts else "input"
+
+
 def _relative(src: str, root: Path | None, common: Path | None) -> str:
     if root is None or common is None:  # a URL: host/path
         u = urlparse(src)
-        return str(PurePosixPath("urls", u.netloc.replace(":", "_"), *PurePosixPath(u.path).parts[1:]))
+        return _inside(str(PurePosixPath("urls", u.netloc.replace(":", "_"), *PurePosixPath(u.path).parts[1:])))
     try:
-        return Path(src).relative_to(common).as_posix()
+        return _inside(Path(src).relative_to(common).as_posix())
     except ValueError:
-        return Path(src).name
+        return _inside(Path(src).name)
 
 
 def find_inputs(args: list[str], base: Path | None = None) -> list[Input]:

@@ -48,6 +48,9 @@ TIMING = ("fps", "seconds", "worker", "rss_mb", "rss_now_mb", "reused")  # run-d
 
 def out_paths(out: str | Path, name: str) -> dict[str, Path]:
     base = Path(out) / name
+    root = Path(out).resolve()
+    if root != base.resolve().parent and root not in base.resolve().parents:  # engine.batch_inputs never makes one
+        raise ValueError(f"output name {name!r} leaves the output folder")
     return {ext: base.with_name(f"{base.name}.{ext}") for ext in (*OUTPUTS, "meta.json")}
 
 
@@ -71,8 +74,12 @@ def options_key(engine_args: dict) -> str:
 def remove_temp(out: str | Path, name: str) -> None:
     """Delete the temporary files any run left for this input (they never count as output)."""
     base = Path(out) / name
-    for stale in base.parent.glob(f".{glob.escape(base.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)
+    stem = glob.escape(base.name)
+    # exactly this input's files (.NAME.EXT.PID.tmp): not those of an input called NAME.part2
+    for ext in (*OUTPUTS, "meta.json"):
+        for stale in base.parent.glob(f".{stem}.{ext}.*.tmp"):
+            if stale.name[len(base.name) + len(ext) + 3:-4].isdigit():
+                stale.unlink(missing_ok=True)
 
 
 def is_done(job: dict, out: str | Path, key: str) -> dict | None:

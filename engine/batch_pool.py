@@ -91,13 +91,18 @@ def run_local(jobs: list[dict], engine_args: dict, out: str, workers: int, on_ev
         while slots:
             for s in slots:
                 if s.ready and s.job is None and not s.stopping:
-                    if todo and not should_stop():
-                        s.job = todo.pop()
-                        s.conn.send(jobs[s.job])
-                        on_event("start", s.job, s.name)
-                    else:
-                        s.conn.send(None)
-                        s.stopping = True
+                    try:
+                        if todo and not should_stop():
+                            s.job = todo.pop()
+                            s.conn.send(jobs[s.job])
+                            on_event("start", s.job, s.name)
+                        else:
+                            s.conn.send(None)
+                            s.stopping = True
+                    except OSError:  # it died between jobs (BrokenPipeError): the job goes back, the reaper below replaces it
+                        if s.job is not None:
+                            todo.append(s.job)
+                            s.job = None
             wait([s.conn for s in slots] + [s.proc.sentinel for s in slots], timeout=0.5)
             for s in list(slots):
                 alive = s.proc.is_alive()  # before draining: whatever it sent before dying is read below

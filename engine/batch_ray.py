@@ -72,7 +72,8 @@ def run_ray(jobs: list[dict], engine_args: dict, out: str, workers: int | None, 
         started = True
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = max(1, min(workers or cpus, len(jobs)))
+        # one CPU per actor: more actors than the cluster's CPUs would never be scheduled (ready() would hang)
+        n = max(1, min(workers or cpus, cpus, len(jobs)))
         actor_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_RayWorker)
         actors = [actor_cls.remote(engine_args, out, f"r{i + 1}") for i in range(n)]
         errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]

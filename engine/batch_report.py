@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from engine.batch_job import TIMING as TIMING_COLUMNS  # noqa: F401 (the tests and benchmarks import it here)
 from engine.timeline import clock
@@ -68,7 +69,7 @@ def index_html(rows: list[dict], run: dict) -> str:
             f"{clock(t.get('video_s', 0))} of video, {t.get('frames', 0)} frames; {t.get('wall_s', 0):.1f} s")
     body = []
     for r in rows:
-        name = r.get("name") or ""
+        name = quote(r.get("name") or "")  # a link: '#', '?' and '%' in a file name must not cut it
         links = " ".join(f'<a href="{esc(name)}.{ext}">{ext}</a>' for ext in ("jsonl", "csv", "png")) if r["status"] == "ok" else ""
         shares = ", ".join(f"{k[6:]} {v * 100:.0f}%" for k, v in r.items() if k.startswith("share_") and v and v >= 0.005)
         pic = (f'<a href="{esc(name)}.png"><img loading="lazy" src="{esc(name)}.png" alt="timeline of {esc(r["input"])}"></a>'

@@ -368,6 +368,28 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.opts.timeout_s  # socket timeout for reads and sends
         super().setup()
+        # The socket timeout bounds each read, not the request: a client trickling a header byte every few
+        # seconds would hold a connection slot forever (and enough of them would lock everyone out, token
+        # holder included). The request line and headers get one deadline; past it the connection is cut.
+        self._header_timer = threading.Timer(self.server.opts.timeout_s, self._headers_too_slow)
+        self._header_timer.daemon = True
+        self._header_timer.start()
+
+    def _headers_too_slow(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()  # reads the headers
+        finally:
+            self._header_timer.cancel()
+
+    def finish(self) -> None:
+        self._header_timer.cancel()
+        super().finish()
 
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
         """No access log on the engine's stderr (its lines are the user's progress report)."""

@@ -11,13 +11,28 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _tracked_copy(dest: Path) -> Path:
+    """The files git tracks (plus untracked, not ignored ones), copied: setuptools builds in the source tree
+    and keeps stale files in its build/ folder, so building the checkout itself could ship (and leave) leftovers."""
+    import shutil
+
+    listing = subprocess.run(["git", "ls-files", "-z", "-c", "-o", "--exclude-standard"], cwd=REPO,
+                             capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listing):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def wheel_files(tmp_path_factory) -> dict[str, int]:
     out = tmp_path_factory.mktemp("wheel")
-    build = tmp_path_factory.mktemp("build")
+    src = _tracked_copy(tmp_path_factory.mktemp("src"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=build,
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src), "-w", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=out,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (whl,) = out.glob("emotion_engine-*.whl")

@@ -360,19 +360,21 @@ def _frames_per_s(port: int, seconds: float) -> float:
 
 
 def test_a_stalled_viewer_does_not_slow_the_others(engine):
-    alone = _frames_per_s(engine.port, 1.5)
+    # Windows of 2.5 s and loose ratios: CI's 2 cores are shared with other jobs. A viewer that blocked the
+    # others would bring them to ~0 frames, far below these bounds.
+    alone = _frames_per_s(engine.port, 2.5)
     fps_alone = engine.health()["fps"]
     # never reads: its socket buffers fill, and the server's send to it blocks
     conn, resp = open_stream(engine.port, f"/stream.mjpg?token={TOKEN}", rcvbuf=4096)
     try:
         time.sleep(1.0)
-        shared = _frames_per_s(engine.port, 1.5)
+        shared = _frames_per_s(engine.port, 2.5)
         fps_shared = engine.health()["fps"]
     finally:
         conn.close()
     assert alone > 5, alone
-    assert shared >= 0.6 * alone, (alone, shared)
-    assert fps_shared >= 0.5 * fps_alone, (fps_alone, fps_shared)
+    assert shared >= 0.5 * alone, (alone, shared)
+    assert fps_shared >= 0.4 * fps_alone, (fps_alone, fps_shared)
 
 
 # --------------------------------------------------------------------------- stopping
