@@ -317,3 +317,20 @@ def test_ray_missing_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, tmp_path / "a.png", "--out", tmp_path / "o", "--ray"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert_one_line_error(proc, "pip install 'emotion-engine[ray]'")
+
+
+def test_list_files_and_urls_cannot_steer_outputs_outside_out(tmp_path):
+    from engine.batch_inputs import find_inputs
+    from engine.batch_job import out_paths
+
+    (tmp_path / "lists").mkdir()
+    listing = tmp_path / "lists" / "inputs.txt"
+    listing.write_text("../../../nothere.mp4\nhttp://host/../../../../etc/x.mp4\n")
+    found = find_inputs([str(listing)])
+    assert {i.name for i in found} == {"nothere", "urls/host/etc/x"}
+    out = tmp_path / "out"
+    for i in found:
+        for p in out_paths(out, i.name).values():
+            assert out.resolve() in p.resolve().parents
+    with pytest.raises(ValueError):
+        out_paths(out, "../escape")
