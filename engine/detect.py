@@ -74,7 +74,7 @@ def choose_impl(requested: str) -> str:
         # BlazeFace file with MediaPipe's own anchors, decoding and weighted NMS (boxes within IoU 0.9
         # of the Tasks FaceDetector's, tests/test_blazeface.py) without the Tasks graph around it.
         # Measured on a 2-face clip: end to end 2.3x `fer` vs 1.5x with the Tasks detector on an AVX2
-        # core, detect p50 0.9 vs 2.0-4.5 ms on an AVX-512 VNNI one; and no mediapipe import at start-up.
+        # core, detect p50 0.94 vs 1.63 ms on an AVX-512 VNNI one (benchmarks/results/avx512-vnni); and no mediapipe import at start-up.
         if forced == "auto" and _tflite_runtime_installed():
             return "litert"
     else:
