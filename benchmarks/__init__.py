@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from engine.memory import peak_rss_mb  # noqa: F401 (re-exported: the scripts import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -100,22 +101,6 @@ def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 90, 99)) -> di
         return {f"p{q}": float("nan") for q in qs}
     arr = np.asarray(values, dtype=np.float64)
     return {f"p{q}": round(float(np.percentile(arr, q)), 4) for q in qs}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (getrusage; psutil's current RSS as a fallback)."""
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KB on Linux
-    except ImportError:  # Windows
-        try:
-            import psutil
-
-            return round(psutil.Process().memory_info().peak_wset / 2**20, 1)  # type: ignore[attr-defined]
-        except Exception:
-            return float("nan")
 
 
 def cpu_seconds() -> float:

@@ -19,8 +19,6 @@ import glob
 import hashlib
 import json
 import os
-import resource
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,9 +29,10 @@ import cv2
 from engine.api import EmotionRecognizer
 from engine.classifier import create_classifier
 from engine.cliopts import options_from_args
-from engine.detect import EveryNDetector, create_detector
+from engine.detect import create_detector, for_stream
 from engine.errors import UserError
 from engine.logs import quiet
+from engine.memory import peak_rss_mb, rss_now_mb
 from engine.outputs import frame_event
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import JsonlSink
@@ -97,21 +96,6 @@ def is_done(job: dict, out: str | Path, key: str) -> dict | None:
     return meta.get("row")
 
 
-def _rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
-
-
-def _rss_now_mb() -> float | None:
-    """Resident memory of this process now (MB; Linux), to see that it stays flat over a batch."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return round(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def empty_row(job: dict, status: str, error: str, worker: str = "") -> dict:
     """The summary row of an input that produced nothing (failed before any frame, or never started)."""
     return {"input": job["label"], "path": job["src"], "kind": job["kind"], "status": status, "error": error,
@@ -142,10 +126,7 @@ class BatchWorker:
 
     def recognizer(self, stills: bool) -> EmotionRecognizer:
         opts = self.options[stills]
-        det = self._detector(stills)
-        if opts.detector.every > 1 and opts.detector.video:  # as engine.detect.create_detector wraps it
-            det = EveryNDetector(det, opts.detector.every)
-        return EmotionRecognizer(opts, det, self.classifier)
+        return EmotionRecognizer(opts, for_stream(self._detector(stills), opts.detector), self.classifier)
 
     def close(self) -> None:
         with quiet():
@@ -189,7 +170,7 @@ class BatchWorker:
     def _timing(self, row: dict, t0: float) -> None:
         seconds = time.perf_counter() - t0
         row.update(fps=round(row["frames"] / seconds, 1) if seconds > 0 else 0.0, seconds=round(seconds, 3),
-                   worker=self.worker, rss_mb=_rss_mb(), rss_now_mb=_rss_now_mb(), reused=False)
+                   worker=self.worker, rss_mb=peak_rss_mb(), rss_now_mb=rss_now_mb(), reused=False)
 
     def _open(self, job: dict):
         """(source, frame count its header announces or 0); one sentence when it cannot be read."""
