@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text  # noqa: E402
-from engine.classifier import ZOO, ClassifierOptions, create_classifier  # noqa: E402
+from engine.classifier import ZOO, ClassifierOptions, create_classifier, predict_batched  # noqa: E402
 from engine.cliargs import Parser, positive_int  # noqa: E402
 from engine.contract import ModelSpec  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
@@ -47,7 +47,7 @@ def sample_faces(data: Path, labels: tuple[str, ...], n: int, seed: int = SEED) 
 def _predict(model_dir: Path, backend: str, precision: str, x: np.ndarray) -> np.ndarray:
     clf = create_classifier(ClassifierOptions(model=model_dir, backend=backend, precision=precision))
     try:
-        return np.concatenate([clf.predict(x[i : i + 32]) for i in range(0, len(x), 32)])
+        return predict_batched(clf.predict, x, batch=32)
     finally:
         clf.close()
 
@@ -90,10 +90,12 @@ def run(args: argparse.Namespace) -> int:
     if args.faces < 10:
         raise UserError("--faces must be at least 10")
     rows: list[dict] = []
+    faces: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}  # per label set: decoded once, not per model
     for model_dir in zoo_models(args.models):
         labels = tuple(ModelSpec.load(model_dir).labels)
-        x, y = sample_faces(data, labels, args.faces)
-        rows += check_model(model_dir, x, y, args.max_drop, args.min_agreement)
+        if labels not in faces:
+            faces[labels] = sample_faces(data, labels, args.faces)
+        rows += check_model(model_dir, *faces[labels], args.max_drop, args.min_agreement)
     machine = machine_info()
     result = {
         "benchmark": "int8_check", "date": now_utc(), "machine": machine, "versions": package_versions(),

@@ -237,6 +237,13 @@ def create_classifier(opts: ClassifierOptions) -> Classifier:
     return clf
 
 
+def predict_batched(predict, faces: np.ndarray, batch: int = 64) -> np.ndarray:
+    """`predict` (a Classifier's, or any faces -> probabilities function) over many faces, `batch` at a time:
+    what export's verification and the benchmarks run over a validation split."""
+    outs = [np.asarray(predict(faces[i : i + batch]), dtype=np.float32) for i in range(0, len(faces), batch)]
+    return np.concatenate(outs)
+
+
 def open_model_file(path: str | os.PathLike, threads: int = 1) -> Classifier:
     """Open any exported model file by its suffix (what export verification uses)."""
     path = Path(path)

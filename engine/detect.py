@@ -281,6 +281,13 @@ def create_detector(opts: DetectorOptions):
         tiled = TiledDetector(base)
         tiled.impl = impl
         base = tiled
+    return for_stream(base, opts)
+
+
+def for_stream(base, opts: DetectorOptions):
+    """`base` wrapped in EveryNDetector when `opts` asks for it (a stream, every > 1), else `base`. The
+    wrapper holds one stream's memory, so a caller that reuses one base detector across inputs (engine.batch)
+    wraps it afresh per input with this."""
     if opts.every > 1 and opts.video:
         return EveryNDetector(base, opts.every)
     return base

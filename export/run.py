@@ -33,7 +33,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from engine.classifier import artifact_name, open_model_file  # noqa: E402
+from engine.classifier import artifact_name, open_model_file, predict_batched  # noqa: E402
 from engine.contract import FACE_SIZE, FER_CLASSES, SPEC_NAME, ModelSpec, sha256_file  # noqa: E402
 from engine.errors import UserError  # noqa: E402
 from engine.keras_io import load_keras  # noqa: E402
@@ -285,11 +285,6 @@ def convert_onnx_int8(fp32_path: Path, path: Path, calib_x: np.ndarray, work: Pa
 # --------------------------------------------------------------------------- verification
 
 
-def _predict_all(fn, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    outs = [np.asarray(fn(x[i : i + batch]), dtype=np.float32) for i in range(0, len(x), batch)]
-    return np.concatenate(outs)
-
-
 def _ms_per_face(clf, faces4: np.ndarray, min_seconds: float = 0.4, max_calls: int = 300) -> float:
     """Median time of one batch-4 call, per face, after a warm-up."""
     for _ in range(3):
@@ -308,7 +303,7 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
     with quiet():
         clf = open_model_file(path, threads)
     try:
-        probs = _predict_all(clf.predict, val.x)
+        probs = predict_batched(clf.predict, val.x)
         p1 = clf.predict(val.x[:1])
         p4 = clf.predict(val.x[:4])
         batch_dp = max(float(np.abs(p1 - probs[:1]).max()), float(np.abs(p4 - probs[: len(p4)]).max()))
@@ -552,7 +547,7 @@ def export_model(
 
     log(f"running Keras on {len(val)} validation faces...")
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    keras_probs = _predict_all(lambda xb: call(tf.constant(xb, tf.float32)).numpy(), val.x, batch=256)
+    keras_probs = predict_batched(lambda xb: call(tf.constant(xb, tf.float32)).numpy(), val.x, batch=256)
     keras_acc = float((keras_probs.argmax(1) == val.y).mean())
 
     out_abs = out.resolve()
