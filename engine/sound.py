@@ -15,34 +15,42 @@ Playback runs on its own worker thread fed by a queue of size 1: `update()` neve
 `sounddevice` (PortAudio) first, then the system players `paplay`, `aplay`, `afplay`. No audio
 output is one warning, and the cues are still reported. With `out_wav` the cues are rendered into a
 mono WAV on the source timeline instead (headless runs, tests, muxing next to a recorded video).
+
+This module holds the rules (which clip folder is which emotion, when a cue fires, cooldowns) and
+the `sound-cues` thread; decoding, the players and the WAV rendering are engine.audio, whose names
+(`resample`, `write_wav`, `RENDER_RATE`, ...) stay importable from here.
 """
 from __future__ import annotations
 
-import os
 import queue
 import random
-import shutil
-import struct
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from engine.audio import (
+    OTHER_EXTS,
+    PLAYERS,
+    RENDER_RATE,
+    WAV_EXTS,
+    Clip,
+    Player,
+    Track,
+    decode,
+    have_soundfile,
+    open_player,
+    resample,
+    warn,
+    write_wav,
+)
 from engine.contract import FER_CLASSES, canonical_class
 from engine.errors import UserError
 
+#: Public names, engine.audio's included (they were engine.sound's before the split and stay importable here).
+__all__ = ["OTHER_EXTS", "PLAYERS", "RENDER_RATE", "SOUNDS_DIR", "SOUND_ALIASES", "WAV_EXTS", "SoundCues", "SoundOptions",
+           "load_clips", "resample", "write_wav"]
+
 SOUNDS_DIR = Path(__file__).resolve().parent / "sounds"
-#: Sample rate of the `out_wav` track (clips are resampled to it).
-RENDER_RATE = 16000
-PLAYERS = ("auto", "sounddevice", "aplay", "paplay", "afplay", "none")
-WAV_EXTS = (".wav", ".wave")
-OTHER_EXTS = (".ogg", ".oga", ".flac", ".mp3")  # decoded with soundfile (libsndfile) when installed
 
 #: Folder names of public emotion-audio collections -> canonical FER class. Anything else goes through
 #: engine.contract.canonical_class (which knows the plain names and "fearful", "surprised", ...).
@@ -63,10 +71,6 @@ _CACHE_BYTES = 64 << 20
 _FORGET_S = 2.0
 
 
-def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
-
-
 @dataclass
 class SoundOptions:
     sound_dir: str | Path | None = None  # None = the shipped engine/sounds
@@ -76,145 +80,6 @@ class SoundOptions:
     seed: int | None = None
     player: str = "auto"  # auto | sounddevice | aplay | paplay | afplay | none
 
-
-# ----------------------------------------------------------------------------------------- decoding
-
-
-def _pcm_to_float(raw: bytes, width: int, channels: int) -> np.ndarray:
-    if width == 1:
-        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        v = np.where(v >= 1 << 23, v - (1 << 24), v)
-        x = v.astype(np.float32) / float(1 << 23)
-    elif width == 4:
-        x = np.frombuffer(raw, "<i4").astype(np.float32) / float(1 << 31)
-    else:
-        raise ValueError(f"{8 * width}-bit samples are not supported")
-    return x.reshape(-1, channels).mean(axis=1) if channels > 1 else x
-
-
-def _read_wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as w:
-        channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-        if channels < 1 or rate <= 0:
-            raise ValueError("its header is invalid")
-        raw = w.readframes(n)
-    got = len(raw) // (width * channels)
-    # 0xFFFFFFFF-ish sizes are written by streaming recorders that never patched the header.
-    if got < n and n * width * channels < 0xFFFFFF00:
-        raise ValueError(f"it is truncated (header says {n} frames, the file has {got})")
-    raw = raw[: got * width * channels]
-    return _pcm_to_float(raw, width, channels), rate
-
-
-def _read_riff(path: Path) -> tuple[np.ndarray, int]:
-    """Float and WAVE_FORMAT_EXTENSIBLE WAVs, which Python 3.11's `wave` refuses (3.12 reads extensible PCM)."""
-    data = path.read_bytes()
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a RIFF/WAVE file")
-    fmt = body = None
-    pos = 12
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        chunk = data[pos + 8:pos + 8 + size]
-        if cid == b"fmt ":
-            fmt = chunk
-        elif cid == b"data":
-            body = chunk
-            break
-        pos += 8 + size + (size & 1)
-    if fmt is None or len(fmt) < 16 or body is None:
-        raise ValueError("no fmt or data chunk")
-    tag, channels, rate, _, align, bits = struct.unpack_from("<HHIIHH", fmt)
-    if tag == 0xFFFE and len(fmt) >= 26:
-        tag = struct.unpack_from("<H", fmt, 24)[0]  # first two bytes of the sub-format GUID
-    if channels < 1 or rate <= 0 or align != channels * ((bits + 7) // 8):
-        raise ValueError("its header is invalid")
-    body = body[: len(body) // align * align]
-    if tag == 1:
-        x = _pcm_to_float(body, align // channels, channels)
-    elif tag == 3 and bits in (32, 64):
-        x = np.frombuffer(body, "<f4" if bits == 32 else "<f8").astype(np.float32)
-        x = x.reshape(-1, channels).mean(axis=1) if channels > 1 else x
-    else:
-        raise ValueError(f"WAV format {tag} with {bits}-bit samples is not supported")
-    return x, rate
-
-
-def _soundfile():
-    try:
-        import soundfile  # noqa: PLC0415 - optional dependency
-    except (ImportError, OSError):
-        return None
-    return soundfile
-
-
-def _read_soundfile(path: Path, reason: str = "") -> tuple[np.ndarray, int]:
-    sf = _soundfile()
-    if sf is None:
-        raise UserError(
-            f"sound clip {path} cannot be read ({reason}): use 8/16/24/32-bit PCM WAV, install soundfile, or remove it"
-        )
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise UserError(f"sound clip {path} cannot be read ({reason or exc}): fix or remove it") from None
-    return (data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]), int(rate)
-
-
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """Decode one clip to float32 mono in [-1, 1]; UserError if it cannot be read."""
-    try:
-        if path.suffix.lower() in WAV_EXTS:
-            try:
-                x, rate = _read_wav(path)
-            except wave.Error as exc:
-                try:  # float or WAVE_FORMAT_EXTENSIBLE
-                    x, rate = _read_riff(path)
-                except ValueError:
-                    x, rate = _read_soundfile(path, str(exc))
-            except (EOFError, ValueError) as exc:
-                x, rate = _read_soundfile(path, str(exc) or "it ends too early")
-        else:
-            x, rate = _read_soundfile(path)
-    except OSError as exc:
-        raise UserError(f"sound clip {path} cannot be read: {exc.strerror or exc}") from None
-    if x.size == 0:
-        raise UserError(f"sound clip {path} has no audio: fix or remove it")
-    if not np.all(np.isfinite(x)):
-        raise UserError(f"sound clip {path} has invalid samples (NaN or infinity): fix or remove it")
-    return np.ascontiguousarray(x, dtype=np.float32), int(rate)
-
-
-def resample(x: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
-    """Linear-interpolation resampling (good enough for speech cues; no scipy on the Pi path)."""
-    if rate == out_rate or x.size == 0:
-        return x.astype(np.float32, copy=False)
-    n_out = max(1, int(round(x.size * out_rate / rate)))
-    src = np.arange(n_out, dtype=np.float64) * (rate / out_rate)
-    return np.interp(src, np.arange(x.size, dtype=np.float64), x).astype(np.float32)
-
-
-@dataclass
-class _Clip:
-    path: Path
-    emotion: str
-    rate: int
-    frames: int
-    data: np.ndarray | None = None  # None: too many clips to keep; re-read on play
-
-    @property
-    def duration(self) -> float:
-        return self.frames / self.rate
-
-    def samples(self) -> np.ndarray:
-        if self.data is not None:
-            return self.data
-        return _decode(self.path)[0]
 
 
 # ----------------------------------------------------------------------------------- folder mapping
@@ -243,7 +108,7 @@ def _known_emotion(folder: str) -> bool:
     return _emotion_for(folder, list(FER_CLASSES)) is not None
 
 
-def load_clips(sound_dir: str | Path | None, labels: list[str]) -> dict[str, list[_Clip]]:
+def load_clips(sound_dir: str | Path | None, labels: list[str]) -> dict[str, list[Clip]]:
     """Find and decode every clip for `labels` under `sound_dir`; {label: clips} (labels with clips only)."""
     root = Path(sound_dir).expanduser() if sound_dir is not None else SOUNDS_DIR
     if not root.exists():
@@ -257,7 +122,7 @@ def load_clips(sound_dir: str | Path | None, labels: list[str]) -> dict[str, lis
         subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as exc:
         raise UserError(f"sound folder {root} cannot be read: {exc.strerror or exc}") from None
-    have_sf = _soundfile() is not None
+    have_sf = have_soundfile()
     for sub in subs:
         emotion = _emotion_for(sub.name, labels)
         if emotion is None:
@@ -273,58 +138,58 @@ def load_clips(sound_dir: str | Path | None, labels: list[str]) -> dict[str, lis
             elif ext in OTHER_EXTS:
                 skipped.append(f)
     if skipped:
-        _warn(f"skipping {len(skipped)} {'/'.join(sorted({p.suffix.lower() for p in skipped}))} clip(s) in {root}: "
+        warn(f"skipping {len(skipped)} {'/'.join(sorted({p.suffix.lower() for p in skipped}))} clip(s) in {root}: "
               "install soundfile to play them, or convert them to WAV")
     if unknown:
-        _warn(f"ignoring sound folder(s) {', '.join(unknown)} in {root}: not an emotion name")
+        warn(f"ignoring sound folder(s) {', '.join(unknown)} in {root}: not an emotion name")
     if not found:
         raise UserError(
             f"no usable sound clips for the model's emotions ({', '.join(labels)}) in {root}: "
             f"expected {root}/<emotion>/*.wav"
         )
-    clips: dict[str, list[_Clip]] = {}
+    clips: dict[str, list[Clip]] = {}
     cached = 0
     for emotion in labels:
         for f in found.get(emotion, []):
-            x, rate = _decode(f)
+            x, rate = decode(f)
             keep = cached + x.nbytes <= _CACHE_BYTES
             cached += x.nbytes if keep else 0
-            clips.setdefault(emotion, []).append(_Clip(f, emotion, rate, x.size, x if keep else None))
+            clips.setdefault(emotion, []).append(Clip(f, emotion, rate, x.size, x if keep else None))
     missing = [e for e in labels if e not in clips]
     if missing:
         which = "that emotion stays" if len(missing) == 1 else "those emotions stay"
-        _warn(f"no sound clips for {', '.join(missing)} in {root}: {which} silent")
+        warn(f"no sound clips for {', '.join(missing)} in {root}: {which} silent")
     return clips
 
 
-# ----------------------------------------------------------------------------------------- playback
+# ------------------------------------------------------------------------------------ the cue thread
 
 
-class _Player:
-    """Plays one clip at a time on a worker thread; never blocks the caller."""
+class _CueThread:
+    """The `sound-cues` thread: plays one clip at a time through a player; never blocks the caller.
 
-    def __init__(self, backend: str, sd=None, program: str | None = None):
-        self.backend = backend  # "sounddevice" | "subprocess"
-        self._sd = sd
-        self._program = program
+    A queue of one: while a clip plays or waits, `submit` refuses the next, so a busy speaker skips
+    cues instead of queueing them. A player that fails is switched off with one warning.
+    """
+
+    def __init__(self, player: Player):
+        self.player = player
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()  # stop now (interrupts the clip playing)
         self._done = threading.Event()  # no more clips will come
         self._busy = threading.Event()
         self._failed = False
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        self._files: dict[Path, str] = {}
         self._thread = threading.Thread(target=self._run, name="sound-cues", daemon=True)
         self._thread.start()
 
     @property
     def name(self) -> str:
-        return self._program or self.backend
+        return self.player.name
 
     def busy(self) -> bool:
         return self._busy.is_set() or not self._queue.empty()
 
-    def submit(self, clip: _Clip) -> bool:
+    def submit(self, clip: Clip) -> bool:
         if self._failed:
             return True  # playback is off after a device failure: the cue is still reported
         if self.busy():
@@ -345,9 +210,8 @@ class _Player:
         if self._thread.is_alive():
             self._stop.set()
             self._thread.join(timeout=2.0)
-        if self._tmp is not None and not self._thread.is_alive():
-            self._tmp.cleanup()
-            self._tmp = None
+        if not self._thread.is_alive():
+            self.player.close()  # e.g. the temporary WAVs of a system player
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -360,170 +224,14 @@ class _Player:
             self._busy.set()
             try:
                 if not self._failed:
-                    self._play(clip)
+                    self.player.play(clip, self._stop)
             except Exception as exc:  # a device going away must not kill the engine
                 self._failed = True
                 text = str(exc).strip()
                 why = text.splitlines()[-1] if text else type(exc).__name__
-                _warn(f"sound output stopped ({self.name}: {why}); sound cues are still reported but not played")
+                warn(f"sound output stopped ({self.name}: {why}); sound cues are still reported but not played")
             finally:
                 self._busy.clear()
-
-    def _play(self, clip: _Clip) -> None:
-        if self.backend == "sounddevice":
-            self._play_sounddevice(clip)
-        else:
-            self._play_subprocess(clip)
-
-    def _play_sounddevice(self, clip: _Clip) -> None:
-        sd = self._sd
-        x, rate = clip.samples(), clip.rate
-        try:
-            stream = sd.OutputStream(samplerate=rate, channels=1, dtype="float32")
-        except Exception:  # e.g. a raw ALSA device without 16 kHz: resample to its own rate
-            rate = int(sd.query_devices(kind="output")["default_samplerate"])
-            x = resample(x, clip.rate, rate)
-            stream = sd.OutputStream(samplerate=rate, channels=1, dtype="float32")
-        with stream:
-            block = max(1, rate // 20)
-            for i in range(0, x.size, block):
-                if self._stop.is_set():
-                    stream.abort()
-                    return
-                stream.write(x[i:i + block].reshape(-1, 1))
-
-    def _wav_for(self, clip: _Clip) -> str:
-        if clip.path in self._files:
-            return self._files[clip.path]
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="emotion-sound-")
-        path = os.path.join(self._tmp.name, f"{len(self._files)}.wav")
-        write_wav(path, clip.samples(), clip.rate)
-        self._files[clip.path] = path
-        return path
-
-    def _play_subprocess(self, clip: _Clip) -> None:
-        cmd = [self._program, self._wav_for(clip)]
-        if self._program == "aplay":
-            cmd.insert(1, "-q")
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + clip.duration + 10.0  # a player waiting on a dead sound server
-        while proc.poll() is None:
-            if self._stop.is_set() or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                return
-            time.sleep(0.02)
-        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-        if proc.returncode != 0:
-            raise RuntimeError(err or f"exit status {proc.returncode}")
-
-
-def _open_player(choice: str) -> _Player | None:
-    """The playback backend for `choice`; None (after one warning) when there is no audio output."""
-    if choice == "none":
-        return None
-    if choice in ("auto", "sounddevice"):
-        sd, why = None, ""
-        try:
-            import sounddevice as sd  # noqa: PLC0415 - optional, needs the PortAudio shared library
-        except ImportError:
-            why = "sounddevice is not installed (pip install sounddevice)"
-        except OSError:
-            why = "sounddevice cannot find PortAudio (apt-get install libportaudio2)"
-        if sd is not None:
-            try:
-                sd.query_devices(kind="output")
-                return _Player("sounddevice", sd=sd)
-            except Exception:
-                why = "sounddevice finds no audio output device"
-        if choice == "sounddevice":
-            if sd is None:
-                raise UserError(f"sound player sounddevice is unavailable: {why}")
-            _warn(f"{why}; sound cues are reported but not played")
-            return None
-    programs = ("paplay", "aplay", "afplay") if choice == "auto" else (choice,)
-    for program in programs:
-        if shutil.which(program):
-            return _Player("subprocess", program=program)
-    if choice != "auto":
-        raise UserError(f"sound player {choice} is not installed: choose another of {', '.join(PLAYERS)}")
-    _warn(f"no audio output ({why}, and none of {', '.join(programs)} is installed); "
-          "sound cues are reported but not played")
-    return None
-
-
-# ---------------------------------------------------------------------------------------- WAV track
-
-
-def write_wav(path: str | Path, x: np.ndarray, rate: int) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(_to_pcm16(x))
-
-
-def _to_pcm16(x: np.ndarray) -> bytes:
-    return (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
-
-
-class _Track:
-    """A mono 16-bit WAV written on the fly: silence, then each cue at its source time."""
-
-    def __init__(self, path: str | Path, rate: int = RENDER_RATE):
-        self.path = Path(path).expanduser()
-        self.rate = rate
-        try:
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise UserError(f"cannot write the sound track {self.path}: {exc.strerror or exc}") from None
-        self._w = wave.open(self._file, "wb")
-        self._w.setnchannels(1)
-        self._w.setsampwidth(2)
-        self._w.setframerate(rate)
-        self._written = 0  # samples flushed to the file
-        self._pending = np.zeros(0, np.float32)  # samples after _written still being mixed into
-        self._resampled: dict[Path, np.ndarray] = {}
-
-    def _flush_to(self, pos: int) -> None:
-        """Write everything before sample `pos` (pending audio, then silence)."""
-        if pos <= self._written:
-            return
-        n = pos - self._written
-        head = self._pending[:n]
-        self._w.writeframes(_to_pcm16(head))
-        self._pending = self._pending[n:]
-        gap = n - head.size
-        chunk = np.zeros(self.rate * 10, np.int16).tobytes()
-        while gap > 0:
-            k = min(gap, self.rate * 10)
-            self._w.writeframes(chunk[: 2 * k])
-            gap -= k
-        self._written = pos
-
-    def add(self, t: float, clip: _Clip) -> None:
-        x = self._resampled.get(clip.path)
-        if x is None:
-            x = resample(clip.samples(), clip.rate, self.rate)
-            if len(self._resampled) < 256:
-                self._resampled[clip.path] = x
-        pos = max(int(round(t * self.rate)), self._written)
-        self._flush_to(pos)
-        end = x.size
-        if self._pending.size < end:
-            self._pending = np.concatenate([self._pending, np.zeros(end - self._pending.size, np.float32)])
-        self._pending[:end] += x
-
-    def close(self, end_t: float | None) -> None:
-        end = self._written + self._pending.size
-        if end_t is not None:
-            end = max(end, int(np.ceil(end_t * self.rate)))
-        try:
-            self._flush_to(end)
-            self._w.close()
-        finally:
-            self._file.close()
 
 
 # ------------------------------------------------------------------------------------------- cues
@@ -544,8 +252,8 @@ class _Face:
 class SoundCues:
     """Decides when a face's stable emotion deserves a cue, and plays or renders it."""
 
-    def __init__(self, options: SoundOptions, labels: list[str], clips: dict[str, list[_Clip]],
-                 player: _Player | None, track: _Track | None):
+    def __init__(self, options: SoundOptions, labels: list[str], clips: dict[str, list[Clip]],
+                 player: _CueThread | None, track: Track | None):
         self.options = options
         self.labels = list(labels)
         self.clips = clips
@@ -568,11 +276,12 @@ class SoundCues:
         if not labels:
             raise UserError("sound cues need the model's labels")
         clips = load_clips(options.sound_dir, list(labels))
-        track = _Track(options.out_wav) if options.out_wav is not None else None
+        track = Track(options.out_wav) if options.out_wav is not None else None
         # out_wav replaces the speaker unless a player was named explicitly
         choice = "none" if (track is not None and options.player == "auto") else options.player
         try:
-            player = _open_player(choice)
+            backend = open_player(choice)
+            player = _CueThread(backend) if backend is not None else None
         except BaseException:
             if track is not None:
                 track.close(None)
@@ -584,7 +293,7 @@ class SoundCues:
         """What plays the cues: 'sounddevice', 'aplay', ..., or 'none'."""
         return self._player.name if self._player is not None else "none"
 
-    def _clips_for(self, emotion: str) -> list[_Clip]:
+    def _clips_for(self, emotion: str) -> list[Clip]:
         got = self.clips.get(emotion)
         if got is None:
             canon = canonical_class(emotion)
