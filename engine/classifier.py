@@ -17,11 +17,11 @@ import numpy as np
 
 from engine.contract import FACE_SIZE, ModelSpec
 from engine.errors import UserError
+# The artefact table (engine/formats.py) decides the file names; BACKENDS, PRECISIONS, SUFFIX and
+# artifact_name stay importable from here, where they used to live.
+from engine.formats import BACKENDS, PRECISIONS, SUFFIX, artifact_name, by_kind, wheel_precisions
 from engine.preprocess import flip_average
 
-BACKENDS = ("tflite", "onnx", "keras")
-PRECISIONS = ("int8", "fp16", "fp32")
-SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "keras": ".keras"}
 #: Where the shipped models live; `fast` is the default everywhere.
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 DEFAULT_MODEL = ZOO / "emonet_n"
@@ -38,13 +38,6 @@ class ClassifierOptions:
     tta: bool = False
 
 
-def artifact_name(backend: str, precision: str) -> str:
-    """File name export writes for a backend x precision (the engine finds it by this)."""
-    if backend == "keras":
-        return "emotion.keras"
-    return f"emotion_{precision}{SUFFIX[backend]}"
-
-
 def resolve_model(opts: ClassifierOptions) -> Path:
     """A file is used as given; a directory is searched for the backend x precision export."""
     if opts.backend not in BACKENDS:
@@ -59,8 +52,10 @@ def resolve_model(opts: ClassifierOptions) -> Path:
         if not candidate.is_file():
             have = sorted(p.name for p in path.iterdir() if p.suffix in SUFFIX.values())
             hint = ""
-            if path.resolve().parent == ZOO.resolve() and opts.precision == "fp32" or opts.backend == "keras":
-                hint = "; the pip package carries int8/fp16 files only: float32 and .keras files are in a checkout of the repository"
+            row = by_kind(opts.backend, opts.precision)
+            if row is not None and not row.in_wheel and (path.resolve().parent == ZOO.resolve() or row.backend == "keras"):
+                hint = (f"; the pip package carries {'/'.join(wheel_precisions())} files only: float32 and .keras files "
+                        "are in a checkout of the repository")
             raise UserError(f"{path} has no {candidate.name} for --backend {opts.backend} (it has: {', '.join(have) or 'no models'}){hint}")
         return candidate
     if path.suffix != SUFFIX[opts.backend]:
