@@ -29,10 +29,12 @@ Security: 127.0.0.1 unless a host is given; a token (`--serve-token`), when set,
 (`?token=` or `Authorization: Bearer`), compared with `hmac.compare_digest`; at most `max_clients` video
 streams and as many event streams (a page opens one of each), 503 beyond; unknown paths 404; nothing is
 ever read from disk.
+
+Here: the options, the address, the frame state (`_Hub`) and `LiveServer` with its encoder thread. The
+HTTP server and handler (auth, routes, client limits) are engine.serve_http; the page is engine.serve_page.
 """
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import socket
@@ -41,13 +43,16 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from engine.errors import UserError
+from engine.serve_http import Server
+from engine.serve_page import PAGE
+
+#: engine.serve's public names (PAGE lives in engine.serve_page and stays importable here).
+__all__ = ["DEFAULT_PORT", "PAGE", "LiveServer", "ServeOptions", "is_loopback", "parse_address"]
 
 DEFAULT_PORT = 8080
 
@@ -223,7 +228,7 @@ class LiveServer:
 
     POLL_S = 0.1  # how often serve_forever looks at its stop flag: close() returns within this
 
-    def __init__(self, opts: ServeOptions, httpd: "_Server"):
+    def __init__(self, opts: ServeOptions, httpd: Server):
         self.opts = opts
         self.hub = httpd.hub
         self._httpd = httpd
@@ -246,7 +251,7 @@ class LiveServer:
         """
         say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         try:
-            httpd = _Server(opts)
+            httpd = Server(opts, _Hub(opts))
         except OSError as exc:
             raise UserError(f"--serve cannot listen on {_hostport(opts.host, opts.port)}: {exc.strerror or exc}") from None
         self = cls(opts, httpd)
@@ -304,354 +309,3 @@ def _hostport(host: str, port: int) -> str:
 def _url(host: str, port: int) -> str:
     shown = host if host not in ("0.0.0.0", "::", "") else socket.gethostname()
     return f"http://{_hostport(shown, port)}/"
-
-
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer with a connection cap, quiet errors and a list of live sockets to drop."""
-
-    daemon_threads = True  # a stuck client never keeps the process alive
-    allow_reuse_address = True
-
-    def __init__(self, opts: ServeOptions):
-        self.opts = opts
-        self.hub = _Hub(opts)
-        self.live: LiveServer | None = None
-        self._conns: dict[socket.socket, threading.Thread] = {}
-        self._conns_lock = threading.Lock()
-        #: connections of any kind (page, snapshot, streams, silent ones) before new ones are refused
-        self.max_connections = 4 * opts.max_clients + 16
-        info = socket.getaddrinfo(opts.host, opts.port, type=socket.SOCK_STREAM)[0]
-        self.address_family = info[0]
-        super().__init__(info[4][:2], _Handler)
-
-    def verify_request(self, request, client_address) -> bool:
-        with self._conns_lock:
-            if len(self._conns) >= self.max_connections:
-                return False
-            self._conns[request] = threading.current_thread()
-        return True
-
-    def process_request_thread(self, request, client_address):
-        with self._conns_lock:
-            if request in self._conns:
-                self._conns[request] = threading.current_thread()
-        super().process_request_thread(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._conns_lock:
-            self._conns.pop(request, None)
-        super().shutdown_request(request)
-
-    def handle_error(self, request, client_address) -> None:
-        """A client's failure is the client's: no traceback on the engine's stderr."""
-
-    def stream_threads(self) -> list[threading.Thread]:
-        with self._conns_lock:
-            return [th for th in self._conns.values() if th is not threading.current_thread()]
-
-    def drop_connections(self) -> None:
-        with self._conns_lock:
-            socks = list(self._conns)
-        for sock in socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in send/recv on it
-            except OSError:
-                pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.0"  # one request per connection: no idle keep-alive connections to manage
-    server_version = "emotion-engine"
-    sys_version = ""
-
-    def setup(self) -> None:
-        self.timeout = self.server.opts.timeout_s  # socket timeout for reads and sends
-        super().setup()
-        # The socket timeout bounds each read, not the request: a client trickling a header byte every few
-        # seconds would hold a connection slot forever (and enough of them would lock everyone out, token
-        # holder included). The request line and headers get one deadline; past it the connection is cut.
-        self._header_timer = threading.Timer(self.server.opts.timeout_s, self._headers_too_slow)
-        self._header_timer.daemon = True
-        self._header_timer.start()
-
-    def _headers_too_slow(self) -> None:
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def parse_request(self) -> bool:
-        try:
-            return super().parse_request()  # reads the headers
-        finally:
-            self._header_timer.cancel()
-
-    def finish(self) -> None:
-        self._header_timer.cancel()
-        super().finish()
-
-    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
-        """No access log on the engine's stderr (its lines are the user's progress report)."""
-
-    # ---- routing ----
-    def do_GET(self) -> None:  # noqa: N802 - http.server's spelling
-        url = urlsplit(self.path)
-        if not self._authorised(url.query):
-            return self._reply(401, b"unauthorised: pass ?token=... or an Authorization: Bearer header\n", "text/plain",
-                               {"WWW-Authenticate": 'Bearer realm="emotion-engine"'})
-        route = {"/": self._page, "/index.html": self._page, "/stream.mjpg": self._stream, "/events": self._events,
-                 "/snapshot.jpg": self._snapshot, "/healthz": self._health}.get(url.path)
-        if route is None:
-            return self._reply(404, b"not found\n", "text/plain")
-        route()
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._reply(405, b"", "text/plain", {"Allow": "GET"})
-
-    def _authorised(self, query: str) -> bool:
-        token = self.server.opts.token
-        if not token:
-            return True
-        given = (parse_qs(query).get("token") or [""])[0]
-        auth = self.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
-
-    def _reply(self, code: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self._common_headers(headers)
-            self.wfile.write(body)
-        except OSError:
-            pass
-
-    def _common_headers(self, extra: dict | None = None) -> None:
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")  # the token may be in the URL
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-
-    # ---- routes ----
-    def _page(self) -> None:
-        self._reply(200, PAGE, "text/html; charset=utf-8", {
-            "Content-Security-Policy": "default-src 'none'; img-src 'self'; connect-src 'self'; "
-                                       "style-src 'unsafe-inline'; script-src 'unsafe-inline'"})
-
-    def _health(self) -> None:
-        hub, info = self.server.hub, self.server.live.info if self.server.live else {}
-        now = time.monotonic()
-        body = {
-            "ok": hub.state in ("starting", "running"),
-            "uptime_s": round(now - hub.t_start, 2),
-            "frames": hub.frames,
-            "fps": round(hub.fps, 2),
-            "source": {"name": info.get("source"), "live": info.get("live"), "state": hub.state,
-                       "last_frame_s_ago": None if hub.t_last_frame is None else round(now - hub.t_last_frame, 2)},
-            "model": info.get("model"), "backend": info.get("backend"), "detector": info.get("detector"),
-            "labels": info.get("labels"), "colours": _CSS_COLOURS,
-            "viewers": {"video": hub.video_viewers, "events": hub.event_viewers, "max": self.server.opts.max_clients},
-        }
-        self._reply(200, json.dumps(body).encode(), "application/json")
-
-    def _snapshot(self) -> None:
-        _, jpeg = self.server.hub.encode_newest()
-        if jpeg is None:
-            return self._reply(503, b"no frame yet\n", "text/plain", {"Retry-After": "1"})
-        self._reply(200, jpeg, "image/jpeg")
-
-    def _claim(self, kind: str) -> bool:
-        hub = self.server.hub
-        with hub.new_viewer:
-            if getattr(hub, kind) >= self.server.opts.max_clients:
-                return False
-            setattr(hub, kind, getattr(hub, kind) + 1)
-            hub.new_viewer.notify_all()  # wakes the encoder when the first viewer arrives
-            return True
-
-    def _release(self, kind: str) -> None:
-        hub = self.server.hub
-        with hub.new_viewer:
-            setattr(hub, kind, getattr(hub, kind) - 1)
-
-    def _busy(self) -> None:
-        self._reply(503, f"at most {self.server.opts.max_clients} streams of this kind at once (--serve-max-clients)\n".encode(),
-                    "text/plain", {"Retry-After": "5"})
-
-    def _stream(self) -> None:
-        if not self._claim("video_viewers"):
-            return self._busy()
-        hub = self.server.hub
-        try:
-            # A small send buffer: a slow viewer's backlog stays a frame or two, never seconds of video.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 128 * 1024)
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self._common_headers()
-            sent = 0
-            while not hub.closed.is_set():
-                with hub.new_jpeg:
-                    if not hub.new_jpeg.wait_for(lambda: hub.closed.is_set() or hub.jpeg_seq > sent, timeout=1.0):
-                        continue
-                    sent, jpeg = hub.jpeg_seq, hub.jpeg
-                if jpeg is None:
-                    continue
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
-        except OSError:  # the viewer went away, stalled past the timeout, or the server is closing
-            pass
-        finally:
-            self._release("video_viewers")
-
-    EVENT_FLUSH_S = 0.02  # batch a fast file's frames into one send: ~50 writes a second, not 700
-
-    def _events(self) -> None:
-        if not self._claim("event_viewers"):
-            return self._busy()
-        hub = self.server.hub
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self._common_headers()
-            self.wfile.write(b"retry: 2000\n\n")
-            with hub.lock:
-                seq = hub.events[-1][0] - 1 if hub.events else 0  # start with the newest frame
-            last_beat = time.monotonic()
-            while not hub.closed.is_set():
-                seq, messages = hub.events_after(seq)
-                if messages:
-                    self.wfile.write(b"".join(messages))
-                    last_beat = time.monotonic()
-                elif time.monotonic() - last_beat > 5:  # a comment line: proxies and browsers see it alive
-                    self.wfile.write(b": idle\n\n")
-                    last_beat = time.monotonic()
-                hub.closed.wait(self.EVENT_FLUSH_S)
-        except OSError:
-            pass
-        finally:
-            self._release("event_viewers")
-
-
-def _css(bgr: tuple[int, int, int]) -> str:
-    b, g, r = bgr
-    return f"rgb({r},{g},{b})"
-
-
-def _colours() -> dict[str, str]:
-    from engine.overlay import COLOURS
-
-    return {k: _css(v) for k, v in COLOURS.items()}
-
-
-_CSS_COLOURS = _colours()
-
-# The page: one file, no external resource (the CSP above forbids any), so it works on a LAN with no internet.
-PAGE = r"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>emotion-engine live</title>
-<style>
- body{margin:0;font:14px/1.4 system-ui,sans-serif;background:#111;color:#ddd}
- header{padding:8px 12px;background:#1c1c1c;display:flex;gap:18px;flex-wrap:wrap;align-items:baseline}
- header b{color:#fff} .k{color:#888}
- #banner{display:none;padding:8px 12px;background:#a02020;color:#fff;font-weight:bold}
- main{display:flex;flex-wrap:wrap;gap:12px;padding:12px}
- #video{width:720px;max-width:100%;background:#000;min-height:180px}
- #side{flex:1;min-width:260px}
- table{border-collapse:collapse;width:100%} td,th{padding:3px 6px;text-align:left;border-bottom:1px solid #2a2a2a}
- .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
- canvas{width:100%;height:auto;background:#181818;margin-top:8px} #ms{font-family:monospace;font-size:12px;color:#aaa}
-</style></head><body>
-<div id="banner"></div>
-<header><b>emotion-engine</b><span><span class="k">source</span> <span id="source">-</span></span>
-<span><span class="k">model</span> <span id="model">-</span></span><span><span class="k">detector</span> <span id="detector">-</span></span>
-<span><span class="k">FPS</span> <span id="fps">-</span></span><span id="ms"></span></header>
-<main><img id="video" alt="live video">
-<div id="side"><table><thead><tr><th>face</th><th>emotion</th><th>confidence</th></tr></thead><tbody id="faces"></tbody></table>
-<canvas id="timeline" width="640" height="200"></canvas><div class="k">emotion per face, last 60 s</div></div></main>
-<script>
-"use strict";
-const tok = new URLSearchParams(location.search).get("token");
-const q = tok ? "?token=" + encodeURIComponent(tok) : "";
-const $ = id => document.getElementById(id);
-let colours = {}, lastEvent = 0, engineState = "starting", streamDown = false;
-const tracks = new Map();  // face id -> [[t0, t1, emotion], ...] on the engine's timeline
-let tNow = 0, shown = 0, shownAt = performance.now(), rate = 0, engineFps = 0;
-
-function banner() {
-  const b = $("banner"); let text = "";
-  if (streamDown) text = "connection to the engine lost - retrying";
-  else if (engineState === "reconnecting") text = "camera lost - reopening it";
-  else if (engineState === "ended") text = "the engine has stopped";
-  b.textContent = text; b.style.display = text ? "block" : "none";
-}
-function startVideo() { $("video").src = "stream.mjpg" + q + (q ? "&" : "?") + "t=" + Date.now(); }
-$("video").onerror = () => setTimeout(startVideo, 2000);
-startVideo();
-
-const es = new EventSource("events" + q);
-es.onopen = () => { streamDown = false; banner(); };
-es.onerror = () => { streamDown = true; banner(); };
-es.onmessage = m => {
-  const ev = JSON.parse(m.data); lastEvent = performance.now(); shown++;
-  tNow = ev.t;
-  for (const f of ev.faces) {
-    let segs = tracks.get(f.id); if (!segs) { segs = []; tracks.set(f.id, segs); }
-    const last = segs[segs.length - 1];
-    if (last && last[2] === f.emotion && ev.t - last[1] < 1) last[1] = ev.t; else segs.push([ev.t, ev.t, f.emotion]);
-  }
-  latest = ev;
-};
-let latest = null;
-
-function render() {
-  const now = performance.now();
-  if (now - shownAt >= 1000) { rate = shown * 1000 / (now - shownAt); shown = 0; shownAt = now; }
-  if (latest) {
-    const ev = latest; latest = null;
-    $("faces").innerHTML = [...ev.faces].sort((a, b) => a.id - b.id).map(f => `<tr><td>#${f.id}</td><td><span class="sw" style="background:${colours[f.emotion] || "#0f0"}"></span>` +
-      `<span class="emotion">${f.emotion}</span></td><td>${(f.confidence * 100).toFixed(0)}%</td></tr>`).join("") ||
-      '<tr><td colspan="3" class="k">no face</td></tr>';
-    $("ms").textContent = Object.entries(ev.ms).map(([k, v]) => `${k} ${v.toFixed(1)}`).join("  ") + " ms";
-    $("fps").textContent = (rate || engineFps).toFixed(1);
-  }
-  drawTimeline();
-}
-function drawTimeline() {
-  const c = $("timeline"), g = c.getContext("2d"), W = c.width, H = c.height, left = 40, span = 60;
-  g.clearRect(0, 0, W, H);
-  for (const [id, segs] of tracks) {  // forget what scrolled out
-    while (segs.length && segs[0][1] < tNow - span) segs.shift();
-    if (!segs.length) tracks.delete(id);
-  }
-  const ids = [...tracks.keys()].sort((a, b) => a - b), row = Math.min(28, (H - 16) / Math.max(1, ids.length));
-  g.font = "12px sans-serif"; g.fillStyle = "#666";
-  for (let s = 0; s <= span; s += 10) { const x = left + (W - left) * (1 - s / span); g.fillRect(x, 0, 1, H - 14); g.fillText(s ? `-${s}s` : "now", x - (s ? 12 : 24), H - 2); }
-  ids.forEach((id, i) => {
-    const y = 4 + i * row; g.fillStyle = "#ccc"; g.fillText("#" + id, 4, y + row / 2 + 4);
-    for (const [t0, t1, emo] of tracks.get(id)) {
-      const x0 = left + (W - left) * (1 - (tNow - t0) / span), x1 = left + (W - left) * (1 - (tNow - t1) / span);
-      g.fillStyle = colours[emo] || "#0f0"; g.fillRect(Math.max(left, x0), y, Math.max(2, x1 - Math.max(left, x0)), row - 4);
-    }
-  });
-}
-setInterval(render, 100);
-
-async function health() {
-  try {
-    const r = await fetch("healthz" + q, {cache: "no-store"}); const h = await r.json();
-    colours = h.colours || colours; engineState = h.source.state;
-    $("source").textContent = (h.source.name || "-") + (h.source.live ? " (live)" : "");
-    $("model").textContent = (h.model || "-") + (h.backend ? " on " + h.backend : "");
-    $("detector").textContent = h.detector || "-";
-    engineFps = h.fps;
-    if (!lastEvent || performance.now() - lastEvent > 2000) $("fps").textContent = h.fps.toFixed(1);
-  } catch (e) { engineState = "ended"; }
-  banner();
-}
-health(); setInterval(health, 1000);
-</script></body></html>
-""".encode()
