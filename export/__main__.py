@@ -7,8 +7,10 @@ from typing import Sequence
 
 from engine.cliargs import Parser
 from engine.errors import cli_main
+from engine.formats import names
 
-FORMAT_HELP = "tflite-fp32,tflite-fp16,tflite-int8,onnx-fp32,onnx-int8"
+#: --formats' default: every format export writes (engine/formats.py's table; parse_formats checks the names)
+FORMAT_HELP = ",".join(names())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -151,9 +151,12 @@ def test_engine_finds_each_export_in_the_folder(exported, fmt):
 
 
 def test_failed_check_leaves_out_untouched(tiny_model, tmp_path, fer_root, monkeypatch):
-    import export.run as run
+    import dataclasses
 
-    monkeypatch.setattr(run, "FLOAT_MIN_AGREEMENT", 1.01)  # no export can pass this
+    from engine import formats
+
+    strict = dataclasses.replace(formats.ARTIFACTS["tflite-fp32"], min_agreement=1.01)  # no export can pass this
+    monkeypatch.setitem(formats.ARTIFACTS, "tflite-fp32", strict)  # the table's limit is what the check reads
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
