@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +30,8 @@ from benchmarks import (  # noqa: E402
 )
 from engine.cliargs import Parser, positive_int_list  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
+from engine.formats import BACKENDS, PRECISIONS, by_name, exported  # noqa: E402
+from engine.timing import WARMUP, ms_per_call, ms_per_face  # noqa: E402
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 #: ms/face at batch 4, one thread, in the model's fastest precision; keyed by the shipped name
@@ -39,7 +40,9 @@ TARGETS = {"emonet_n": ("fast", None), "emonet_n_slim": ("fast", None), "emonet_
            "emonet_s_steady": ("steady", 3.0)}
 #: the fast model must be this many times faster per face than fer's model, same process (issue: CPUs users own)
 FER_RATIO_TARGET = 2.0
-FORMATS = (("tflite", "int8"), ("tflite", "fp16"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp16"), ("onnx", "fp32"))
+#: (backend, precision) of every file export writes (engine/formats.py), per backend narrowest precision first
+FORMATS = tuple(sorted(((a.backend, a.precision) for a in exported()),
+                       key=lambda k: (BACKENDS.index(k[0]), PRECISIONS.index(k[1]))))
 
 
 def log(msg: str) -> None:
@@ -86,24 +89,6 @@ def model_dirs(specs: list[str] | None) -> list[Path]:
     return dirs
 
 
-def time_predict(clf, faces, repeats: int, min_time: float) -> float:
-    """Best-of-`repeats` mean milliseconds per predict call (each repeat runs >= min_time seconds)."""
-    for _ in range(3):
-        clf.predict(faces)  # warm-up: allocation, XNNPACK packing, resize to this batch
-    best = float("inf")
-    for _ in range(repeats):
-        calls = 0
-        t0 = time.perf_counter()
-        while True:
-            clf.predict(faces)
-            calls += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_time:
-                break
-        best = min(best, dt / calls)
-    return best * 1000.0
-
-
 def accuracy(clf, x, y, batch: int = 256) -> float:
     correct = 0
     for i in range(0, len(x), batch):
@@ -121,8 +106,9 @@ def bench_model(d: Path, args, batches: list[int], threads: list[int], val_cache
     extra = spec.extra if isinstance(spec.extra, dict) else {}
     arch = spec.arch or d.name
     combos = [(b, p) for b, p in FORMATS if (d / artifact_name(b, p)).is_file()]
-    if args.keras and (d / "emotion.keras").is_file():
-        combos.append(("keras", "fp32"))
+    keras = by_name("keras")
+    if args.keras and (d / keras.file).is_file():
+        combos.append((keras.backend, keras.precision))
     if not combos:
         log(f"skipping {d}: no emotion_*.tflite / emotion_*.onnx files")
         return []
@@ -159,7 +145,7 @@ def bench_model(d: Path, args, batches: list[int], threads: list[int], val_cache
                     log(f"{d.name} {backend}-{prec}: accuracy on {len(val[1])} validation faces")
                     row["accuracy"] = round(accuracy(clf, *val), 4)
                 for b in batches:
-                    ms = time_predict(clf, pool[:b], args.repeats, args.min_time)
+                    ms = ms_per_call(clf.predict, pool[:b], repeats=args.repeats, min_time=args.min_time)
                     row["ms_per_face"][f"b{b}_t{t}"] = round(ms / b, 4)
             finally:
                 clf.close()
@@ -223,7 +209,7 @@ def bench_fer(path: Path, args, batches: list[int], threads: list[int]) -> dict:
     for t in threads:
         clf = _FerModel(path, t)
         for b in batches:
-            row["ms_per_face"][f"b{b}_t{t}"] = round(time_predict(clf, faces[:b], args.repeats, args.min_time) / b, 4)
+            row["ms_per_face"][f"b{b}_t{t}"] = round(ms_per_face(clf.predict, faces[:b], repeats=args.repeats, min_time=args.min_time), 4)
     log("fer: " + ", ".join(f"{k} {v:.3f}" for k, v in row["ms_per_face"].items()) + " ms/face")
     return row
 
@@ -286,7 +272,8 @@ def format_markdown(report: dict) -> str:
            f"Python {m['python']}" + (f", 1-min load {m['load_avg_1m_at_start']} at start" if "load_avg_1m_at_start" in m else "") + ".",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
            f"Timing: engine.classifier predict, best of {report['settings']['repeats']} repeats of >= "
-           f"{report['settings']['min_time_s']} s each, after 3 warm-up calls; ms per face = ms per call / batch. "
+           f"{report['settings']['min_time_s']} s each, after {WARMUP} warm-up calls (engine.timing, as export's report); "
+           "ms per face = ms per call / batch. "
            f"Accuracy: {report['settings']['data'] or 'not measured (no --data)'}"
            + (f", {report['rows'][0]['val_faces']} validation faces" if report["rows"] and report["rows"][0]["val_faces"] else "") + ".",
            "", md_table(headers, rows, left=4), "", "Columns bN tT: ms per face at batch N with T runtime threads"
