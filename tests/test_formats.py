@@ -42,6 +42,21 @@ def test_engine_choices_come_from_the_table():
     assert cliopts.PRECISIONS is PRECISIONS
 
 
+def test_a_missing_file_the_wheel_does_not_carry_says_where_it_is(tmp_path, monkeypatch):
+    from engine import classifier
+    from engine.classifier import ClassifierOptions, resolve_model
+    from engine.errors import UserError
+
+    monkeypatch.setattr(classifier, "ZOO", tmp_path)  # tmp_path/m plays a shipped model installed from the wheel
+    (tmp_path / "m").mkdir()
+    hint = "the pip package carries int8/fp16 files only"
+    for backend, precision, hinted in (("tflite", "fp32", True), ("onnx", "fp32", True), ("keras", "int8", True),
+                                       ("tflite", "int8", False), ("onnx", "fp16", False)):
+        with pytest.raises(UserError, match=f"has no {artifact_name(backend, precision)} for --backend {backend}") as err:
+            resolve_model(ClassifierOptions(model=tmp_path / "m", backend=backend, precision=precision))
+        assert (hint in str(err.value)) == hinted, (backend, precision, str(err.value))
+
+
 def test_every_exported_row_has_a_converter_and_parity_limits():
     pytest.importorskip("numpy")
     from export.convert import CONVERTERS
