@@ -8,8 +8,10 @@ Each script's first lines put the repository root first on sys.path and drop ben
 `python benchmarks/X.py` puts benchmarks/ there, where those two wrappers would still shadow `models` and
 `profile`, and `import benchmarks` needs the root.
 
-This package only holds light helpers shared by the two scripts (machine and package
-facts, percentiles, tables); nothing heavy is imported here.
+This package holds light helpers shared by the scripts (machine and package facts, percentiles,
+tables, result files); nothing heavy is imported here. `fps.py`'s parts live beside it: `fps_plan.py`
+(the run matrix, the worker processes), `fps_stats.py` (one run's numbers and checks), `bench_sources.py`
+(paced and pre-decoded sources), `fer_peer.py` (the fer comparison) and `fps_report.py` (tables, plot).
 """
 from __future__ import annotations
 
@@ -55,10 +57,9 @@ def machine_info() -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
     }
-    try:
-        info["load_avg_1m_at_start"] = round(os.getloadavg()[0], 2)  # a busy machine skews timings
-    except OSError:
-        pass
+    load = load_avg_1m()
+    if load is not None:
+        info["load_avg_1m_at_start"] = load  # a busy machine skews timings
     return info
 
 
@@ -101,6 +102,15 @@ def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 90, 99)) -> di
         return {f"p{q}": float("nan") for q in qs}
     arr = np.asarray(values, dtype=np.float64)
     return {f"p{q}": round(float(np.percentile(arr, q)), 4) for q in qs}
+
+
+def load_avg_1m() -> float | None:
+    """The 1-minute load average (None where the OS has none): other work on the machine skews every
+    timing, so results record it beside each run."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def cpu_seconds() -> float:
