@@ -58,11 +58,12 @@ def profile(args: argparse.Namespace) -> dict:
     import cProfile
     import pstats
 
+    from benchmarks.bench_sources import is_stills
     from engine.api import EmotionRecognizer
+    from engine.cliopts import options_from_args
     from engine.crop import crop_faces
     from engine.overlay import draw
-    from engine.run import options_from_args
-    from engine.sources import ImageSource, SourceOptions, open_source
+    from engine.sources import SourceOptions, open_source
 
     spec = str(args.source)
     if spec.isdigit() or spec.startswith("/dev/video") or spec == "picam" or "://" in spec:
@@ -71,7 +72,7 @@ def profile(args: argparse.Namespace) -> dict:
     if source.live:
         source.close()
         raise UserError("profile a file or folder: a camera's wait for frames is not CPU time")
-    stills = isinstance(source, ImageSource)
+    stills = is_stills(source)
     rec = EmotionRecognizer.create(options_from_args(args, stills))
     prof = cProfile.Profile() if args.cprofile else None
     ms: dict[str, list[float]] = {k: [] for k in PARTS}
