@@ -19,7 +19,6 @@ Then, on paper: nodes and hours for 10,000 hours of 480p video at the measured p
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
 sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-from benchmarks import RESULTS, SHARED, fmt, machine_info, md_table, now_utc, package_versions, write_json, write_text  # noqa: E402
+from benchmarks import RESULTS, SHARED, fmt, load_avg_1m, machine_info, md_table, now_utc, package_versions, write_json, write_text  # noqa: E402
 from engine.cliargs import Parser, positive_int  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 
@@ -42,10 +41,6 @@ ARCHIVE_HOURS = 10_000
 
 def log(msg: str) -> None:
     print(f"batch_scale: {msg}", file=sys.stderr, flush=True)
-
-
-def load() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def source_frames() -> list[list]:
@@ -100,7 +95,7 @@ def decode_only(folder: Path) -> dict:
 
 def run_batch(folder: Path, out: Path, extra: Sequence[str]) -> dict:
     cmd = [sys.executable, "-m", "engine.batch", str(folder), "--out", str(out), "--quiet", "--force", *extra]
-    load0 = load()
+    load0 = load_avg_1m()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -118,7 +113,7 @@ def run_batch(folder: Path, out: Path, extra: Sequence[str]) -> dict:
             "faces": sum(r["faces"] for r in rows), "wall_s": round(wall, 2), "video_s_per_s": round(video_s / wall, 2),
             "fps": round(sum(r["frames"] for r in rows) / wall, 1),
             "per_worker_video_s_per_busy_s": round(video_s / busy, 2) if busy else None,
-            "load_1m_before": load0, "load_1m_after": load(), "workers": len(workers),
+            "load_1m_before": load0, "load_1m_after": load_avg_1m(), "workers": len(workers),
             "peak_rss_mb_per_worker": {w: max(p for p, _ in v) for w, v in sorted(workers.items())}, "_rss_series": workers}
 
 
@@ -177,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sources = source_frames()
         video_s = write_clips(tmp / "clips", sources, args.clips, args.clip_seconds)
         write_clips(tmp / "rss", sources, args.rss_inputs, 1.0)
-        log(f"{args.clips} clips ({video_s:.0f} video-s) and {args.rss_inputs} 1-s clips written; load {load()}")
+        log(f"{args.clips} clips ({video_s:.0f} video-s) and {args.rss_inputs} 1-s clips written; load {load_avg_1m()}")
         result["decode_only"] = decode_only(tmp / "clips")
         log(f"decode only: {result['decode_only']}")
         names = list(modes)

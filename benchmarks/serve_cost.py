@@ -39,7 +39,7 @@ _HERE = Path(__file__).resolve().parent
 _REPO = _HERE.parent
 sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-from benchmarks import RESULTS, SHARED, fmt, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text  # noqa: E402
+from benchmarks import RESULTS, SHARED, fmt, load_avg_1m, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text  # noqa: E402
 from engine.cliargs import Parser, positive_int  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 
@@ -207,7 +207,7 @@ def stop(proc: subprocess.Popen) -> float:
 
 def measure(source: Path, setting: str, args, tmp: Path, tag: str) -> dict:
     jsonl = tmp / f"{tag}.jsonl"
-    load = os.getloadavg()[0]
+    load = load_avg_1m()
     proc, port = spawn(source, args.model, setting != "off", jsonl)
     detector = None
     if port:
@@ -235,7 +235,7 @@ def measure(source: Path, setting: str, args, tmp: Path, tag: str) -> dict:
         "setting": setting, "fps": round((f1 - f0) / dt, 1), "cpu_pct": round(100 * (c1 - c0) / dt, 1),
         "rss_mb": round(mem.get("VmRSS", float("nan")), 1), "peak_rss_mb": round(mem.get("VmHWM", float("nan")), 1),
         "viewer_jpeg_fps": [round(j / dt, 1) for j, _ in got], "viewer_events_per_s": [round(e / dt, 1) for _, e in got],
-        "load_avg_1m": round(load, 2), "stop_s": stop_s, "detector": detector,
+        "load_avg_1m": load, "stop_s": stop_s, "detector": detector,
     }
 
 
