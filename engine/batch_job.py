@@ -38,6 +38,7 @@ from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import JsonlSink
 from engine.sources import SourceOptions, VideoCaptureSource, open_source
 from engine.timeline import Timeline
+from engine.types import RunningMode
 
 META_VERSION = 1
 OUTPUTS = ("jsonl", "csv", "png")
@@ -110,23 +111,26 @@ class BatchWorker:
         self.args = argparse.Namespace(**engine_args)
         self.key = options_key(engine_args)
         self.worker = worker or f"pid{os.getpid()}"
-        self.options = {stills: options_from_args(self.args, stills) for stills in (False, True)}
+        self.options = {mode: options_from_args(self.args, mode) for mode in (RunningMode.VIDEO, RunningMode.IMAGE)}
         with quiet():  # LiteRT/MediaPipe print INFO lines from C++ while loading
-            self.classifier = create_classifier(self.options[False].classifier)
+            self.classifier = create_classifier(self.options[RunningMode.VIDEO].classifier)
         self.labels = list(self.classifier.labels)
-        self._detectors: dict[bool, object] = {}
-        self._detector(False)  # a bad --detector is one error before any input, not one per input
+        self._detectors: dict[RunningMode, object] = {}
+        self._detector(RunningMode.VIDEO)  # a bad --detector is one error before any input, not one per input
 
-    def _detector(self, stills: bool):
+    def _detector(self, mode: RunningMode):
         """The shared base detector for this kind of input; the every-N wrapper is per input (it has memory)."""
-        if stills not in self._detectors:
+        if mode not in self._detectors:
             with quiet():
-                self._detectors[stills] = create_detector(replace(self.options[stills].detector, every=1))
-        return self._detectors[stills]
+                self._detectors[mode] = create_detector(replace(self.options[mode].detector, every=1))
+        return self._detectors[mode]
 
-    def recognizer(self, stills: bool) -> EmotionRecognizer:
-        opts = self.options[stills]
-        return EmotionRecognizer(opts, for_stream(self._detector(stills), opts.detector), self.classifier)
+    def recognizer(self, mode: RunningMode | bool) -> EmotionRecognizer:
+        """A recognizer for one input of this RunningMode (VIDEO or IMAGE; a bool is the older `stills` flag)."""
+        if isinstance(mode, bool):
+            mode = RunningMode.IMAGE if mode else RunningMode.VIDEO
+        opts = self.options[mode]
+        return EmotionRecognizer(opts, for_stream(self._detector(mode), opts.detector), self.classifier)
 
     def close(self) -> None:
         with quiet():
@@ -194,8 +198,9 @@ class BatchWorker:
 
     def _process(self, job: dict, tmp: dict[str, Path], progress) -> dict:
         source, announced = self._open(job)
+        # by the input's kind, not source.mode: an image on a web server is read through a video capture
         stills = job["kind"] == "image"
-        rec = self.recognizer(stills)
+        rec = self.recognizer(RunningMode.IMAGE if stills else RunningMode.VIDEO)
         labels = self.labels
         timeline = Timeline(labels, 1.0 / (source.fps or 25.0))
         counts = {"frames": 0, "faces": 0}

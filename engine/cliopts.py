@@ -2,8 +2,8 @@
 
 `python -m engine.run` (a camera, a clip, photos) and `python -m engine.batch` (video archives)
 both call `add_engine_options(parser)`, so a flag has one name, one default and one help text
-in both, and `options_from_args(args, stills)` turns the parsed flags into the library's
-`EngineOptions` the same way for both.
+in both, and `options_from_args(args, mode)` turns the parsed flags into the library's
+`EngineOptions` for a source's RunningMode the same way for both.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from engine.cliargs import fraction, nonneg_float, positive_int
 from engine.crop import VIEW_OFFSETS, CropOptions
 from engine.detect import DetectorOptions
 from engine.track import TrackerOptions
+from engine.types import RunningMode
 
 #: Framings averaged per face on photos (CropOptions.views): a photo has no next frame to smooth over,
 #: and 5 crops of one face cost under a millisecond with the fast model.
@@ -59,8 +60,13 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    help=f"how far another emotion must lead before the shown one changes [{TrackerOptions.hysteresis}]")
 
 
-def options_from_args(args: argparse.Namespace, stills: bool) -> EngineOptions:
-    """`EngineOptions` from the flags `add_engine_options` defined; `stills`: photos, not a stream."""
+def options_from_args(args: argparse.Namespace, mode: RunningMode | bool) -> EngineOptions:
+    """`EngineOptions` from the flags `add_engine_options` defined, for a source of this RunningMode
+    (`source.mode`). IMAGE: the detector's IMAGE mode, STILL_VIEWS framings, no smoothing. A bool is the
+    older `stills` argument (True = IMAGE, False = VIDEO), still accepted."""
+    if isinstance(mode, bool):
+        mode = RunningMode.IMAGE if mode else RunningMode.VIDEO
+    stills = mode is RunningMode.IMAGE
     return EngineOptions(
         classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision, threads=args.threads,
                                      tta=args.tta),

@@ -25,8 +25,9 @@ import numpy as np
 from engine.api import EmotionRecognizer, ms_since
 from engine.errors import UserError
 from engine.overlay import draw
-from engine.sources import ImageSource, Source
+from engine.sources import Source
 from engine.track import Face
+from engine.types import RunningMode
 
 _END = object()
 
@@ -131,8 +132,8 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._busy: dict[str, float | None] = {"capture": None, "detect": None, "classify": None}
-        self._stills = isinstance(source, ImageSource)
-        live = source.live
+        self.mode: RunningMode = source.mode  # decided once, here: queues, timeline, reconnects, tracker resets
+        live = self.mode is RunningMode.LIVE
         self._q1 = _Mailbox() if live else queue.Queue(opts.queue_size)
         # Live: one slot between stages, so a frame waits behind at most one other.
         depth = 1 if live else opts.queue_size
@@ -202,11 +203,11 @@ class Pipeline:
             frame = src.read()
             self._busy["capture"] = None
             if frame is None:
-                if not src.live:
+                if self.mode is not RunningMode.LIVE:
                     break
                 self._reconnect_loop()
                 continue
-            t = (t0 - start_ns) / 1e9 if src.live else index / (src.fps or 1.0)
+            t = (t0 - start_ns) / 1e9 if self.mode is RunningMode.LIVE else index / (src.fps or 1.0)
             # Latency counts from the start of the read: for a camera that includes the wait for
             # the frame (benchmarks/fps.py --realtime subtracts its known pacing wait).
             pkt = Packet(index, t, frame, t0, {"capture": ms_since(t0)}, name=getattr(src, "current", None) and src.current.name)
@@ -242,7 +243,7 @@ class Pipeline:
                 return
             t0 = time.perf_counter_ns()
             self._busy["detect"] = time.monotonic()
-            pkt.dets = self.rec.detect(pkt.image, None if self._stills else int(pkt.t * 1000))
+            pkt.dets = self.rec.detect(pkt.image, int(pkt.t * 1000) if self.mode.stream else None)
             self._busy["detect"] = None
             pkt.ms["detect"] = ms_since(t0)
             if not self._put(self._q2, pkt):
@@ -257,7 +258,7 @@ class Pipeline:
             t0 = time.perf_counter_ns()
             pkt.probs = self.rec.classify(pkt.image, pkt.dets)
             t1 = time.perf_counter_ns()
-            if self._stills:
+            if self.mode is RunningMode.IMAGE:
                 self.rec.tracker.reset()  # unrelated photos: no identity across them
             pkt.faces = self.rec.track(pkt.dets, pkt.probs)
             pkt.ms["classify"] = (t1 - t0) / 1e6

@@ -34,7 +34,8 @@ from engine.errors import UserError, cli_main
 from engine.outputs import Outputs
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import display_available
-from engine.sources import ImageSource, SourceOptions, open_source
+from engine.sources import SourceOptions, open_source
+from engine.types import RunningMode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,10 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = serve_options_from_args(args)
     t_launch = _T_START
     source = open_source(SourceOptions(args.source, args.width, args.height, args.fps, args.loop))
-    stills = isinstance(source, ImageSource)
     closers = [source.close]
     try:
-        return _run(args, source, stills, closers, t_launch, serve)
+        return _run(args, source, closers, t_launch, serve)
     finally:
         for close in reversed(closers):
             try:
@@ -120,14 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"warning: while closing: {exc}", file=sys.stderr)
 
 
-def _run(args, source, stills: bool, closers: list, t_launch: float, serve=None) -> int:
+def _run(args, source, closers: list, t_launch: float, serve=None) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     display = not args.no_display
     if display and not display_available():
         print("warning: no display found (headless): running without a window; pass --no-display to silence this", file=sys.stderr)
         display = False
 
-    opts = options_from_args(args, stills)
+    opts = options_from_args(args, source.mode)
     live = None
     if serve is not None:  # bound before the models load: a busy port is one sentence, at once
         from engine.serve import LiveServer
@@ -139,7 +139,7 @@ def _run(args, source, stills: bool, closers: list, t_launch: float, serve=None)
     # wrong shape) leaves an earlier run's --jsonl/--output untouched instead of truncating it.
     rec = EmotionRecognizer.create(opts)
     closers.append(rec.close)
-    outputs = Outputs.open(args, source, stills, rec.labels, display, log, live=live)
+    outputs = Outputs.open(args, source, source.mode is RunningMode.IMAGE, rec.labels, display, log, live=live)
     closers.append(outputs.close)
     log(f"emotion-engine: source {source.name} ({'live' if source.live else 'file'}), "
         f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {getattr(rec.detector, 'impl', '?')}"

@@ -1,9 +1,10 @@
 """Frame sources: cameras (USB/V4L2, Pi camera), video files, images, folders, stream URLs.
 
-Every source has the same small surface (`read() -> frame or None`, `live`, `fps`,
-`reopen()`, `close()`), so the capture thread treats them alike. A live source returning
-None means "lost" (the capture thread reconnects with back-off); a file returning None
-means "finished".
+Every source has the same small surface (`read() -> frame or None`, `mode`, `fps`,
+`reopen()`, `close()`), so the capture thread treats them alike. `mode` is the engine's
+RunningMode: LIVE (a camera, a stream), VIDEO (a video file) or IMAGE (an image, a folder);
+`live` is `mode is RunningMode.LIVE`. A live source returning None means "lost" (the capture
+thread reconnects with back-off); any other returning None means "finished".
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from engine.errors import UserError
+from engine.types import RunningMode
 
 STREAM_TIMEOUT_MS = 8000
 #: Still-image files (sources, sinks, batch inputs, and the training data folders of models.data).
@@ -45,9 +47,24 @@ def sample_image_path() -> Path:
 
 
 class Source:
-    live = False
+    """A frame source. Subclasses set `mode` (a class attribute or in `__init__`), `name` and `fps`."""
+
+    mode = RunningMode.VIDEO
     name = ""
     fps = 0.0
+
+    @property
+    def live(self) -> bool:
+        """A camera or a stream (RunningMode.LIVE): the newest frame wins, reconnect when lost."""
+        return self.mode is RunningMode.LIVE
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        live = cls.__dict__.get("live")
+        if isinstance(live, bool):  # a subclass written before `mode` declares only `live = True/False`
+            if "mode" not in cls.__dict__:
+                cls.mode = RunningMode.LIVE if live else RunningMode.VIDEO
+            delattr(cls, "live")
 
     def read(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -68,7 +85,7 @@ class VideoCaptureSource(Source):
 
     def __init__(self, target, live: bool, opts: SourceOptions, opener: Callable | None = None, name: str = ""):
         self._target = target
-        self.live = live
+        self.mode = RunningMode.LIVE if live else RunningMode.VIDEO
         self._opts = opts
         self._opener = opener or self._default_opener
         self.name = name or str(target)
@@ -151,6 +168,8 @@ class VideoCaptureSource(Source):
 class ImageSource(Source):
     """One image or a sorted folder of images, each read once (times `loop`)."""
 
+    mode = RunningMode.IMAGE
+
     def __init__(self, paths: list[Path], opts: SourceOptions, name: str):
         self._paths = paths * max(1, opts.loop)
         self._i = 0
@@ -174,7 +193,7 @@ class ImageSource(Source):
 class PiCameraSource(Source):
     """Raspberry Pi camera through Picamera2 (imported only when asked for)."""
 
-    live = True
+    mode = RunningMode.LIVE
 
     def __init__(self, opts: SourceOptions):
         try:

@@ -389,10 +389,13 @@ def test_photos_average_five_framings_streams_one_unless_told():
     """--views: photos get STILL_VIEWS framings per face (no next frame to smooth over), video and
     cameras one (the tracker averages over frames); an explicit --views wins for both."""
     from engine.run import STILL_VIEWS, build_parser, options_from_args
+    from engine.types import RunningMode
 
     parse = build_parser().parse_args
     assert STILL_VIEWS == 5
-    assert options_from_args(parse([]), stills=True).crop.views == STILL_VIEWS
-    assert options_from_args(parse([]), stills=False).crop.views == 1
-    assert options_from_args(parse(["--views", "1"]), stills=True).crop.views == 1
-    assert options_from_args(parse(["--views", "5"]), stills=False).crop.views == 5
+    assert options_from_args(parse([]), RunningMode.IMAGE).crop.views == STILL_VIEWS
+    assert options_from_args(parse([]), RunningMode.VIDEO).crop.views == 1
+    assert options_from_args(parse([]), RunningMode.LIVE).crop.views == 1
+    assert options_from_args(parse(["--views", "1"]), RunningMode.IMAGE).crop.views == 1
+    assert options_from_args(parse(["--views", "5"]), RunningMode.VIDEO).crop.views == 5
+    assert options_from_args(parse([]), True).crop.views == STILL_VIEWS  # the older `stills` bool still works

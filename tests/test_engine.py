@@ -27,7 +27,7 @@ from engine.detect import DetectorOptions
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sources import SourceOptions, VideoCaptureSource, open_source
 from engine.track import FaceTracker, TrackerOptions
-from engine.types import Detection
+from engine.types import Detection, RunningMode
 from fakes import CameraRig, astronaut, media, read_clip, two_face_frame
 from engine.contract import ModelSpec
 
@@ -333,6 +333,29 @@ def test_tracker_stable_ids_and_change_events_on_the_two_face_clip(model_dir, cl
         expected.append((0, fid, None, seq[0]))
         expected += [(k, fid, seq[k - 1], seq[k]) for k in range(1, len(seq)) if seq[k] != seq[k - 1]]
     assert sorted(events) == sorted(expected)
+
+
+# --------------------------------------------------------------------------- running modes
+
+
+def test_every_source_carries_its_running_mode(clip_frames, tmp_path):
+    """camera / stream = LIVE, video file = VIDEO, image / folder = IMAGE; `live` follows the mode."""
+    from engine.sources import Source
+
+    rig = CameraRig(clip_frames, fps=30)
+    cv2.imwrite(str(tmp_path / "a.png"), clip_frames[0])
+    sources = {RunningMode.LIVE: open_source(SourceOptions("0"), opener=rig.open),
+               RunningMode.VIDEO: open_source(SourceOptions(str(media()))),
+               RunningMode.IMAGE: open_source(SourceOptions(str(tmp_path)))}
+    for mode, src in sources.items():
+        assert src.mode is mode and src.live == (mode is RunningMode.LIVE), src.name
+        src.close()
+    assert open_source(SourceOptions(str(tmp_path / "a.png"))).mode is RunningMode.IMAGE
+
+    class OldStyle(Source):  # a subclass written before `mode`: declares `live` only
+        live = True
+
+    assert OldStyle().mode is RunningMode.LIVE and OldStyle().live
 
 
 # --------------------------------------------------------------------------- the fake camera
