@@ -3,17 +3,22 @@
 `python -m engine.run` (a camera, a clip, photos) and `python -m engine.batch` (video archives)
 both call `add_engine_options(parser)`, so a flag has one name, one default and one help text
 in both, and `options_from_args(args, mode)` turns the parsed flags into the library's
-`EngineOptions` for a source's RunningMode the same way for both.
+`EngineOptions` for a source's RunningMode the same way for both. `output_options` does the
+same for engine.run's output flags (`OutputOptions`), and `OUTPUT_FLAGS` names the flag of each
+of its fields, for the one-line error of a sink that cannot be opened.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from engine.api import EngineOptions
 from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions
 from engine.cliargs import fraction, nonneg_float, positive_int
 from engine.crop import VIEW_OFFSETS, CropOptions
 from engine.detect import DetectorOptions
+from engine.sinks import OutputOptions
+from engine.sources import IMAGE_EXTS
 from engine.track import TrackerOptions
 from engine.types import RunningMode
 
@@ -82,3 +87,22 @@ def options_from_args(args: argparse.Namespace, mode: RunningMode | bool) -> Eng
 def engine_args(args: argparse.Namespace) -> dict:
     """The engine flags of a parsed command line as a plain dict (JSON-able; `argparse.Namespace(**d)` round-trips)."""
     return {k: getattr(args, k) for k in ENGINE_DESTS}
+
+
+#: OutputOptions field -> the engine.run flag that sets it (what a sink error says instead of the field).
+OUTPUT_FLAGS = {"video": "--output", "images": "--output", "jsonl": "--jsonl"}
+
+
+def output_options(args: argparse.Namespace, mode: RunningMode, display: bool) -> OutputOptions:
+    """`OutputOptions` from engine.run's output flags, for a source of this RunningMode. --output is the
+    annotated video, or for photos (IMAGE) with an image suffix or none, the annotated image(s)."""
+    out = args.output
+    photos = bool(out) and mode is RunningMode.IMAGE and (Path(out).suffix.lower() in IMAGE_EXTS or not Path(out).suffix)
+    sound = None
+    if args.sound or args.sound_out:
+        from engine.sound import SoundOptions
+
+        sound = SoundOptions(sound_dir=args.sound_dir, stable_s=args.sound_stable, cooldown_s=args.sound_cooldown,
+                             out_wav=args.sound_out, player=args.sound_player)
+    return OutputOptions(window=display, video=None if photos else out or None, images=out if photos else None,
+                         jsonl=args.jsonl or None, sound=sound)

@@ -1,6 +1,7 @@
 """Everything a run writes, behind the one per-frame handler the pipeline calls.
 
-`engine.run` and `benchmarks/fps.py` both build their sinks here, so what the benchmark
+`engine.run` and `benchmarks/fps.py` both build their sinks here, from an `OutputOptions`
+(`engine.cliopts.output_options` makes one from engine.run's flags), so what the benchmark
 times (mp4 encoding, JSONL lines, sound cues, the `sink` and `total` stage numbers) is what
 the command does, never a copy that could drift from it.
 """
@@ -8,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from engine.errors import UserError
 from engine.pipeline import Packet
-from engine.sinks import ImageSink, JsonlSink, VideoSink, WindowSink
-from engine.sources import IMAGE_EXTS, Source
+from engine.sinks import ImageSink, JsonlSink, OutputError, OutputOptions, VideoSink, WindowSink
+from engine.sources import Source
+from engine.types import RunningMode
+
+__all__ = ["OutputError", "OutputOptions", "Outputs", "frame_event"]
 
 
 def frame_event(pkt: Packet) -> dict:
@@ -26,6 +31,17 @@ def frame_event(pkt: Packet) -> dict:
     if pkt.name:
         event["image"] = pkt.name
     return event
+
+
+@contextmanager
+def _naming(field: str) -> Iterator[None]:
+    """A sink's UserError becomes an OutputError naming the OutputOptions field it came from."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except UserError as exc:
+        raise OutputError(field, str(exc)) from None
 
 
 def _dominant(pkt: Packet) -> str:
@@ -38,13 +54,14 @@ class Outputs:
     """The sinks of one run: video or images, JSONL, a window and sound cues.
 
     Opened after the models load (a model that fails leaves earlier output files alone); a bad
-    --output/--jsonl/--sound-dir is then one sentence before the first frame.
+    path is then one sentence before the first frame. The source's RunningMode decides how
+    frames are written: IMAGE prints a line per photo and cues its dominant emotion.
     `handle(pkt, image)` is the pipeline's `on_frame`; `idle(image)` its `on_idle`.
     """
 
-    def __init__(self, source: Source, stills: bool, log: Callable[[str], None]):
+    def __init__(self, source: Source, log: Callable[[str], None]):
         self.source = source
-        self.stills = stills
+        self.stills = source.mode is RunningMode.IMAGE
         self.log = log
         self.video: VideoSink | None = None
         self.images: ImageSink | None = None
@@ -57,31 +74,53 @@ class Outputs:
         self._last_t = 0.0
 
     @classmethod
-    def open(cls, args: argparse.Namespace, source: Source, stills: bool, labels: Sequence[str],
-             display: bool, log: Callable[[str], None], live=None) -> "Outputs":
-        """Sinks from `engine.run`'s arguments (--output, --jsonl, --sound*, display); `live`, a started
-        `engine.serve.LiveServer`, also gets every frame and its JSONL record (--serve)."""
-        self = cls(source, stills, log)
+    def open(cls, options: OutputOptions, source: Source, labels: Sequence[str], *legacy,
+             log: Callable[[str], None] | None = None, live=None, display: bool | None = None) -> "Outputs":
+        """Open the sinks `options` asks for, for frames of `source` (labels: the model's, for sound cues).
+
+        Args:
+          options: which sinks (window, video, images, jsonl, sound).
+          source: where the frames come from (its `mode` and `fps`).
+          labels: the classifier's labels.
+          log: progress lines (none by default).
+          live: a started `engine.serve.LiveServer` that also gets every frame and its JSONL record (--serve);
+            the caller owns it.
+        Raises:
+          OutputError: a sink that cannot be opened, naming its OutputOptions field.
+
+        The older form with engine.run's parsed flags, `open(args, source, stills, labels, display, log,
+        live=None)`, still works (deprecated: build OutputOptions with `engine.cliopts.output_options`).
+        """
+        if isinstance(options, argparse.Namespace):  # the deprecated form: (args, source, stills, labels, display, log, live)
+            from engine.cliopts import output_options
+
+            labels, rest = legacy[0], list(legacy[1:])
+            display = rest.pop(0) if rest else bool(display)
+            log = rest.pop(0) if rest else log
+            live = rest.pop(0) if rest else live
+            options = output_options(options, source.mode, display)
+        self = cls(source, log or (lambda _msg: None))
         self.live = live
         try:
-            if getattr(args, "sound", False) or getattr(args, "sound_out", None):
-                from engine.sound import SoundCues, SoundOptions
+            if options.sound is not None:
+                from engine.sound import SoundCues
 
-                self.cues = SoundCues.create(SoundOptions(sound_dir=args.sound_dir, stable_s=args.sound_stable,
-                                                          cooldown_s=args.sound_cooldown, out_wav=args.sound_out,
-                                                          player=args.sound_player), labels)
-                log(f"sound cues: player {self.cues.player}" + (f", rendering to {args.sound_out}" if args.sound_out else ""))
-            if args.output:
-                out = Path(args.output)
-                if stills and (out.suffix.lower() in IMAGE_EXTS or not out.suffix):
-                    if out.is_dir() and Path(args.source).is_dir() and out.resolve() == Path(args.source).resolve():
-                        raise UserError("--output must not be the source folder: the annotated images would replace the photos")
-                    self.images = ImageSink(out)
-                else:
-                    self.video = VideoSink(out, source.fps, live=source.live)
-            if args.jsonl:
-                self.jsonl = JsonlSink(args.jsonl)
-            if display:
+                self.cues = SoundCues.create(options.sound, labels)
+                out_wav = options.sound.out_wav
+                self.log(f"sound cues: player {self.cues.player}" + (f", rendering to {out_wav}" if out_wav else ""))
+            if options.images:
+                out = Path(options.images)
+                folder = getattr(source, "folder", None)
+                if out.is_dir() and folder is not None and out.resolve() == Path(folder).resolve():
+                    raise OutputError("images", "must not be the source folder: the annotated images would replace the photos")
+                self.images = ImageSink(out)
+            if options.video:
+                with _naming("video"):
+                    self.video = VideoSink(options.video, source.fps, live=source.live)
+            if options.jsonl:
+                with _naming("jsonl"):
+                    self.jsonl = JsonlSink(options.jsonl)
+            if options.window:
                 self.window = WindowSink()
         except BaseException:
             self.interrupted = True
@@ -102,10 +141,16 @@ class Outputs:
         t0 = time.perf_counter_ns()
         if self.first_out is None:
             self.first_out = time.perf_counter()
-        if self.video is not None:
-            self.video.write(image, pkt.t)
-        if self.images is not None:
-            self.images.write(image, pkt.name)
+        try:  # (the first frame opens the video file)
+            if self.video is not None:
+                self.video.write(image, pkt.t)
+        except UserError as exc:
+            raise OutputError("video", str(exc)) from None
+        try:
+            if self.images is not None:
+                self.images.write(image, pkt.name)
+        except UserError as exc:
+            raise OutputError("images", str(exc)) from None
         if self.window is not None:
             self.window.write(image)
         pkt.ms["sink"] = (time.perf_counter_ns() - t0) / 1e6

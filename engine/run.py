@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.api import EmotionRecognizer
-from engine.cliopts import STILL_VIEWS, add_engine_options, options_from_args  # noqa: F401 (STILL_VIEWS: re-exported)
+from engine.cliopts import OUTPUT_FLAGS, STILL_VIEWS, add_engine_options, options_from_args, output_options  # noqa: F401 (STILL_VIEWS: re-exported)
 from engine.cliargs import Parser, nonneg_float, positive_int
 from engine.errors import UserError, cli_main
-from engine.outputs import Outputs
+from engine.outputs import OutputError, Outputs
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import display_available
 from engine.sources import SourceOptions, open_source
-from engine.types import RunningMode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     closers = [source.close]
     try:
         return _run(args, source, closers, t_launch, serve)
+    except OutputError as exc:  # the library names the OutputOptions field; the user typed a flag
+        raise UserError(f"{OUTPUT_FLAGS.get(exc.field, exc.field)}: {exc.detail}") from None
     finally:
         for close in reversed(closers):
             try:
@@ -139,7 +140,7 @@ def _run(args, source, closers: list, t_launch: float, serve=None) -> int:
     # wrong shape) leaves an earlier run's --jsonl/--output untouched instead of truncating it.
     rec = EmotionRecognizer.create(opts)
     closers.append(rec.close)
-    outputs = Outputs.open(args, source, source.mode is RunningMode.IMAGE, rec.labels, display, log, live=live)
+    outputs = Outputs.open(output_options(args, source.mode, display), source, rec.labels, log=log, live=live)
     closers.append(outputs.close)
     log(f"emotion-engine: source {source.name} ({'live' if source.live else 'file'}), "
         f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {getattr(rec.detector, 'impl', '?')}"

@@ -1,4 +1,4 @@
-"""Where processed frames go: a window, a video/image file, JSONL events.
+"""Where processed frames go: a window, a video/image file, JSONL events; and `OutputOptions`, which of them a run opens.
 
 Each sink writes whole records only: the JSONL sink writes a complete line and flushes it,
 and the video sink is released on close so the mp4 has its index. A Ctrl-C or SIGTERM
@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -17,16 +19,46 @@ import numpy as np
 from engine.errors import UserError
 from engine.sources import IMAGE_EXTS
 
+if TYPE_CHECKING:
+    from engine.sound import SoundOptions
+
+
+@dataclass
+class OutputOptions:
+    """What one run writes (`engine.outputs.Outputs.open`); everything is off unless set.
+
+    A sink that cannot be opened or written raises `OutputError` naming its field
+    (`OutputOptions.jsonl: cannot write ...`); `engine.run` says the flag instead (`--jsonl: ...`).
+    """
+
+    window: bool = False  # an OpenCV window (engine.run: unless --no-display or no display is found)
+    video: str | os.PathLike | None = None  # the annotated video, .mp4 or .avi (--output)
+    images: str | os.PathLike | None = None  # annotated photos: one image file, or a folder (--output on photo sources)
+    jsonl: str | os.PathLike | None = None  # one JSON record per frame (--jsonl)
+    sound: SoundOptions | None = None  # sound cues (--sound, --sound-out, --sound-*)
+
+
+class OutputError(UserError):
+    """A sink that cannot be opened or written: `field` is the OutputOptions field, `detail` the reason."""
+
+    def __init__(self, field: str, detail: str):
+        super().__init__(f"OutputOptions.{field}: {detail}")
+        self.field = field
+        self.detail = detail
+
+    def __reduce__(self):  # picklable with its two arguments (worker processes)
+        return type(self), (self.field, self.detail)
+
 
 class JsonlSink:
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
         if path.parent and not path.parent.exists():
-            raise UserError(f"folder {path.parent} for --jsonl does not exist")
+            raise UserError(f"folder {path.parent} does not exist")
         try:
             self._fh = open(path, "w", encoding="utf-8")
         except OSError as exc:
-            raise UserError(f"cannot write --jsonl {path}: {exc.strerror or exc}") from None
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def write(self, event: dict) -> None:
         # One write call per complete line, then flush: a kill never leaves half a line.
@@ -57,7 +89,7 @@ class VideoSink:
     def __init__(self, path: str | os.PathLike, fps: float, live: bool = False):
         self.path = Path(path)
         if not self.path.parent.exists():
-            raise UserError(f"folder {self.path.parent} for --output does not exist")
+            raise UserError(f"folder {self.path.parent} does not exist")
         lo, hi = self.LIVE_FPS_RANGE
         if live:
             self._fps = fps if fps and lo <= fps <= hi else 30.0

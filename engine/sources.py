@@ -166,14 +166,15 @@ class VideoCaptureSource(Source):
 
 
 class ImageSource(Source):
-    """One image or a sorted folder of images, each read once (times `loop`)."""
+    """One image or a sorted folder of images, each read once (times `loop`). `folder`: the folder they came from."""
 
     mode = RunningMode.IMAGE
 
-    def __init__(self, paths: list[Path], opts: SourceOptions, name: str):
+    def __init__(self, paths: list[Path], opts: SourceOptions, name: str, folder: Path | None = None):
         self._paths = paths * max(1, opts.loop)
         self._i = 0
         self.name = name
+        self.folder = folder
         self.fps = opts.fps or 1.0
         self.current: Path | None = None
 
@@ -267,7 +268,7 @@ def open_source(opts: SourceOptions, opener: Callable | None = None) -> Source:
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         if not images:
             raise UserError(f"folder {path} has no images")
-        return ImageSource(images, opts, name=str(path))
+        return ImageSource(images, opts, name=str(path), folder=path)
     if path.suffix.lower() in IMAGE_EXTS and path.suffix.lower() != ".gif":
         if cv2.imread(str(path)) is None:
             raise UserError(f"cannot read image {path}")

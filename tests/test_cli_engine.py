@@ -126,6 +126,23 @@ def test_missing_model_is_one_sentence(tmp_path):
                           f"model {tmp_path / 'none'} does not exist")
 
 
+def test_an_output_that_cannot_be_opened_names_its_option_then_its_flag(model_dir, tmp_path):
+    """The library names the OutputOptions field; engine.run says the flag the user typed."""
+    from engine.outputs import OutputError, OutputOptions, Outputs
+    from engine.sources import SourceOptions, open_source
+
+    missing = tmp_path / "nope"
+    with pytest.raises(OutputError, match=r"^OutputOptions\.jsonl: folder .*nope does not exist$"):
+        Outputs.open(OutputOptions(jsonl=missing / "ev.jsonl"), open_source(SourceOptions("sample")), ["happy"])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), astronaut())
+    assert_one_line_error(run_cli("--source", "sample", "--no-display", "--model", model_dir, "--jsonl", missing / "ev.jsonl"),
+                          f"error: --jsonl: folder {missing} does not exist")
+    assert_one_line_error(run_cli("--source", photos, "--no-display", "--model", model_dir, "--output", photos),
+                          "error: --output: must not be the source folder")
+
+
 def test_corrupt_model_is_one_sentence(model_dir, tmp_path):
     shutil.copy(model_dir / "labels.json", tmp_path)
     _junk(tmp_path / "emotion_int8.tflite")
