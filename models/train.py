@@ -16,11 +16,9 @@ batch and adds W x the disagreement of the two answers to the loss, still with p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -32,13 +30,9 @@ from engine.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_cl
 from engine.errors import UserError, cli_main  # noqa: E402
 from engine.keras_io import load_keras  # noqa: E402
 from models.augment import LEVELS, Augment  # noqa: E402
+from models.checkpoint import BEST_NAME, FINAL_NAME, LAST_NAME, STATE_NAME, Checkpoint, load_state, save_model_atomic, write_json  # noqa: E402
 from models.distill import TARGETS, teacher_pool  # noqa: E402
 from models.speed import JIT_CHOICES, SpeedChoice, choose, label, legacy_choice, normalize_jit  # noqa: E402
-
-STATE_NAME = "train_state.json"
-LAST_NAME = "last.keras"
-BEST_NAME = "best.keras"
-FINAL_NAME = "emotion.keras"
 
 
 @dataclass
@@ -156,29 +150,6 @@ def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=
     return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _load_state(out: Path) -> dict | None:
-    path = out / STATE_NAME
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"{path} is corrupt; delete the run folder or start a new --out") from None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def save_model_atomic(model, path: Path) -> None:
-    """model.save to a temporary name, then rename: a killed run never leaves half a .keras file."""
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
 def _float32_copy(model, arch: str, n_classes: int):
     """Rebuild under the float32 policy so the shipped file has no bf16 layers in it."""
     import keras
@@ -224,13 +195,55 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     depend on it); every other option of a resumed run comes from its state file."""
     opts = replace(opts, extra=dict(opts.extra), jit=normalize_jit(opts.jit))  # the caller's options stay as given
     out = Path(opts.out)
-    state = _load_state(out) if resume else None
+    opts, state, asked_precision = _run_options(opts, out, resume, keep_epochs)
+    train_ds, val_ds = _load_data(opts)
+
+    import keras
+
+    import models.consistency  # noqa: F401 - registers its loss before a checkpoint or teacher that uses it loads
+    from models.archs import count_macs
+
+    resuming = state is not None and (out / LAST_NAME).exists()
+    _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
+    speed = _choose_speed(opts, state, asked_precision, jit_override, len(train_ds))
+    keras.utils.set_random_seed(opts.seed)
+    keras.mixed_precision.set_global_policy(speed.precision)
+    teacher = load_keras(opts.teacher) if opts.teacher and not opts.teacher_pool else None
+
+    out.mkdir(parents=True, exist_ok=True)
+    model, initial_epoch, history = _build_model(opts, out, state if resuming else None, speed)
+    macs = count_macs(model)
+    print(
+        f"arch {opts.arch}: {model.count_params():,} params, {macs / 1e6:.1f}M MACs/face; "
+        f"{len(train_ds)} train / {len(val_ds)} validation faces; classes {', '.join(opts.classes)}; "
+        f"{label(speed.precision, speed.jit)} ({speed.how})",
+        file=sys.stderr,
+    )
+    tr, va, steps = _build_inputs(opts, train_ds, val_ds, teacher, initial_epoch)
+    checkpoint = Checkpoint(model, out, opts, history, lambda epoch: lr_at(epoch, opts))
+    if initial_epoch < opts.epochs:
+        model.fit(
+            tr,
+            validation_data=va,
+            epochs=opts.epochs,
+            steps_per_epoch=steps,
+            initial_epoch=initial_epoch,
+            callbacks=[checkpoint.callback()],
+            verbose=1 if sys.stderr.isatty() else 2,
+        )
+    _finalize(model, opts, out, speed, macs, history, checkpoint.best, val_ds)
+    return out
+
+
+def _run_options(opts: TrainOptions, out: Path, resume: bool, keep_epochs: bool) -> tuple[TrainOptions, dict | None, str]:
+    """A new run's options, or a resumed run's own from its state file: (options, state or None, --precision asked)."""
+    asked_precision = opts.precision
+    state = load_state(out) if resume else None
     if resume and state is None:
         print(f"note: nothing to resume in {out}; starting a new run", file=sys.stderr)
     if not resume and (out / STATE_NAME).exists():
         raise UserError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
     if state is not None:
-        asked_precision = opts.precision
         saved = state["options"]
         saved["classes"] = tuple(saved["classes"])
         saved["jit"] = normalize_jit(saved.get("jit", "auto"))
@@ -239,8 +252,12 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
         if not keep_epochs and epochs != opts.epochs:
             print(f"note: resuming with --epochs {epochs} (was {opts.epochs}); the cosine schedule stretches", file=sys.stderr)
             opts.epochs = epochs
+    return opts, state, asked_precision
 
-    from models.archs import ARCHS, count_macs
+
+def _load_data(opts: TrainOptions):
+    """The training and validation sets (--limit applied); the arch is checked first, before anything slow."""
+    from models.archs import ARCHS
 
     if opts.arch not in ARCHS:
         raise UserError(f"unknown arch {opts.arch!r}: choose from {', '.join(ARCHS)}")
@@ -251,15 +268,12 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     if opts.limit:
         train_ds = _limit(train_ds, opts.limit, opts.seed)
         val_ds = _limit(val_ds, max(opts.limit // 4, 8), opts.seed)
+    return train_ds, val_ds
 
-    import keras
-    import numpy as np
 
-    from models.consistency import PairConsistencyLoss  # registered before a checkpoint that uses it loads
-
-    n = len(opts.classes)
-    resuming = state is not None and (out / LAST_NAME).exists()
-    _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
+def _choose_speed(opts: TrainOptions, state: dict | None, asked_precision: str, jit_override: str | None,
+                  n_train: int) -> SpeedChoice:
+    """Precision and XLA: timed for a new run; a resumed run keeps its own (XLA may be switched)."""
     if state is not None:  # a resumed run keeps the setup its checkpoints were made with ...
         speed = SpeedChoice(**opts.extra["speed"]) if "speed" in opts.extra else legacy_choice(opts.precision, opts.jit)
         if asked_precision not in ("auto", speed.precision):
@@ -268,44 +282,45 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
             speed = replace(speed, jit=jit_override == "on", how="given on resume")  # ... but XLA may change
             opts.jit = jit_override
     else:
-        speed = choose(opts.arch, n, opts.batch, opts.precision, opts.jit, len(train_ds) // opts.batch)
+        speed = choose(opts.arch, len(opts.classes), opts.batch, opts.precision, opts.jit, n_train // opts.batch)
     opts.extra["speed"] = asdict(speed)
-    keras.utils.set_random_seed(opts.seed)
-    precision = speed.precision
-    keras.mixed_precision.set_global_policy(precision)
-    teacher = None
-    if opts.teacher and not opts.teacher_pool:
-        teacher = load_keras(opts.teacher)
+    return speed
 
-    out.mkdir(parents=True, exist_ok=True)
-    if resuming:
+
+def _build_model(opts: TrainOptions, out: Path, state: dict | None, speed: SpeedChoice):
+    """(model, first epoch, history): the last checkpoint of a resumed run (`state`), or a new compiled model."""
+    if state is not None:
         model = load_keras(out / LAST_NAME, compile=True)
         model.jit_compile = speed.jit  # the saved compile config carries the old setting
         initial_epoch = state["epoch"]
         history = state["history"]
         print(f"resuming {out} at epoch {initial_epoch + 1}/{opts.epochs}", file=sys.stderr)
+        return model, initial_epoch, history
+    import keras
+
+    from models.archs import ARCHS
+    from models.consistency import PairConsistencyLoss
+
+    model = ARCHS[opts.arch](len(opts.classes))
+    if opts.init:
+        _init_from(model, opts)
+    if opts.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(opts.lr, momentum=0.9, nesterov=True, weight_decay=opts.weight_decay)
     else:
-        model = ARCHS[opts.arch](n)
-        if opts.init:
-            _init_from(model, opts)
-        if opts.optimizer == "sgd":
-            optimizer = keras.optimizers.SGD(opts.lr, momentum=0.9, nesterov=True, weight_decay=opts.weight_decay)
-        else:
-            optimizer = keras.optimizers.AdamW(opts.lr, weight_decay=opts.weight_decay)
-        model.compile(
-            optimizer=optimizer,
-            loss=PairConsistencyLoss(opts.consistency) if opts.consistency > 0 else keras.losses.CategoricalCrossentropy(),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            jit_compile=speed.jit,
-        )
-        initial_epoch, history = 0, {}
-    macs = count_macs(model)
-    print(
-        f"arch {opts.arch}: {model.count_params():,} params, {macs / 1e6:.1f}M MACs/face; "
-        f"{len(train_ds)} train / {len(val_ds)} validation faces; classes {', '.join(opts.classes)}; "
-        f"{label(precision, speed.jit)} ({speed.how})",
-        file=sys.stderr,
+        optimizer = keras.optimizers.AdamW(opts.lr, weight_decay=opts.weight_decay)
+    model.compile(
+        optimizer=optimizer,
+        loss=PairConsistencyLoss(opts.consistency) if opts.consistency > 0 else keras.losses.CategoricalCrossentropy(),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=speed.jit,
     )
+    return model, 0, {}
+
+
+def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: int):
+    """(training batches, validation batches, steps per epoch or None): targets with class weights and the
+    teacher's answers mixed in, or a teacher pool labelled once (models.distill)."""
+    n = len(opts.classes)
     weights = class_weights(train_ds.y, n, opts.class_weight) if opts.class_weight != "none" else None
     steps = None
     if opts.teacher_pool:
@@ -316,50 +331,15 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     else:
         tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights)
     va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False)
+    return tr, va, steps
 
-    best = max(history.get("val_accuracy", [0.0]) or [0.0])
-    spec = ModelSpec(labels=list(opts.classes), arch=opts.arch)
 
-    class Checkpoint(keras.callbacks.Callback):
-        """Save last + best each epoch, keep the history, and stop early on a plateau."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.model.optimizer.learning_rate.assign(lr_at(epoch, opts))
-            self._t0 = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            nonlocal best
-            logs = dict(logs or {})
-            logs["lr"] = lr_at(epoch, opts)
-            logs["seconds"] = time.time() - self._t0
-            for k, v in logs.items():
-                history.setdefault(k, []).append(float(v))
-            acc = float(logs.get("val_accuracy", 0.0))
-            if acc > best:
-                best = acc
-                save_model_atomic(self.model, out / BEST_NAME)
-            save_model_atomic(self.model, out / LAST_NAME)
-            _write_json(out / STATE_NAME, {"epoch": epoch + 1, "options": asdict(opts), "history": history, "best": best})
-            va_hist = history.get("val_accuracy", [])
-            since_best = len(va_hist) - 1 - int(np.argmax(va_hist)) if va_hist else 0
-            print(f"epoch {epoch + 1}/{opts.epochs}: val_accuracy {acc:.4f} (best {best:.4f}), {logs['seconds']:.0f}s", file=sys.stderr)
-            if opts.patience and since_best >= opts.patience:
-                print(f"early stop: no improvement for {opts.patience} epochs", file=sys.stderr)
-                self.model.stop_training = True
-
-    if initial_epoch < opts.epochs:
-        model.fit(
-            tr,
-            validation_data=va,
-            epochs=opts.epochs,
-            steps_per_epoch=steps,
-            initial_epoch=initial_epoch,
-            callbacks=[Checkpoint()],
-            verbose=1 if sys.stderr.isatty() else 2,
-        )
+def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: int, history: dict, best: float, val_ds) -> None:
+    """The best epoch's model as float32 emotion.keras, labels.json, history, evaluation, export and card."""
     best_model = load_keras(out / BEST_NAME) if (out / BEST_NAME).exists() else model
-    final = _float32_copy(best_model, opts.arch, n)
+    final = _float32_copy(best_model, opts.arch, len(opts.classes))
     save_model_atomic(final, out / FINAL_NAME)
+    spec = ModelSpec(labels=list(opts.classes), arch=opts.arch)
     spec.extra = {
         "macs": macs,
         "params": int(final.count_params()),
@@ -372,7 +352,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     }
     spec.source_sha256 = sha256_file(out / FINAL_NAME)
     spec.save(out)
-    _write_json(out / "history.json", history)
+    write_json(out / "history.json", history)
 
     from models.evaluate import evaluate_model
 
@@ -385,7 +365,6 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     from models.card import write_card
 
     write_card(out)
-    return out
 
 
 def _limit(ds, per_class: int, seed: int):
