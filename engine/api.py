@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.classifier import Classifier, ClassifierOptions, create_classifier
+from engine.classifier import ClassifierOptions, create_classifier
 from engine.crop import CropOptions, average_views, crop_faces
 from engine.detect import DetectorOptions, create_detector
 from engine.logs import quiet
 from engine.track import EmotionChange, Face, FaceTracker, TrackerOptions
-from engine.types import Detection
+from engine.types import Classifier, Detection, FaceDetector
 
 
 @dataclass
@@ -48,7 +48,7 @@ def ms_since(t0: int) -> float:
 
 
 class EmotionRecognizer:
-    def __init__(self, options: EngineOptions, detector, classifier: Classifier):
+    def __init__(self, options: EngineOptions, detector: FaceDetector, classifier: Classifier):
         self.options = options
         self.detector = detector
         self.classifier = classifier

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from engine.errors import UserError
-from engine.litert import load_tflite_interpreter
+from engine.litert import open_interpreter
 from engine.types import Detection
 
 #: The shipped BlazeFace files (models/detector/, with provenance): package data, never downloaded.
@@ -142,16 +142,18 @@ class LiteRTFaceDetector:
 
     `model_path`: a BlazeFace .tflite (128x128 short range or 192x192 full range); the
     anchor layout is chosen from the model's input size. `min_score`: like MediaPipe's
-    min_detection_confidence. `threads`: interpreter CPU threads.
+    min_detection_confidence. `threads`: interpreter CPU threads. A `engine.types.FaceDetector`:
+    `impl` "litert", `runtime` the TFLite runtime that loaded it.
     """
+
+    impl = "litert"
 
     def __init__(self, model_path: str | os.PathLike = SHORT_RANGE, min_score: float = 0.5,
                  threads: int = 1, iou_threshold: float = NMS_IOU):
         self.model_path = Path(model_path)
         self.min_score = float(min_score)
         self.iou_threshold = float(iou_threshold)
-        self._interp = load_tflite_interpreter(self.model_path, threads)
-        self.runtime = getattr(self._interp, "runtime_name", "tflite")
+        self._interp, self.runtime = open_interpreter(self.model_path, threads)
         inp = self._interp.get_input_details()[0]
         shape = [int(v) for v in inp["shape"]]
         if len(shape) != 4 or shape[1] != shape[2] or shape[1] not in ANCHOR_CONFIGS or shape[3] != 3:

@@ -69,15 +69,17 @@ def _shape_text(dims) -> str:
 
 
 class Classifier:
-    """Base: `predict(faces) -> probs`. Subclasses wrap one runtime each."""
+    """Base: `predict(faces) -> probs`. Subclasses wrap one runtime each, set `backend` and, in their
+    constructor, `runtime` (the `engine.types.Classifier` interface). `tta`: flip TTA (ClassifierOptions.tta)."""
 
     backend = ""
+    runtime = ""
 
-    def __init__(self, path: Path, spec: ModelSpec):
+    def __init__(self, path: Path, spec: ModelSpec, tta: bool = False):
         self.path = path
         self.spec = spec
         self.labels: list[str] = list(spec.labels)
-        self.tta = False  # set by create_classifier from ClassifierOptions.tta
+        self.tta = bool(tta)
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         faces = np.asarray(faces)
@@ -107,11 +109,11 @@ class Classifier:
 class TFLiteClassifier(Classifier):
     backend = "tflite"
 
-    def __init__(self, path: Path, spec: ModelSpec, threads: int = 1):
-        super().__init__(path, spec)
-        from engine.litert import load_tflite_interpreter
+    def __init__(self, path: Path, spec: ModelSpec, threads: int = 1, tta: bool = False):
+        super().__init__(path, spec, tta)
+        from engine.litert import open_interpreter
 
-        self._it = load_tflite_interpreter(path, threads, allocate=False)
+        self._it, self.runtime = open_interpreter(path, threads, allocate=False)
         inp = self._it.get_input_details()[0]
         out = self._it.get_output_details()[0]
         # Checked before allocating, so a wrong model ends in one sentence, not runtime logs first.
@@ -160,9 +162,10 @@ class TFLiteClassifier(Classifier):
 
 class OnnxClassifier(Classifier):
     backend = "onnx"
+    runtime = "onnxruntime"
 
-    def __init__(self, path: Path, spec: ModelSpec, threads: int = 1):
-        super().__init__(path, spec)
+    def __init__(self, path: Path, spec: ModelSpec, threads: int = 1, tta: bool = False):
+        super().__init__(path, spec, tta)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -192,9 +195,10 @@ class KerasClassifier(Classifier):
     builds a tf.data pipeline on every call and is a known Pi bottleneck)."""
 
     backend = "keras"
+    runtime = "tensorflow"
 
-    def __init__(self, path: Path, spec: ModelSpec, threads: int = 1):
-        super().__init__(path, spec)
+    def __init__(self, path: Path, spec: ModelSpec, threads: int = 1, tta: bool = False):
+        super().__init__(path, spec, tta)
         try:
             import tensorflow as tf
         except ImportError:
@@ -227,9 +231,7 @@ def create_classifier(opts: ClassifierOptions) -> Classifier:
     if opts.threads < 1:
         raise UserError("--threads must be at least 1")
     spec = ModelSpec.load(path.parent)
-    clf = _CLASSES[opts.backend](path, spec, opts.threads)
-    clf.tta = bool(opts.tta)
-    return clf
+    return _CLASSES[opts.backend](path, spec, opts.threads, tta=opts.tta)
 
 
 def predict_batched(predict, faces: np.ndarray, batch: int = 64) -> np.ndarray:

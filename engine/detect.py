@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.blazeface import DETECTOR_DIR, DETECTOR_MODELS, LiteRTFaceDetector  # noqa: F401 (DETECTOR_DIR: re-exported)
 from engine.errors import UserError
-from engine.types import Detection
+from engine.types import Detection, FaceDetector
 
 
 @dataclass
@@ -111,7 +111,10 @@ def _import_mediapipe():
 
 
 class MediaPipeFaceDetector:
-    """Thin wrapper over the Tasks FaceDetector returning engine Detections in pixels."""
+    """Thin wrapper over the Tasks FaceDetector returning engine Detections in pixels (a `FaceDetector`)."""
+
+    impl = "mediapipe"
+    runtime = "mediapipe"
 
     def __init__(self, model_path: Path, min_score: float, video: bool):
         os.environ.setdefault("GLOG_minloglevel", "2")
@@ -188,8 +191,9 @@ class TiledDetector:
     frame wide keeps it at ~20 px. Costs ~7 detector calls per frame.
     """
 
-    def __init__(self, base, rows: int = 2, cols: int = 3, overlap: float = 0.5):
+    def __init__(self, base: FaceDetector, rows: int = 2, cols: int = 3, overlap: float = 0.5):
         self._base = base
+        self.impl, self.runtime = base.impl, base.runtime
         self._rows, self._cols, self._overlap = rows, cols, overlap
 
     def _tiles(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
@@ -229,11 +233,11 @@ class EveryNDetector:
     SMALL = (64, 36)
     PIXEL_DELTA = 16  # of 255
 
-    def __init__(self, base, every: int, motion: float = 0.02):
+    def __init__(self, base: FaceDetector, every: int, motion: float = 0.02):
         self._base = base
         self.every = int(every)
         self.motion = float(motion)
-        self.impl = getattr(base, "impl", "")
+        self.impl, self.runtime = base.impl, base.runtime
         self._since = 0  # frames since the last real detection
         self._ref: np.ndarray | None = None
         self._last: list[Detection] = []
@@ -263,8 +267,8 @@ class EveryNDetector:
         self._base.close()
 
 
-def create_detector(opts: DetectorOptions):
-    """Options -> a detector with `detect(frame_bgr, timestamp_ms) -> list[Detection]` and `close()`."""
+def create_detector(opts: DetectorOptions) -> FaceDetector:
+    """Options -> a `FaceDetector`: `detect(frame_bgr, timestamp_ms) -> list[Detection]`, `close()`, `impl`, `runtime`."""
     if not 0.0 < opts.min_score < 1.0:
         raise UserError("--min-face-score must be between 0 and 1")
     if opts.every < 1:
@@ -273,18 +277,15 @@ def create_detector(opts: DetectorOptions):
     impl = choose_impl(opts.impl)
     video = opts.video and not opts.tiles  # tiles are independent stills
     if impl == "mediapipe":
-        base = MediaPipeFaceDetector(path, opts.min_score, video)
+        base: FaceDetector = MediaPipeFaceDetector(path, opts.min_score, video)
     else:
         base = LiteRTFaceDetector(path, min_score=opts.min_score, threads=opts.threads)
-    base.impl = impl
     if opts.tiles:
-        tiled = TiledDetector(base)
-        tiled.impl = impl
-        base = tiled
+        base = TiledDetector(base)
     return for_stream(base, opts)
 
 
-def for_stream(base, opts: DetectorOptions):
+def for_stream(base: FaceDetector, opts: DetectorOptions) -> FaceDetector:
     """`base` wrapped in EveryNDetector when `opts` asks for it (a stream, every > 1), else `base`. The
     wrapper holds one stream's memory, so a caller that reuses one base detector across inputs (engine.batch)
     wraps it afresh per input with this."""

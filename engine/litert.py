@@ -46,11 +46,13 @@ def interpreter_class():
     raise UserError(f"no TFLite runtime found: {INSTALL_HINT} ({'; '.join(errors)})")
 
 
-def load_tflite_interpreter(path: str | os.PathLike, threads: int = 1, allocate: bool = True):
-    """An interpreter for the .tflite file at `path`, using `threads` CPU threads.
+def open_interpreter(path: str | os.PathLike, threads: int = 1, allocate: bool = True):
+    """(interpreter, runtime name) for the .tflite file at `path`, using `threads` CPU threads.
 
-    `allocate=False` leaves `allocate_tensors()` to the caller: the input details can be
-    checked first, before the runtime applies its delegate (and logs about it)."""
+    The name ("ai_edge_litert", "tflite_runtime" or "tensorflow.lite") is what detectors and
+    classifiers report as their `runtime`. `allocate=False` leaves `allocate_tensors()` to the
+    caller: the input details can be checked first, before the runtime applies its delegate
+    (and logs about it)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
@@ -61,5 +63,9 @@ def load_tflite_interpreter(path: str | os.PathLike, threads: int = 1, allocate:
             interp.allocate_tensors()
     except ValueError as exc:  # what the runtimes raise for a file that is not a model
         raise UserError(f"{path} is not a TFLite model {runtime} can load: {exc}") from exc
-    interp.runtime_name = runtime  # type: ignore[attr-defined]  (for logs and benchmarks)
-    return interp
+    return interp, runtime
+
+
+def load_tflite_interpreter(path: str | os.PathLike, threads: int = 1, allocate: bool = True):
+    """An interpreter for the .tflite file at `path` (`open_interpreter` without the runtime name)."""
+    return open_interpreter(path, threads, allocate)[0]

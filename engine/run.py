@@ -143,12 +143,12 @@ def _run(args, source, closers: list, t_launch: float, serve=None) -> int:
     outputs = Outputs.open(output_options(args, source.mode, display), source, rec.labels, log=log, live=live)
     closers.append(outputs.close)
     log(f"emotion-engine: source {source.name} ({'live' if source.live else 'file'}), "
-        f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {getattr(rec.detector, 'impl', '?')}"
+        f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {rec.detector.impl}"
         f" ({args.detector}{' + tiles' if args.tiles else ''}), labels {', '.join(rec.labels)}")
 
     if live is not None:
         live.describe(model=Path(rec.classifier.path).name, backend=rec.classifier.backend, labels=list(rec.labels),
-                      detector=f"{getattr(rec.detector, 'impl', '?')} ({args.detector}{' + tiles' if args.tiles else ''})")
+                      detector=f"{rec.detector.impl} ({args.detector}{' + tiles' if args.tiles else ''})")
     pipe = Pipeline(rec, source, PipelineOptions(max_frames=args.max_frames, bars=args.bars, overlay=outputs.want_pixels,
                                                  quiet=args.quiet), on_frame=outputs.handle, log=log,
                     on_idle=outputs.idle if outputs.window is not None or live is not None else None)

@@ -1,8 +1,14 @@
-"""Plain data passed between pipeline stages. No heavy imports: the Pi path loads this first."""
+"""Plain data passed between pipeline stages, the running mode, and the interfaces of the two models.
+No heavy imports: the Pi path loads this first."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 class RunningMode(Enum):
     """How the engine runs over a source (MediaPipe Tasks' RunningMode), carried by every source as `source.mode`.
@@ -38,3 +44,38 @@ class Detection:
     box: tuple[int, int, int, int]  # x, y, w, h
     score: float
     keypoints: list[tuple[float, float]] = field(default_factory=list)
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    """A face detector (`engine.detect.create_detector` builds one; wrappers such as TiledDetector and
+    EveryNDetector are detectors too, with their base's `impl` and `runtime`)."""
+
+    impl: str  # which implementation runs the BlazeFace model: "litert" or "mediapipe"
+    runtime: str  # the inference runtime under it: "ai_edge_litert", "tflite_runtime", "tensorflow.lite" or "mediapipe"
+
+    def detect(self, frame_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
+        """Faces of one BGR frame in its pixels, best first. `timestamp_ms`: the frame's time on a stream."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """An emotion classifier (`engine.classifier.create_classifier` opens one; its backends subclass the
+    base class `engine.classifier.Classifier`, which implements this)."""
+
+    backend: str  # "tflite", "onnx" or "keras": which model file it runs
+    runtime: str  # the runtime that runs it: "ai_edge_litert", "tflite_runtime", "tensorflow.lite", "onnxruntime", "tensorflow"
+    path: Path  # the model file
+    labels: list[str]  # the output columns, from labels.json
+    tta: bool  # flip TTA: each face and its mirror image averaged
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """(N, 48, 48, 1) raw pixels 0..255 -> (N, len(labels)) probabilities."""
+        ...
+
+    def close(self) -> None:
+        ...

@@ -173,6 +173,25 @@ def test_flip_tta_averages_each_face_with_its_mirror_in_one_call(model_dir):
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-4)
 
 
+def test_models_declare_their_interfaces_from_construction(model_dir):
+    """engine.types.Classifier / FaceDetector: backend, runtime and tta (classifiers), impl and runtime
+    (detectors and their wrappers) come from the constructors, nothing is set on them afterwards."""
+    from engine.classifier import create_classifier
+    from engine.detect import create_detector
+    from engine.types import Classifier, FaceDetector
+
+    tflite_runtimes = ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")
+    clf = create_classifier(ClassifierOptions(model=model_dir, backend="tflite", precision="int8", tta=True))
+    assert isinstance(clf, Classifier) and clf.backend == "tflite" and clf.runtime in tflite_runtimes and clf.tta
+    onnx = create_classifier(ClassifierOptions(model=model_dir, backend="onnx", precision="fp32"))
+    assert isinstance(onnx, Classifier) and onnx.runtime == "onnxruntime" and not onnx.tta
+    for opts in (DetectorOptions(impl="litert", every=1), DetectorOptions(impl="litert", every=2),
+                 DetectorOptions(impl="litert", tiles=True)):
+        det = create_detector(opts)
+        assert isinstance(det, FaceDetector) and det.impl == "litert" and det.runtime in tflite_runtimes, type(det)
+        det.close()
+
+
 def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir):
     """CropOptions.views: each face cut at the set framing and its neighbours (margin and shift_y
     +-VIEW_STEP), all faces' views in one classifier call, then one averaged row per face."""
