@@ -9,7 +9,7 @@ graph around them:
 2. SsdAnchors: fixed-size anchors on the model's feature maps (see `ANCHOR_CONFIGS`);
 3. TensorsToDetections: decode boxes + 6 keypoints relative to the anchors, sigmoid of the
    score clipped to +-100, keep scores >= min_score;
-4. NonMaxSuppression: MediaPipe's WEIGHTED algorithm, IoU > 0.3;
+4. NonMaxSuppression: MediaPipe's WEIGHTED algorithm, IoU > 0.3 (`engine.geometry.weighted_nms`);
 5. DetectionProjection: undo the letterbox, back to frame pixels.
 
 Why it exists: mediapipe 1.x aarch64 wheels die with SIGILL on a Raspberry Pi 4 (Cortex-A72,
@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from engine.errors import UserError
+from engine.geometry import weighted_nms
 from engine.litert import open_interpreter
 from engine.types import Detection
 
@@ -94,47 +95,6 @@ def ssd_anchors(cfg: AnchorConfig) -> np.ndarray:
                 centres.extend([(cx, cy)] * per_location)
         layer = last
     return np.asarray(centres, dtype=np.float32)
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (xmin, ymin, xmax, ymax) box with each row of `boxes`."""
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU):
-    """MediaPipe's WEIGHTED non-max suppression.
-
-    Take the best remaining detection, gather every remaining one (itself included) whose
-    IoU with it is > `iou`, replace its box and keypoints with the score-weighted mean of
-    that group, keep its own score, drop the group; repeat. Returns (boxes, keypoints, scores).
-    """
-    order = np.argsort(-scores, kind="stable")
-    out_b, out_k, out_s = [], [], []
-    while order.size:
-        top = order[0]
-        sims = _iou(boxes[top], boxes[order])
-        group = order[sims > iou]
-        rest = order[sims <= iou]
-        if group.size:
-            w = scores[group][:, None]
-            total = float(w.sum())
-            box = (boxes[group] * w).sum(axis=0) / total
-            kps = (keypoints[group] * w[:, :, None]).sum(axis=0) / total
-        else:  # only for a degenerate (zero-area) top box
-            box, kps = boxes[top], keypoints[top]
-        out_b.append(box)
-        out_k.append(kps)
-        out_s.append(float(scores[top]))
-        if rest.size == order.size:  # nothing removed (as MediaPipe: stop)
-            break
-        order = rest
-    return out_b, out_k, out_s
 
 
 class LiteRTFaceDetector:

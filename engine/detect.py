@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.blazeface import DETECTOR_DIR, DETECTOR_MODELS, LiteRTFaceDetector  # noqa: F401 (DETECTOR_DIR: re-exported)
 from engine.errors import UserError
+from engine.geometry import iou, nms  # noqa: F401 (iou: engine.detect.iou, re-exported)
 from engine.types import Detection, FaceDetector
 
 
@@ -164,23 +165,9 @@ class MediaPipeFaceDetector:
             self._det = None
 
 
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
 def merge_detections(dets: list[Detection], thresh: float = 0.3) -> list[Detection]:
     """Greedy NMS across tiles: the best-scoring box of each overlapping group survives."""
-    kept: list[Detection] = []
-    for d in sorted(dets, key=lambda d: -d.score):
-        if all(iou(d.box, k.box) < thresh for k in kept):
-            kept.append(d)
-    return kept
+    return [dets[i] for i in nms([d.box for d in dets], [d.score for d in dets], thresh)]
 
 
 class TiledDetector:

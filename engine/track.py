@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.detect import iou
+from engine.geometry import box_iou, xywh_to_xyxy
 from engine.types import Detection
 
 
@@ -80,9 +80,12 @@ class FaceTracker:
     def _match(self, dets: list[Detection]) -> list[int | None]:
         """Index of the track each detection continues, or None for a new face."""
         pairs = []
+        if not dets or not self._tracks:
+            return [None] * len(dets)
+        overlaps = box_iou(xywh_to_xyxy([d.box for d in dets]), xywh_to_xyxy([t.box for t in self._tracks]))
         for di, d in enumerate(dets):
             for ti, t in enumerate(self._tracks):
-                overlap = iou(d.box, t.box)
+                overlap = float(overlaps[di, ti])
                 dx = (d.box[0] + d.box[2] / 2) - (t.box[0] + t.box[2] / 2)
                 dy = (d.box[1] + d.box[3] / 2) - (t.box[1] + t.box[3] / 2)
                 dist = (dx * dx + dy * dy) ** 0.5 / max(1.0, max(t.box[2], t.box[3]))

@@ -23,6 +23,7 @@ from engine.blazeface import (  # noqa: E402
     weighted_nms,
 )
 from engine.errors import UserError  # noqa: E402
+from engine.geometry import iou  # noqa: E402
 from engine.types import Detection  # noqa: E402
 
 PI_DIR = Path(__file__).resolve().parent / "pi"
@@ -32,15 +33,6 @@ MODELS = [pytest.param(SHORT_RANGE, id="short_range"), pytest.param(FULL_RANGE, 
 
 
 # ----------------------------------------------------------------------------- helpers
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / float(aw * ah + bw * bh - inter)
-
-
 def astronaut_bgr() -> np.ndarray:
     data = pytest.importorskip("skimage.data")
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
