@@ -99,7 +99,7 @@ def output_options(args: argparse.Namespace, mode: RunningMode, display: bool) -
     out = args.output
     photos = bool(out) and mode is RunningMode.IMAGE and (Path(out).suffix.lower() in IMAGE_EXTS or not Path(out).suffix)
     sound = None
-    if args.sound or args.sound_out:
+    if getattr(args, "sound", False) or getattr(args, "sound_out", None):  # (a caller's Namespace may lack the sound flags)
         from engine.sound import SoundOptions
 
         sound = SoundOptions(sound_dir=args.sound_dir, stable_s=args.sound_stable, cooldown_s=args.sound_cooldown,
