@@ -10,15 +10,15 @@ import time
 
 import numpy as np
 
-from engine.sources import ImageSource, Source, SourceOptions, open_source
+from engine.sources import Source, SourceOptions, open_source
+from engine.types import RunningMode
 
 
 def is_stills(source: Source) -> bool:
     """Photos (an image or a folder), not a stream: what engine.run passes to `options_from_args`.
 
-    The one place the benchmarks derive it; engine.run does the same `isinstance` (issue 20, item 3: the
-    running mode is to be carried by the source)."""
-    return isinstance(source, ImageSource)
+    The source carries its running mode (engine.types.RunningMode), as engine.run reads it."""
+    return source.mode is RunningMode.IMAGE
 
 
 class PacedSource(Source):

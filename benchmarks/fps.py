@@ -125,20 +125,14 @@ def open_benchmark_source(job: dict):
 
 def classifier_runtime(classifier) -> str:
     """The runtime that ran the classifier (ai_edge_litert, tflite_runtime, onnx ...), from public names only."""
-    runtime = getattr(classifier, "runtime", None)  # the classifier's own record, where the engine keeps one
-    if runtime:
-        return runtime
-    if classifier.backend == "tflite":
-        from engine.litert import interpreter_class
-
-        return interpreter_class()[1]  # the same choice load_tflite_interpreter made
-    return classifier.backend
+    return classifier.runtime
 
 
 def run_config(job: dict) -> dict:
     """Run the pipeline once for one configuration and measure it. Runs in the worker process."""
     from engine.api import EmotionRecognizer
-    from engine.outputs import Outputs
+    from engine.cliopts import output_target
+    from engine.outputs import OutputOptions, Outputs
     from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 
     warmup, name = int(job["warmup"]), job["label"]
@@ -154,9 +148,8 @@ def run_config(job: dict) -> dict:
         load_s = time.perf_counter() - t0
         closers.append(rec.close)
         # engine.run's own sinks and per-frame handler (--output/--jsonl): the same work, timed the same way.
-        # Outputs.open reads its sink flags from a Namespace today (issue 20, item 3: an options dataclass).
-        sinks = argparse.Namespace(source=run["source"]["spec"], output=job["output"], jsonl=job["jsonl"])
-        outputs = Outputs.open(sinks, source, stills, rec.labels, display=False, log=lambda m: log(f"{name}: {m}"))
+        sinks = OutputOptions(**output_target(job["output"], source.mode), jsonl=job["jsonl"] or None)
+        outputs = Outputs.open(sinks, source, rec.labels, log=lambda m: log(f"{name}: {m}"))
         closers.append(outputs.close)
         recorder = FrameRecorder(warmup, outputs.handle)
         opts = PipelineOptions(max_frames=frames_max, overlay=outputs.want_pixels, quiet=job.get("quiet", False),
@@ -168,7 +161,7 @@ def run_config(job: dict) -> dict:
         except PipelineError as exc:
             raise UserError(str(exc)) from None
         recorder.stop()
-        detector_impl = getattr(rec.detector, "impl", "?")
+        detector_impl = rec.detector.impl
         runtime = classifier_runtime(rec.classifier)
     finally:
         for close in reversed(closers):

@@ -140,7 +140,7 @@ def bench_model(d: Path, args, batches: list[int], threads: list[int], val_cache
             clf = create_classifier(ClassifierOptions(model=d, backend=backend, precision=prec, threads=t))
             try:
                 row["input_dtype"] = getattr(clf, "input_dtype", None)
-                row["runtime"] = getattr(getattr(clf, "_it", None), "runtime_name", None) or backend
+                row["runtime"] = clf.runtime
                 if val is not None and row["accuracy"] is None:
                     log(f"{d.name} {backend}-{prec}: accuracy on {len(val[1])} validation faces")
                     row["accuracy"] = round(accuracy(clf, *val), 4)

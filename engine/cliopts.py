@@ -96,13 +96,17 @@ OUTPUT_FLAGS = {"video": "--output", "images": "--output", "jsonl": "--jsonl"}
 def output_options(args: argparse.Namespace, mode: RunningMode, display: bool) -> OutputOptions:
     """`OutputOptions` from engine.run's output flags, for a source of this RunningMode. --output is the
     annotated video, or for photos (IMAGE) with an image suffix or none, the annotated image(s)."""
-    out = args.output
-    photos = bool(out) and mode is RunningMode.IMAGE and (Path(out).suffix.lower() in IMAGE_EXTS or not Path(out).suffix)
     sound = None
     if getattr(args, "sound", False) or getattr(args, "sound_out", None):  # (a caller's Namespace may lack the sound flags)
         from engine.sound import SoundOptions
 
         sound = SoundOptions(sound_dir=args.sound_dir, stable_s=args.sound_stable, cooldown_s=args.sound_cooldown,
                              out_wav=args.sound_out, player=args.sound_player)
-    return OutputOptions(window=display, video=None if photos else out or None, images=out if photos else None,
-                         jsonl=args.jsonl or None, sound=sound)
+    return OutputOptions(window=display, **output_target(args.output, mode), jsonl=args.jsonl or None, sound=sound)
+
+
+def output_target(out: str | None, mode: RunningMode) -> dict:
+    """What --output names: `{"video": ..., "images": ...}` for OutputOptions. For photos (IMAGE) a path
+    with an image suffix or none is the annotated image(s); anything else is the annotated video."""
+    photos = bool(out) and mode is RunningMode.IMAGE and (Path(out).suffix.lower() in IMAGE_EXTS or not Path(out).suffix)
+    return {"video": None if photos else out or None, "images": out if photos else None}
