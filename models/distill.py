@@ -104,3 +104,36 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
     save_npz(path, compress=False, x=xs, y=ys, p=ps)
     print(f"teacher pool cached in {path}", file=sys.stderr)
     return xs, ys, ps
+
+
+def soft_labels(ds: Dataset, path: str | Path) -> np.ndarray:
+    """One soft label per face of `ds` (its classes, in its order) from a `python -m models.gpu_teacher oof`
+    file. Faces are found by their pixels (models.gpu_teacher.face_keys), not by position: the pack and
+    models.data read the class folders in different orders. Identical faces (FER2013 has duplicates) get
+    the mean of their labels. Classes outside `ds.labels` are dropped and each row renormalised."""
+    from models.gpu_teacher import face_keys
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--soft-labels {path} does not exist (python -m models.gpu_teacher oof writes one)")
+    d = np.load(path)  # plain arrays: allow_pickle stays False
+    if not {"keys", "probs", "labels"} <= set(d.files):
+        raise UserError(f"--soft-labels {path} is not a soft-label file (keys, probs, labels)")
+    names = [str(n) for n in d["labels"]]
+    missing = [c for c in ds.labels if c not in names]
+    if missing:
+        raise UserError(f"--soft-labels {path} has no {', '.join(missing)} column")
+    probs = d["probs"][:, [names.index(c) for c in ds.labels]].astype(np.float64)
+    keys = d["keys"]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    total = np.zeros((len(uniq), probs.shape[1]))
+    np.add.at(total, inv, probs)
+    total /= np.bincount(inv, minlength=len(uniq))[:, None]
+    want = face_keys(ds.x)
+    pos = np.searchsorted(uniq, want).clip(0, len(uniq) - 1)
+    found = uniq[pos] == want
+    if not found.all():
+        raise UserError(f"--soft-labels {path}: {int((~found).sum())} of {len(want)} training faces have no label "
+                        "(made from another training set?)")
+    out = total[pos]
+    return (out / out.sum(1, keepdims=True).clip(1e-9)).astype(np.float32)

@@ -14,9 +14,9 @@ Caveat, measured: these nets learn their training faces by heart (93.5% right on
 probability 0.88), and distillation labels exactly those faces, so the students distilled from the
 first teacher were more accurate on FER2013's crops but less steady through the engine, and were not
 shipped (benchmarks/results/README.md, session 8). A teacher should label faces it did not train on
-(k-fold, not built yet); softer targets (`onnx --temperature`) were tried once and were not enough alone.
+(`train --folds K --fold I` + `oof`); softer targets (`onnx --temperature`) were tried once and were not enough alone.
 
-Three steps, each a sub-command of `python -m models.gpu_teacher` (run from the repo root; it
+Four steps, each a sub-command of `python -m models.gpu_teacher` (run from the repo root; it
 needs numpy and opencv, and torch for `train` and `onnx`):
   pack   (here)  FER2013 folders -> one .npz of the JPEG bytes (one shared 328-byte header stored
                  once), small enough to travel to the GPU machine with the repo (~49 MB)
@@ -24,8 +24,12 @@ needs numpy and opencv, and torch for `train` and `onnx`):
                  clock, so a run always ends in its lease); keeps the raw or the weight-averaged
                  (EMA) net, whichever scores better on validation with flip TTA; writes its
                  weights (float16) and validation probabilities in one .npz
+  oof    (here)  k-fold nets (`train --folds K --fold I`: trained without fold I, they label only
+                 fold I) -> one out-of-fold soft label per training face, keyed by the face's
+                 pixels, for `models.train --soft-labels`
   onnx   (here)  one or more trained .npz -> one ONNX file averaging their probabilities, +
                  labels.json; with --calib PACK also its int8 twin (export's ONNX quantiser)
+The whole GPU lease as one script: models/kfold_teachers.sh.
 """
 from __future__ import annotations
 
@@ -86,6 +90,30 @@ def load(pack_file: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.stack([cv2.imdecode(np.frombuffer(header + body[off[i]:off[i + 1]].tobytes(), np.uint8),
                                cv2.IMREAD_GRAYSCALE) for i in range(len(off) - 1)])
     return x, d[f"{split}_y"]
+
+
+FOLD_SEED = 2026  #: one split for every architecture and seed: their out-of-fold answers can be averaged
+
+
+def fold_of(y: np.ndarray, folds: int) -> np.ndarray:
+    """Fold number (0..folds-1) of each training face: stratified (each class dealt round-robin over
+    the folds after a shuffle fixed by FOLD_SEED), so every fold holds the rare classes too and every
+    net trained with the same k, whatever its seed, leaves out exactly the same faces."""
+    out = np.empty(len(y), np.int64)
+    rng = np.random.default_rng(FOLD_SEED)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        out[rng.permutation(idx)] = np.arange(len(idx)) % folds
+    return out
+
+
+def face_keys(x: np.ndarray) -> np.ndarray:
+    """A 64-bit digest of each face's pixels: how soft labels find their face in a split that another
+    loader decoded in another order (models.data sorts class folders by name, `pack` by FER order)."""
+    import hashlib
+
+    flat = np.ascontiguousarray(x.reshape(len(x), -1), np.uint8)
+    return np.array([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") for r in flat], np.uint64)
 
 
 # ---------------------------------------------------------------------------- nets
@@ -191,14 +219,25 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
+    held = np.zeros(0, np.int64)
+    if args.folds:
+        if not 0 <= args.fold < args.folds:
+            raise UserError(f"--fold {args.fold} must be 0..{args.folds - 1} with --folds {args.folds}")
+        fold = fold_of(ytr, args.folds)
+        held = np.flatnonzero(fold == args.fold)  # labelled at the end, never trained on
+        xheld, yheld = torch.from_numpy(xtr[held]).to(dev).unsqueeze(1), ytr[held]
+        xtr, ytr = xtr[fold != args.fold], ytr[fold != args.fold]
     if args.limit:
         keep = np.random.default_rng(args.seed).permutation(len(xtr))[:args.limit]
         xtr, ytr = xtr[keep], ytr[keep]
     xtr = torch.from_numpy(xtr).to(dev).unsqueeze(1)
     ytr = torch.from_numpy(ytr).to(dev)
     xva_t = torch.from_numpy(xva).to(dev).unsqueeze(1)
-    net = build(args.arch, args.width).to(dev).to(memory_format=torch.channels_last)
-    ema = build(args.arch, args.width).to(dev).to(memory_format=torch.channels_last)
+    # channels-last feeds the GPU's tensor cores; on the CPU (smoke runs) torch 2.13's backward pass
+    # crashed now and then with it (segfault in autograd, tiny batches), so the CPU keeps NCHW
+    layout = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    net = build(args.arch, args.width).to(dev).to(memory_format=layout)
+    ema = build(args.arch, args.width).to(dev).to(memory_format=layout)
     ema.load_state_dict(net.state_dict())
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -210,7 +249,8 @@ def train(args) -> None:
                           lr=args.lr, momentum=0.9, nesterov=True)
     budget = args.minutes * 60
     t0 = time.perf_counter()
-    step, epoch = 0, 0
+    step, epoch, lr = 0, 0, args.lr
+    batch = min(args.batch, len(xtr))  # a tiny (smoke) set still takes steps; else no epoch would end
     ema_pairs = list(zip(ema.state_dict().values(), net.state_dict().values()))
     print(f"{args.arch} width {args.width}: {params / 1e6:.2f}M params, {len(xtr)} faces, {budget:.0f} s on {dev}",
           flush=True)
@@ -220,7 +260,7 @@ def train(args) -> None:
         net.train()
         perm = torch.randperm(len(xtr), device=dev)
         tot, correct, n = 0.0, 0, 0
-        for i in range(0, len(perm) - args.batch + 1, args.batch):
+        for i in range(0, len(perm) - batch + 1, batch):
             frac = (time.perf_counter() - t0) / budget
             if frac >= 1:
                 done = True
@@ -228,8 +268,8 @@ def train(args) -> None:
             lr = args.lr * min(1.0, frac / 0.03) * 0.5 * (1 + math.cos(math.pi * frac))
             for g in opt.param_groups:
                 g["lr"] = lr
-            idx = perm[i:i + args.batch]
-            xb = _augment(xtr[idx].float(), torch, F).contiguous(memory_format=torch.channels_last)
+            idx = perm[i:i + batch]
+            xb = _augment(xtr[idx].float(), torch, F).contiguous(memory_format=layout)
             yb = ytr[idx]
             with torch.autocast(dev.type, torch.bfloat16, enabled=dev.type == "cuda"):
                 out = net(_scale(xb))
@@ -264,12 +304,59 @@ def train(args) -> None:
     for k, v in m.state_dict().items():
         arr = v.detach().cpu().numpy()
         weights[f"w.{k}"] = arr.astype(np.float16) if v.dtype.is_floating_point else arr
+    oof = {}
+    if args.folds:
+        hp, hf = _evaluate(m, xheld, torch)
+        oof = dict(oof_idx=held, oof_probs=hp, oof_probs_tta=hf)
+        print(f"fold {args.fold}/{args.folds}: {len(held)} held-out training faces labelled, "
+              f"accuracy {np.mean(hf.argmax(1) == yheld):.4f} (flip tta)", flush=True)
     meta = dict(arch=args.arch, width=args.width, seed=args.seed, kept=keep, epochs=epoch, steps=step, params=params,
+                folds=args.folds, fold=args.fold if args.folds else None,
                 val=float(acc), val_tta=float(acc_tta), minutes=args.minutes, lr=args.lr, batch=args.batch,
                 smoothing=args.smoothing, wd=args.wd, ema=args.ema, device=str(torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"))
     np.savez(args.out, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), val_probs=p, val_probs_tta=f,
-             val_y=yva, **weights)
+             val_y=yva, **oof, **weights)
     print(f"kept {keep}: {json.dumps(meta)} -> {args.out}", flush=True)
+
+
+# ---------------------------------------------------------------------------- out-of-fold labels
+def merge_oof(files: list[Path], pack_file: Path, out: Path) -> dict:
+    """k-fold runs (any mix of architectures and seeds) -> one soft label per training face: the mean
+    of the flip-averaged answers of the nets that did NOT train on it. Why: a teacher that saw a face
+    answers it from memory (93.5% right, mean top probability 0.88 on its own training faces), so a
+    student distilled on those answers learns over-confidence, not the teacher's judgement."""
+    xtr, ytr = load(pack_file, "train")
+    total, count = np.zeros((len(ytr), len(CLASSES))), np.zeros(len(ytr), np.int64)
+    val, folds_seen = [], {}
+    for f in files:
+        if not f.is_file():
+            raise UserError(f"no trained net at {f}")
+        d = np.load(f)
+        meta = json.loads(d["meta"].tobytes())
+        if not meta.get("folds") or "oof_idx" not in d.files:
+            raise UserError(f"{f} was trained on every training face (no --folds): it has no out-of-fold answers")
+        idx = d["oof_idx"]
+        if idx.max(initial=-1) >= len(ytr):
+            raise UserError(f"{f} was trained on another pack than {pack_file}")
+        total[idx] += d["oof_probs_tta"]
+        count[idx] += 1
+        val.append(d["val_probs_tta"])
+        folds_seen.setdefault((meta["arch"], meta["width"], meta["folds"]), set()).add(meta["fold"])
+    missing = int((count == 0).sum())
+    if missing:
+        groups = "; ".join(f"{a}{w} k={k}: folds {sorted(s)}" for (a, w, k), s in folds_seen.items())
+        raise UserError(f"{missing} training faces have no out-of-fold answer ({groups}): train the missing folds")
+    probs = (total / count[:, None]).astype(np.float32)
+    _, yva = load(pack_file, "validation")
+    va = np.mean(val, axis=0)
+    report = dict(nets=len(files), groups={f"{a}{w} k={k}": sorted(s) for (a, w, k), s in folds_seen.items()},
+                  oof_accuracy=float(np.mean(probs.argmax(1) == ytr)), oof_mean_top=float(probs.max(1).mean()),
+                  val_accuracy_mean_of_nets=float(np.mean(va.argmax(1) == yva)), answers_per_face=float(count.mean()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, keys=face_keys(xtr), probs=probs, y=ytr, labels=np.array(CLASSES),
+             meta=np.frombuffer(json.dumps(report).encode(), np.uint8))
+    print(f"wrote {out}: {json.dumps(report)}")
+    return report
 
 
 # ---------------------------------------------------------------------------- onnx
@@ -343,6 +430,14 @@ def run(argv=None) -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--limit", type=int, default=0, help="first N training faces only (smoke tests)")
     a.add_argument("--report", type=int, default=5, help="validation print every N epochs")
+    a.add_argument("--folds", type=int, default=0,
+                   help="k-fold: train without one of K stratified folds of the training faces and write this net's "
+                        "answers for that fold (out-of-fold labels; 0 = train on every face)")
+    a.add_argument("--fold", type=int, default=0, help="which fold (0..K-1) to hold out")
+    a = sub.add_parser("oof", help="k-fold nets -> one out-of-fold soft label per training face (.npz for models.train)")
+    a.add_argument("files", type=Path, nargs="+", help="the .npz files of `train --folds K --fold I` runs")
+    a.add_argument("--data", type=Path, required=True, help="the pack they trained on")
+    a.add_argument("--out", type=Path, required=True, help="the soft-label .npz to write")
     a = sub.add_parser("onnx", help="trained .npz files -> one averaging ONNX model + labels.json")
     a.add_argument("files", type=Path, nargs="+")
     a.add_argument("--out", type=Path, required=True, help="the fp32 .onnx to write (labels.json goes beside it)")
@@ -355,6 +450,8 @@ def run(argv=None) -> None:
         pack(args.data, args.out)
     elif args.cmd == "train":
         train(args)
+    elif args.cmd == "oof":
+        merge_oof(args.files, args.data, args.out)
     else:
         to_onnx(args.files, args.out, args.calib, temperature=args.temperature)
 

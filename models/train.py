@@ -29,9 +29,10 @@ from engine.cliargs import Parser, fraction  # noqa: E402
 from engine.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 from engine.keras_io import load_keras  # noqa: E402
-from models.augment import LEVELS, Augment  # noqa: E402
+from models.augment import LEVELS  # noqa: E402
+from models.batches import class_weights, make_dataset  # noqa: E402,F401 - make_dataset: also imported from here
 from models.checkpoint import BEST_NAME, FINAL_NAME, LAST_NAME, STATE_NAME, Checkpoint, load_state, save_model_atomic, write_json  # noqa: E402
-from models.distill import TARGETS, teacher_pool  # noqa: E402
+from models.distill import TARGETS, soft_labels, teacher_pool  # noqa: E402
 from models.speed import JIT_CHOICES, SpeedChoice, choose, label, legacy_choice, normalize_jit  # noqa: E402
 
 
@@ -66,6 +67,9 @@ class TrainOptions:
     #: what a pool copy is labelled with: "view" = the teacher's answer for that distorted copy;
     #: "clean" = its answer for the undistorted face (every framing of a face, one answer)
     pool_targets: str = "view"
+    #: one soft label per training face from teachers that never trained on it (`python -m
+    #: models.gpu_teacher oof`), mixed in at teacher_weight; faces augmented afresh every epoch
+    soft_labels: str | None = None
     #: >0: stability training (models.consistency): each face also as an engine-like second view,
     #: and this weight x the KL between the net's two answers added to the loss (2x the compute)
     consistency: float = 0.0
@@ -87,67 +91,6 @@ def lr_at(epoch: int, opts: TrainOptions) -> float:
         return opts.lr
     t = (epoch - opts.warmup) / max(1, opts.epochs - opts.warmup)
     return opts.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def class_weights(y, n: int, mode: str):
-    import numpy as np
-
-    counts = np.bincount(y, minlength=n).astype(np.float64)
-    if mode == "none":
-        return np.ones(n, np.float32)
-    w = counts.sum() / (n * np.maximum(counts, 1))
-    if mode == "sqrt":
-        w = np.sqrt(w)
-    return (w / (w * counts).sum() * counts.sum()).astype(np.float32)  # mean weight per sample = 1
-
-
-def make_dataset(x, y, opts: TrainOptions, n_classes: int, train: bool, teacher=None, weights=None, soft=None,
-                 skip_batches: int = 0):
-    """Batches of (faces, targets[, weights]). `teacher`: a Keras model run on each augmented
-    batch; `soft`: teacher probabilities already computed for `x` (a teacher pool, whose faces
-    are augmented already: only a random mirror is added), repeated without end; a resumed run
-    skips the batches its earlier epochs used, so it goes on through the pool instead of
-    replaying its start."""
-    import tensorflow as tf
-
-    from models.consistency import VIEW_LEVEL, VIEW_RESAMPLE, paired
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y) if soft is None else (x, y, soft))
-    if train:
-        ds = ds.shuffle(len(y), seed=opts.seed, reshuffle_each_iteration=True)
-    if soft is not None:
-        ds = ds.repeat()
-    # Drop the ragged last batch (noisy BatchNorm statistics) unless the set is tiny.
-    ds = ds.batch(opts.batch, drop_remainder=train and len(y) >= 4 * opts.batch)
-    if skip_batches:
-        ds = ds.skip(skip_batches)  # before the map: skipping costs a copy of uint8 batches, nothing more
-    smooth = opts.label_smoothing if train else 0.0
-    aug = Augment(opts.augment, opts.seed, opts.resample) if train and soft is None else None
-    cw = tf.constant(weights) if weights is not None else None
-    view = Augment(VIEW_LEVEL, opts.seed + 11, VIEW_RESAMPLE) if train and opts.consistency > 0 else None
-
-    def prep(xb, yb, pb=None):
-        xb = tf.cast(xb, tf.float32)
-        target = tf.one_hot(yb, n_classes) * (1 - smooth) + smooth / n_classes
-        if aug is not None and aug.active:
-            xb = aug(xb)
-        if pb is not None:  # pool faces are augmented already
-            xb = tf.image.random_flip_left_right(xb, seed=opts.seed)
-        elif teacher is not None:
-            pb = teacher(xb, training=False)
-        if pb is not None:
-            target = opts.teacher_weight * tf.cast(pb, tf.float32) + (1 - opts.teacher_weight) * target
-        if train and opts.mixup > 0:
-            lam = tf.random.uniform([], 0.0, opts.mixup)
-            idx = tf.random.shuffle(tf.range(tf.shape(xb)[0]))
-            xb = (1 - lam) * xb + lam * tf.gather(xb, idx)
-            target = (1 - lam) * target + lam * tf.gather(target, idx)
-        wb = tf.gather(cw, yb) if cw is not None else None
-        if opts.consistency > 0:  # every batch paired, validation with itself (see models.consistency)
-            return paired(xb, target, wb, view)
-        return (xb, target) if wb is None else (xb, target, wb)
-
-    return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _float32_copy(model, arch: str, n_classes: int):
@@ -329,7 +272,8 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
         steps = max(len(train_ds) // opts.batch, 1)  # an epoch is still one training set's worth of faces
         tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp, skip_batches=initial_epoch * steps)
     else:
-        tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights)
+        fixed = soft_labels(train_ds, opts.soft_labels) if opts.soft_labels else None
+        tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights, fixed=fixed)
     va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False)
     return tr, va, steps
 
@@ -425,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label each pool copy with the teacher's answer for that copy (view), or every copy of a face with "
                         "its flip-averaged answer for the undistorted face (clean: one answer however the face is framed; "
                         f"copy 0 is then the undistorted set) [{d.pool_targets}]")
+    p.add_argument("--soft-labels", default=None, metavar="NPZ",
+                   help="one soft label per training face from k-fold teachers that never trained on it (`python -m "
+                        "models.gpu_teacher oof`), mixed in at --teacher-weight; the faces still get --augment every epoch")
     p.add_argument("--consistency", type=float, default=d.consistency, metavar="W",
                    help="stability training: each face also as an engine-like second view (zoom, shift, turn, mirror, "
                         "resampling) and W x the KL between the two answers added to the loss, so a change of framing "
@@ -464,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--pool-targets needs --teacher-pool")
     if args.teacher_pool and not args.teacher and not args.resume:
         raise UserError("--teacher-pool needs a --teacher")
+    if args.soft_labels and (args.teacher or args.teacher_pool):
+        raise UserError("--soft-labels are a teacher's answers already: not with --teacher / --teacher-pool")
     if args.teacher and not args.teacher_pool and not args.resume and Path(args.teacher).suffix != ".keras":
         raise UserError(f"--teacher {Path(args.teacher).name}: an exported teacher (.tflite/.onnx) needs --teacher-pool")
     opts = TrainOptions(
@@ -472,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
         augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_pool=args.teacher_pool,
-        pool_targets=args.pool_targets, consistency=args.consistency,
+        pool_targets=args.pool_targets, soft_labels=args.soft_labels, consistency=args.consistency,
         precision=args.precision or TrainOptions.precision, jit=args.jit or TrainOptions.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
     )

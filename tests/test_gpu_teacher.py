@@ -55,3 +55,93 @@ def test_pack_refuses_a_file_with_another_header_and_a_missing_pack(tmp_path, fa
     assert "another JPEG header" in capsys.readouterr().err
     assert cli_main(run, ["train", "--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "t.npz")]) == 2
     assert "no pack at" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- out-of-fold teachers
+def test_folds_are_stratified_and_the_same_for_every_net():
+    from models.gpu_teacher import fold_of
+
+    y = np.repeat(np.arange(7), [40, 5, 41, 72, 48, 32, 50])
+    f = fold_of(y, 4)
+    assert np.array_equal(f, fold_of(y, 4))  # no seed argument: every arch/seed leaves out the same faces
+    assert set(f.tolist()) == {0, 1, 2, 3}
+    for c in range(7):  # each class dealt over the folds: sizes differ by at most one
+        sizes = np.bincount(f[y == c], minlength=4)
+        assert sizes.max() - sizes.min() <= 1, (c, sizes)
+    assert not np.array_equal(f[y == 3], np.arange(72) % 4)  # shuffled within a class, not in file order
+
+
+def _fold_run(path: Path, y: np.ndarray, folds: int, fold: int, probs: np.ndarray, n_val: int) -> None:
+    """What `train --folds K --fold I` writes (weights left out): its answers for the held-out fold only."""
+    import json
+
+    from models.gpu_teacher import fold_of
+
+    idx = np.flatnonzero(fold_of(y, folds) == fold)
+    meta = dict(arch="resnet", width=8, folds=folds, fold=fold)
+    np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), oof_idx=idx, oof_probs=probs[idx],
+             oof_probs_tta=probs[idx], val_probs_tta=np.full((n_val, 7), 1 / 7))
+
+
+def test_out_of_fold_labels_reach_each_face_in_the_trainers_order(tmp_path, faces, capsys):
+    """oof merges the folds' answers; models.train finds each face's label by its pixels although
+    models.data reads the class folders in another order than the pack."""
+    from models.data import load_split
+    from models.distill import soft_labels
+    from models.gpu_teacher import merge_oof
+
+    root = _jpeg_tree(tmp_path / "fer", faces)
+    pack = tmp_path / "fer.npz"
+    assert cli_main(run, ["pack", "--data", str(root), "--out", str(pack)]) == 0
+    x, y = load(pack, "train")
+    _, yv = load(pack, "validation")
+    rng = np.random.default_rng(1)
+    truth = rng.dirichlet(np.ones(7), len(y))  # a distinct "teacher answer" per face
+    runs = [tmp_path / f"fold{i}.npz" for i in range(2)]  # 2 faces per class here: k = 2
+    for i, r in enumerate(runs):
+        _fold_run(r, y, 2, i, truth, len(yv))
+    # a missing fold is named, not silently filled
+    assert cli_main(run, ["oof", str(runs[0]), "--data", str(pack), "--out", str(tmp_path / "o.npz")]) == 2
+    assert "no out-of-fold answer" in capsys.readouterr().err
+    out = tmp_path / "oof.npz"
+    report = merge_oof(runs, pack, out)
+    assert report["answers_per_face"] == 1.0 and report["groups"] == {"resnet8 k=2": [0, 1]}
+    ds = load_split(root, "train", cache_dir=tmp_path / "cache", quiet=True)
+    got = soft_labels(ds, out)
+    assert got.shape == (len(ds), 7)
+    want = {x[i].tobytes(): truth[i] for i in range(len(y))}
+    for face, row in zip(ds.x, got):
+        np.testing.assert_allclose(row, want[face.tobytes()], rtol=1e-5)
+    # a subset of classes: its columns, renormalised
+    sub = load_split(root, "train", classes=("happy", "sad", "neutral"), cache_dir=tmp_path / "cache", quiet=True)
+    part = soft_labels(sub, out)
+    np.testing.assert_allclose(part.sum(1), 1, rtol=1e-5)
+    # faces the teachers never labelled are refused
+    other = load_split(_jpeg_tree(tmp_path / "other", faces[::-1] // 2 + 7), "train", cache_dir=tmp_path / "cache", quiet=True)
+    with pytest.raises(Exception, match="have no label"):
+        soft_labels(other, out)
+
+
+def test_train_refuses_soft_labels_beside_a_teacher(tmp_path, fer_root, capsys):
+    from models.train import main
+
+    rc = cli_main(main, ["--data", str(fer_root), "--out", str(tmp_path / "r"), "--soft-labels", str(tmp_path / "x.npz"),
+                         "--teacher", str(tmp_path / "t.keras")])
+    assert rc == 2 and "not with --teacher" in capsys.readouterr().err
+
+
+def test_kfold_script_trains_labels_and_exports_on_the_cpu(tmp_path, faces):
+    """The one script a GPU lease runs (models/kfold_teachers.sh), in a tiny setting on the CPU."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch", reason="PyTorch is not a project dependency (the GPU machines have it)")
+    root = _jpeg_tree(tmp_path / "fer", faces)
+    pack = tmp_path / "fer.npz"
+    assert cli_main(run, ["pack", "--data", str(root), "--out", str(pack)]) == 0
+    env = dict(os.environ, PY=sys.executable, PACK=str(pack), K="2", MINUTES="0.02", WIDTH="4", OUT=str(tmp_path / "kf"))
+    r = subprocess.run(["bash", "models/kfold_teachers.sh"], env=env, capture_output=True, text=True, timeout=600,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "kf" / "oof.npz").is_file() and (tmp_path / "kf" / "teacher" / "emotion.onnx").is_file()
