@@ -31,8 +31,8 @@ SPEC_NAME = "labels.json"
 #: Other names for the FER2013 classes (folder names of public emotion collections, a user's
 #: sound-file names), mapped onto the canonical ones.
 ALIASES: dict[str, str] = {
-    "anger": "angry", "disgusted": "disgust", "fearful": "fear", "scared": "fear",
-    "happiness": "happy", "sadness": "sad", "surprised": "surprise", "neutrality": "neutral",
+    "anger": "angry", "mad": "angry", "disgusted": "disgust", "fearful": "fear", "scared": "fear", "afraid": "fear",
+    "happiness": "happy", "joy": "happy", "sadness": "sad", "surprised": "surprise", "neutrality": "neutral",
 }
 
 

@@ -52,17 +52,12 @@ __all__ = ["OTHER_EXTS", "PLAYERS", "RENDER_RATE", "SOUNDS_DIR", "SOUND_ALIASES"
 
 SOUNDS_DIR = Path(__file__).resolve().parent / "sounds"
 
-#: Folder names of public emotion-audio collections -> canonical FER class. Anything else goes through
-#: engine.contract.canonical_class (which knows the plain names and "fearful", "surprised", ...).
+#: The short codes of public emotion-audio collections (RAVDESS, TESS, CREMA-D) -> canonical FER class.
+#: Plain names and their synonyms ("fearful", "surprised", "joy", ...) are engine.contract's one table
+#: (canonical_class), not repeated here.
 SOUND_ALIASES: dict[str, str] = {
-    "calm": "neutral", "neu": "neutral", "neutrality": "neutral",
-    "angry": "angry", "anger": "angry", "ang": "angry", "mad": "angry",
-    "disgust": "disgust", "disgusted": "disgust", "dis": "disgust",
-    "fear": "fear", "fearful": "fear", "fea": "fear", "afraid": "fear", "scared": "fear",
-    "happy": "happy", "happiness": "happy", "hap": "happy", "joy": "happy",
-    "sad": "sad", "sadness": "sad",
-    "surprise": "surprise", "surprised": "surprise", "sur": "surprise",
-    "ps": "surprise", "pleasant_surprise": "surprise", "pleasant_surprised": "surprise",
+    "calm": "neutral", "neu": "neutral", "ang": "angry", "dis": "disgust", "fea": "fear", "hap": "happy",
+    "sur": "surprise", "ps": "surprise", "pleasant_surprise": "surprise", "pleasant_surprised": "surprise",
 }
 #: Decoded clips kept in memory up to this many bytes (float32); beyond it (a whole dataset as the
 #: sound folder) clips are still all decoded once in create() to validate them, then re-read on play.
