@@ -18,11 +18,19 @@ known:
 Reported: the detector's miss rate, the agreement of the engine's label with the direct 48x48
 label of the same face (target >= 90%), and the accuracy against the true label for both.
 
+`--scenes hard` (issue 21) builds truer frames instead (benchmarks/crop_scenes.py): 640x480, faces
+64-256 px, backgrounds cut from real photos that ship with scikit-image (sharp or blurred), half the
+frames JPEG-recompressed at quality 40-90, faces given a skin colour (`--face-color gray` keeps them
+grey), and adds results per setting (face-size bin x background sharp/blurred x JPEG or not) and the
+detector's miss rate per face size; its target is 88% with one view (issue 21). The default (`--scenes easy`) is the benchmark as it was, so its
+numbers stay comparable with the committed ones.
+
 Examples:
   python benchmarks/crop_agreement.py                                  # shipped model, 1000 faces
   python benchmarks/crop_agreement.py --model runs/x/export --n 500 --json out.json --md out.md
   python benchmarks/crop_agreement.py --margins 0.2,0.3 --shifts=-0.05,0 --align on --background blur
   python benchmarks/crop_agreement.py --model models/zoo/emonet_s --views 5 --tta   # the steadiest engine setting
+  python benchmarks/crop_agreement.py --scenes hard --n 3589 --margins 0.05,0.1,0.15,0.25,0.35 --shifts=-0.1,-0.05,0 --align on
 """
 from __future__ import annotations
 
@@ -41,12 +49,14 @@ sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() no
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import crop_scenes  # noqa: E402
 from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text  # noqa: E402
 from engine.cliargs import Parser, positive_int  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 TARGET = 0.90  # engine label == direct 48x48 label on at least this share of detected faces
+TARGET_HARD = 0.88  # the same on the hard scenes with one view (issue 21)
 DEFAULT_MARGINS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
 DEFAULT_SHIFTS = (-0.1, -0.05, 0.0, 0.05, 0.1)
 
@@ -94,12 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="framings per face averaged by the engine (engine.run --views; 5 is its default on photos) [1]")
     p.add_argument("--detector", default="short", help="short, full or a .tflite path [short]")
     p.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert [auto]")
+    p.add_argument("--tiles", action="store_true", help="also search 2x3 overlapping tiles for small faces (engine.run --tiles)")
     p.add_argument("--min-face-score", type=float, default=0.5, help="face-detection threshold [0.5]")
     p.add_argument("--n", type=positive_int, default=1000, help="faces to place [1000]")
-    p.add_argument("--size", type=_range, default=(96, 160), help="face side in the frame, px: N or LO-HI [96-160]")
+    p.add_argument("--scenes", default="easy", choices=("easy", "hard"),
+                   help="easy: grey or blotchy backgrounds (the benchmark as it was); hard: real photos, 64-256 px faces, JPEG [easy]")
+    p.add_argument("--context", default="none", choices=crop_scenes.FER_CONTEXTS,
+                   help="hard scenes: pad each tight FER face with its own border (sharp or blurred) before compositing [none]")
+    p.add_argument("--face-color", default="skin", choices=crop_scenes.COLORS, help="hard scenes: grey faces or a skin colour, same luma [skin]")
+    p.add_argument("--size", type=_range, default=None, help="face side in the frame, px: N or LO-HI [96-160; hard: 64-256]")
     p.add_argument("--faces", type=_range, default=(1, 3), help="faces per frame: N or LO-HI [1-3]")
-    p.add_argument("--width", type=positive_int, default=480, help="frame width [480]")
-    p.add_argument("--height", type=positive_int, default=360, help="frame height [360]")
+    p.add_argument("--width", type=positive_int, default=None, help="frame width [480; hard: 640]")
+    p.add_argument("--height", type=positive_int, default=None, help="frame height [360; hard: 480]")
     p.add_argument("--roll", type=float, default=0.0,
                    help="turn each face by a random angle up to this many degrees (tilted heads: what alignment is for) [0]")
     p.add_argument("--background", default="grey", choices=("grey", "blur"), help="mid-grey or a blurred random background [grey]")
@@ -201,14 +217,15 @@ def run(args: argparse.Namespace) -> dict:
     from engine.api import EmotionRecognizer, EngineOptions
     from engine.classifier import ClassifierOptions
     from engine.crop import CropOptions, crop_faces
-    from engine.detect import DetectorOptions
+    from engine.detect import DetectorOptions, create_detector
     from engine.types import Detection
     from models.data import load_split
 
     t_start = time.time()
     rec = EmotionRecognizer.create(EngineOptions(
         classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision, tta=args.tta),
-        detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl, video=False)))
+        detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl, video=False,
+                                 tiles=args.tiles)))
     try:
         labels = tuple(rec.labels)
         data = load_split(args.data, args.split, labels, quiet=True)
@@ -236,7 +253,19 @@ def run(args: argparse.Namespace) -> dict:
         # 2. the frames, 3. the detector once per frame (its output does not depend on the crop)
         args.keep_roll = args.keep_roll or (CropOptions().keep_roll_deg,)
         angles = np.zeros(n)
-        frames = compose_frames(faces, rng, args.size, args.faces, args.width, args.height, args.background, args.roll, angles)
+        setting = None  # hard scenes: each face's size bin, blurred background, JPEG
+        if args.scenes == "hard":
+            # one screen whatever is measured (short range, the engine's threshold): the same frames for --detector full or --tiles
+            screen = create_detector(DetectorOptions(model="short", min_score=0.5, impl=args.detector_impl, video=False))
+            try:
+                scenes = crop_scenes.compose_hard(faces, rng, hard_config(args), screen=screen)
+            finally:
+                screen.close()
+            frames = [(s.frame, s.placed) for s in scenes]
+            setting = crop_scenes.face_settings(scenes, n)
+            redrawn = sum(s.meta["redrawn"] for s in scenes)
+        else:
+            frames = compose_frames(faces, rng, args.size, args.faces, args.width, args.height, args.background, args.roll, angles)
         matched: list[tuple[np.ndarray, list, list[int]]] = []  # (frame, detections of found faces, their face indices)
         found = np.zeros(n, bool)
         extra = 0
@@ -296,15 +325,26 @@ def run(args: argparse.Namespace) -> dict:
             r["best"] = r is best
         split_row = next((i for i, r in enumerate(rows) if r["default"]), rows.index(best))  # the default crop if swept
         by_confidence = _by_confidence(confidence[found], engine_labels=labels_of[split_row][found], direct=direct[found], truth=truth[found])
+        hard = None
+        if setting is not None:
+            crops = {"default": labels_of[split_row]} if rows[split_row]["default"] else {}
+            if not best["default"]:
+                crops["best"] = labels_of[rows.index(best)]
+            hard = {
+                "scenes": {**asdict(hard_config(args)), "backgrounds_redrawn": redrawn,
+                           "size_bins": [crop_scenes.bin_name(k) for k in range(len(crop_scenes.SIZE_BINS))]},
+                **crop_scenes.breakdown(setting, found, direct, truth, oracle, crops),
+            }
     finally:
         rec.close()
 
-    return {
+    res = {
         "benchmark": "crop_agreement",
         "date": now_utc(),
         "machine": machine_info(),
         "versions": package_versions(),
-        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k not in ("json", "md")},
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+                   if k not in ("json", "md") and (args.scenes == "hard" or k not in HARD_ONLY) and (args.tiles or k != "tiles")},
         "model": rel(str(rec.classifier.path)),
         "labels": list(labels),
         "faces": n,
@@ -327,11 +367,22 @@ def run(args: argparse.Namespace) -> dict:
         "by_confidence_crop": "default" if rows[split_row]["default"] else "best",
         "rows": rows,
         "best": best,
-        "target_agreement": TARGET,
-        "meets_target": best["agreement"] >= TARGET,
+        "target_agreement": TARGET_HARD if args.scenes == "hard" else TARGET,
+        "meets_target": best["agreement"] >= (TARGET_HARD if args.scenes == "hard" else TARGET),
         "seconds": round(time.time() - t_start, 1),
     }
+    if hard is not None:
+        res.update(hard)
+    return res
 
+
+def hard_config(args: argparse.Namespace) -> "crop_scenes.HardScenes":
+    return crop_scenes.HardScenes(size=tuple(args.size), per_frame=tuple(args.faces), width=args.width, height=args.height,
+                                  color=args.face_color, context=args.context)
+
+
+#: Flags that only the hard scenes read (left out of an easy run's params, which stay as they were).
+HARD_ONLY = ("scenes", "context", "face_color")
 
 #: Bins of the direct label's margin over its runner-up (top-1 minus top-2 probability).
 CONFIDENCE_BINS = ((0.0, 0.2), (0.2, 0.4), (0.4, 1.01))
@@ -363,6 +414,12 @@ def _confidence_line(res: dict) -> str:
             + "; ".join(parts) + ".\n")
 
 
+def _ceiling_cost(res: dict) -> str:
+    if "settings" in res:
+        return "resampling, the skin colour and JPEG" if res["scenes"]["color"] == "skin" else "resampling and JPEG"
+    return "resampling alone" if not res["params"].get("roll") else "resampling, and the turned corners filled from the border"
+
+
 def tables(res: dict) -> tuple[str, str]:
     headers = ["align (keep roll)", "margin", "shift_y", "agree %", "engine acc %", "direct acc %", ""]
     rows = [[(f"on ({r['keep_roll_deg']:g})" if r["align"] else "off"), f"{r['margin']:.2f}", f"{r['shift_y']:+.2f}", _pct(r["agreement"]), _pct(r["engine_accuracy"]),
@@ -374,7 +431,7 @@ def tables(res: dict) -> tuple[str, str]:
                f"Direct 48x48 accuracy: {_pct(res['direct_accuracy_all'])}% on all faces, {_pct(res['direct_accuracy_detected'])}% on the detected ones"
                + (f", {_pct(res['missed_direct_accuracy'])}% on the missed ones" if res["missed_direct_accuracy"] is not None else "") + ".\n"
                f"Ceiling: the engine's crop of the true square agrees on {_pct(res['oracle_agreement'])}% "
-               f"({'resampling alone' if not res['params'].get('roll') else 'resampling, and the turned corners filled from the border'}); "
+               f"({_ceiling_cost(res)}); "
                f"the true side is {g['true_side_over_box_side']['p50']:.2f}x the detector's box side (p10-p90 "
                f"{g['true_side_over_box_side']['p10']:.2f}-{g['true_side_over_box_side']['p90']:.2f}), its centre "
                f"{abs(g['true_centre_below_box_centre']['p50']):.3f} sides {'below' if g['true_centre_below_box_centre']['p50'] >= 0 else 'above'}"
@@ -385,16 +442,37 @@ def tables(res: dict) -> tuple[str, str]:
                + f"Best crop: margin {b['margin']:.2f}, shift_y {b['shift_y']:+.2f}, align {'on (keep roll ' + format(b['keep_roll_deg'], 'g') + ')' if b['align'] else 'off'}: "
                f"agreement {_pct(b['agreement'])}% (target {100 * res['target_agreement']:.0f}%: "
                f"{'met' if res['meets_target'] else 'NOT met'}), engine accuracy {_pct(b['engine_accuracy'])}%.")
-    return (text_table(headers, rows) + "\n\n" + summary,
+    text = text_table(headers, rows) + "\n\n" + summary
+    md = md_table(headers, rows, left=0) + "\n\n" + summary.replace("\n", "\n\n") + "\n"
+    if "settings" in res:  # the hard scenes
+        sc = res["scenes"]
+        scene = (f"hard scenes ({sc['width']}x{sc['height']}, {', '.join(sc['backgrounds'])} from scikit-image; blurred "
+                 f"backgrounds on {100 * sc['blur_share']:g}% of frames, JPEG q{sc['jpeg_quality'][0]}-{sc['jpeg_quality'][1]} on "
+                 f"{100 * sc['jpeg_share']:g}%, {sc['color']} faces, context {sc['context']}; {sc['backgrounds_redrawn']} backgrounds "
+                 "redrawn where the detector fired on the photo alone)")
+        bh, br = crop_scenes.breakdown_table(res)
+        miss = ", ".join(f"{k} px {_pct(v)}%" for k, v in res["miss_rate_by_size"].items())
+        per = "Per setting ('all' rows are the margins; 'true-box agree' is the engine's crop of the true face square):\n\n"
+        text += f"\n\nDetector miss rate by face side: {miss}.\n{per}" + text_table(bh, br)
+        md += f"\nDetector miss rate by face side: {miss}.\n\n{per}" + md_table(bh, br, left=3) + "\n"
+    else:
+        scene = f"background {res['params']['background']}"
+    return (text,
             f"Model `{res['model']}`{' with flip TTA' if res['params'].get('tta') else ''}"
-            f"{', ' + str(res['params']['views']) + ' crops per face averaged' if res['params'].get('views', 1) > 1 else ''}, {res['params']['split']} split, background {res['params']['background']}, "
-            f"faces turned by up to {res['params'].get('roll', 0):g} degrees, "
-            f"face size {res['params']['size'][0]}-{res['params']['size'][1]} px, seed {res['params']['seed']}.\n\n"
-            + md_table(headers, rows, left=0) + "\n\n" + summary.replace("\n", "\n\n") + "\n")
+            f"{', ' + str(res['params']['views']) + ' crops per face averaged' if res['params'].get('views', 1) > 1 else ''}, {res['params']['split']} split, {scene}, "
+            + ("" if "settings" in res else f"faces turned by up to {res['params'].get('roll', 0):g} degrees, ")
+            + f"face size {res['params']['size'][0]}-{res['params']['size'][1]} px, seed {res['params']['seed']}.\n\n" + md)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    hard = args.scenes == "hard"
+    args.size = args.size or ((64, 256) if hard else (96, 160))
+    args.width = args.width or (640 if hard else 480)
+    args.height = args.height or (480 if hard else 360)
+    if hard and args.roll:
+        raise UserError("--roll is not supported with --scenes hard")
+    crop_scenes.require_default_data(args.data, DEFAULT_DATA)
     if not 0.0 < args.min_face_score < 1.0:
         raise UserError("--min-face-score must be between 0 and 1")
     if not 0.0 <= args.roll <= 75.0:  # engine.crop ignores eye lines beyond 75 degrees (max_tilt_deg)
