@@ -9,6 +9,7 @@ connection so a stop takes well under 2 s. Nothing is ever read from disk.
 from __future__ import annotations
 
 import hmac
+import http.client
 import json
 import socket
 import threading
@@ -72,6 +73,31 @@ class Server(ThreadingHTTPServer):
                 pass
 
 
+#: Bytes of request line + headers read from a client before it is answered 431: a browser sends ~1 KB,
+#: and the standard library alone would read up to 100 headers of 64 KB each (before the token check).
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class _CappedReader:
+    """The connection's read side, with a byte budget for the request line and headers (the only
+    things read: GET requests have no body). Past the budget a read raises LineTooLong, which
+    BaseHTTPRequestHandler answers with 431 and a closed connection."""
+
+    def __init__(self, raw, budget: int):
+        self._raw = raw
+        self._left = budget
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self._left <= 0:
+            raise http.client.LineTooLong(f"request headers over {MAX_HEADER_BYTES} bytes")
+        line = self._raw.readline(self._left if limit < 0 else min(limit, self._left))
+        self._left -= len(line)
+        return line
+
+    def __getattr__(self, name):  # read, close, ...: the real file's
+        return getattr(self._raw, name)
+
+
 class Handler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.0"  # one request per connection: no idle keep-alive connections to manage
@@ -81,6 +107,7 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.opts.timeout_s  # socket timeout for reads and sends
         super().setup()
+        self.rfile = _CappedReader(self.rfile, MAX_HEADER_BYTES)
         # The socket timeout bounds each read, not the request: a client trickling a header byte every few
         # seconds would hold a connection slot forever (and enough of them would lock everyone out, token
         # holder included). The request line and headers get one deadline; past it the connection is cut.

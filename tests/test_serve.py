@@ -347,6 +347,17 @@ def test_garbage_and_vanishing_clients_do_not_hurt(engine):
     silent.close()
 
 
+def test_oversized_headers_are_refused_before_they_end(engine):
+    """A client without the token cannot make the server read more than 16 KB of headers: 431 comes back
+    while the client is still sending (the standard library alone reads 100 headers of 64 KB each)."""
+    s = socket.create_connection(("127.0.0.1", engine.port), timeout=5)
+    s.sendall(b"GET /healthz HTTP/1.1\r\n" + b"X-Pad: " + b"p" * 12000 + b"\r\n" + b"X-More: " + b"q" * 12000 + b"\r\n")
+    reply = s.recv(200)  # no blank line sent: without the cap the server would wait for more headers
+    assert reply.startswith(b"HTTP/1.0 431"), reply
+    s.close()
+    assert engine.proc.poll() is None and engine.health()["fps"] > 0
+
+
 def _frames_per_s(port: int, seconds: float) -> float:
     conn, resp = open_stream(port, f"/stream.mjpg?token={TOKEN}")
     try:
