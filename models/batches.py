@@ -30,8 +30,8 @@ def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=
     resumed run skips the batches its earlier epochs used, so it goes on through the pool instead of
     replaying its start; `fixed`: one soft label per face of `x` (out-of-fold teachers), the faces
     augmented as without a teacher (the label is the face's, whatever its framing)."""
-    if soft is not None and fixed is not None:
-        raise ValueError("make_dataset: a teacher pool (soft) or fixed soft labels, not both")
+    if sum(v is not None for v in (soft, fixed, teacher)) > 1:
+        raise ValueError("make_dataset: one source of teacher answers: a teacher, a pool (soft) or fixed soft labels")
     import tensorflow as tf
 
     from models.consistency import VIEW_LEVEL, VIEW_RESAMPLE, paired

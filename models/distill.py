@@ -106,6 +106,23 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
     return xs, ys, ps
 
 
+def read_soft_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(face keys, probabilities, class names) of a soft-label file; anything else is one sentence.
+    Cheap: models.train calls it before any slow setup, as it checks --teacher and --init."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--soft-labels {path} does not exist (python -m models.gpu_teacher oof writes one)")
+    try:
+        d = np.load(path)  # plain arrays: allow_pickle stays False
+        keys, probs, names = d["keys"], d["probs"], [str(n) for n in d["labels"]]
+    except (OSError, ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
+        raise UserError(f"--soft-labels {path} is not a soft-label file with keys, probs and labels "
+                        f"(python -m models.gpu_teacher oof; {type(exc).__name__})") from None
+    if probs.ndim != 2 or len(probs) != len(keys) or probs.shape[1] != len(names):
+        raise UserError(f"--soft-labels {path}: {probs.shape} probabilities for {len(keys)} faces and {len(names)} classes")
+    return keys, probs, names
+
+
 def soft_labels(ds: Dataset, path: str | Path) -> np.ndarray:
     """One soft label per face of `ds` (its classes, in its order) from a `python -m models.gpu_teacher oof`
     file. Faces are found by their pixels (models.gpu_teacher.face_keys), not by position: the pack and
@@ -113,18 +130,11 @@ def soft_labels(ds: Dataset, path: str | Path) -> np.ndarray:
     the mean of their labels. Classes outside `ds.labels` are dropped and each row renormalised."""
     from models.gpu_teacher import face_keys
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--soft-labels {path} does not exist (python -m models.gpu_teacher oof writes one)")
-    d = np.load(path)  # plain arrays: allow_pickle stays False
-    if not {"keys", "probs", "labels"} <= set(d.files):
-        raise UserError(f"--soft-labels {path} is not a soft-label file (keys, probs, labels)")
-    names = [str(n) for n in d["labels"]]
+    keys, probs, names = read_soft_labels(path)
     missing = [c for c in ds.labels if c not in names]
     if missing:
         raise UserError(f"--soft-labels {path} has no {', '.join(missing)} column")
-    probs = d["probs"][:, [names.index(c) for c in ds.labels]].astype(np.float64)
-    keys = d["keys"]
+    probs = probs[:, [names.index(c) for c in ds.labels]].astype(np.float64)
     uniq, inv = np.unique(keys, return_inverse=True)
     total = np.zeros((len(uniq), probs.shape[1]))
     np.add.at(total, inv, probs)

@@ -85,8 +85,11 @@ def load(pack_file: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(faces uint8 (N, 48, 48), labels (N,)) of one split of a pack, decoded as cv2 reads the files."""
     if not Path(pack_file).is_file():
         raise UserError(f"no pack at {pack_file}: make one with `python -m models.gpu_teacher pack`")
-    d = np.load(pack_file)  # plain arrays: allow_pickle stays False
-    header, body, off = d["header"].tobytes(), d[f"{split}_bytes"], d[f"{split}_off"]
+    try:
+        d = np.load(pack_file)  # plain arrays: allow_pickle stays False
+        header, body, off = d["header"].tobytes(), d[f"{split}_bytes"], d[f"{split}_off"]
+    except (OSError, ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
+        raise UserError(f"{pack_file} is not a pack (`python -m models.gpu_teacher pack` writes one; {type(exc).__name__})") from None
     x = np.stack([cv2.imdecode(np.frombuffer(header + body[off[i]:off[i + 1]].tobytes(), np.uint8),
                                cv2.IMREAD_GRAYSCALE) for i in range(len(off) - 1)])
     return x, d[f"{split}_y"]
@@ -95,16 +98,28 @@ def load(pack_file: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 FOLD_SEED = 2026  #: one split for every architecture and seed: their out-of-fold answers can be averaged
 
 
-def fold_of(y: np.ndarray, folds: int) -> np.ndarray:
+def fold_of(y: np.ndarray, folds: int, keys: np.ndarray | None = None) -> np.ndarray:
     """Fold number (0..folds-1) of each training face: stratified (each class dealt round-robin over
     the folds after a shuffle fixed by FOLD_SEED), so every fold holds the rare classes too and every
-    net trained with the same k, whatever its seed, leaves out exactly the same faces."""
-    out = np.empty(len(y), np.int64)
+    net trained with the same k, whatever its seed, leaves out exactly the same faces.
+
+    `keys` (face_keys): identical faces form one group and go to one fold together. FER2013's training
+    split holds ~2,300 faces in exact-duplicate groups (~8%); split across folds, a net would "not have
+    trained on" a face whose twin it learnt by heart. A group is dealt with the class most of its copies
+    carry."""
+    if keys is None:
+        keys = np.arange(len(y), dtype=np.uint64)
+    _, group = np.unique(keys, return_inverse=True)
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    votes = np.zeros((n_groups, int(y.max()) + 1 if len(y) else 1), np.int64)
+    np.add.at(votes, (group, y), 1)
+    gclass = votes.argmax(1)
+    gfold = np.empty(n_groups, np.int64)
     rng = np.random.default_rng(FOLD_SEED)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        out[rng.permutation(idx)] = np.arange(len(idx)) % folds
-    return out
+    for c in np.unique(gclass):
+        idx = np.flatnonzero(gclass == c)
+        gfold[rng.permutation(idx)] = np.arange(len(idx)) % folds
+    return gfold[group]
 
 
 def face_keys(x: np.ndarray) -> np.ndarray:
@@ -221,9 +236,7 @@ def train(args) -> None:
     torch.backends.cudnn.benchmark = True
     held = np.zeros(0, np.int64)
     if args.folds:
-        if not 0 <= args.fold < args.folds:
-            raise UserError(f"--fold {args.fold} must be 0..{args.folds - 1} with --folds {args.folds}")
-        fold = fold_of(ytr, args.folds)
+        fold = fold_of(ytr, args.folds, face_keys(xtr))
         held = np.flatnonzero(fold == args.fold)  # labelled at the end, never trained on
         xheld, yheld = torch.from_numpy(xtr[held]).to(dev).unsqueeze(1), ytr[held]
         xtr, ytr = xtr[fold != args.fold], ytr[fold != args.fold]
@@ -311,7 +324,7 @@ def train(args) -> None:
         print(f"fold {args.fold}/{args.folds}: {len(held)} held-out training faces labelled, "
               f"accuracy {np.mean(hf.argmax(1) == yheld):.4f} (flip tta)", flush=True)
     meta = dict(arch=args.arch, width=args.width, seed=args.seed, kept=keep, epochs=epoch, steps=step, params=params,
-                folds=args.folds, fold=args.fold if args.folds else None,
+                folds=args.folds, fold=args.fold if args.folds else None, pack_sha256=sha256_file(args.data),
                 val=float(acc), val_tta=float(acc_tta), minutes=args.minutes, lr=args.lr, batch=args.batch,
                 smoothing=args.smoothing, wd=args.wd, ema=args.ema, device=str(torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"))
     np.savez(args.out, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), val_probs=p, val_probs_tta=f,
@@ -320,6 +333,17 @@ def train(args) -> None:
 
 
 # ---------------------------------------------------------------------------- out-of-fold labels
+def _load_run(f: Path):
+    """(arrays, meta) of one `train` output; a missing or foreign file is one sentence, not a traceback."""
+    if not Path(f).is_file():
+        raise UserError(f"no trained net at {f}")
+    try:
+        d = np.load(f)  # plain arrays: allow_pickle stays False
+        return d, json.loads(d["meta"].tobytes())
+    except (OSError, ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
+        raise UserError(f"{f} is not a `python -m models.gpu_teacher train` output ({type(exc).__name__})") from None
+
+
 def merge_oof(files: list[Path], pack_file: Path, out: Path) -> dict:
     """k-fold runs (any mix of architectures and seeds) -> one soft label per training face: the mean
     of the flip-averaged answers of the nets that did NOT train on it. Why: a teacher that saw a face
@@ -328,15 +352,13 @@ def merge_oof(files: list[Path], pack_file: Path, out: Path) -> dict:
     xtr, ytr = load(pack_file, "train")
     total, count = np.zeros((len(ytr), len(CLASSES))), np.zeros(len(ytr), np.int64)
     val, folds_seen = [], {}
+    pack_sha = sha256_file(pack_file)
     for f in files:
-        if not f.is_file():
-            raise UserError(f"no trained net at {f}")
-        d = np.load(f)
-        meta = json.loads(d["meta"].tobytes())
+        d, meta = _load_run(f)
         if not meta.get("folds") or "oof_idx" not in d.files:
             raise UserError(f"{f} was trained on every training face (no --folds): it has no out-of-fold answers")
         idx = d["oof_idx"]
-        if idx.max(initial=-1) >= len(ytr):
+        if meta.get("pack_sha256", pack_sha) != pack_sha or idx.max(initial=-1) >= len(ytr):
             raise UserError(f"{f} was trained on another pack than {pack_file}")
         total[idx] += d["oof_probs_tta"]
         count[idx] += 1
@@ -365,10 +387,7 @@ def to_onnx(files: list[Path], out: Path, calib: Path | None = None, calib_size:
     torch = _torch("onnx")
     nets, metas = [], []
     for f in files:
-        if not f.is_file():
-            raise UserError(f"no trained net at {f} (`train` writes one .npz per net)")
-        d = np.load(f)
-        meta = json.loads(d["meta"].tobytes())
+        d, meta = _load_run(f)
         net = build(meta["arch"], meta["width"])
         sd = {k[2:]: torch.from_numpy(d[k].astype(np.float32) if d[k].dtype == np.float16 else d[k]) for k in d.files
               if k.startswith("w.")}
@@ -433,7 +452,7 @@ def run(argv=None) -> None:
     a.add_argument("--folds", type=int, default=0,
                    help="k-fold: train without one of K stratified folds of the training faces and write this net's "
                         "answers for that fold (out-of-fold labels; 0 = train on every face)")
-    a.add_argument("--fold", type=int, default=0, help="which fold (0..K-1) to hold out")
+    a.add_argument("--fold", type=int, default=None, help="with --folds: which fold (0..K-1) to hold out")
     a = sub.add_parser("oof", help="k-fold nets -> one out-of-fold soft label per training face (.npz for models.train)")
     a.add_argument("files", type=Path, nargs="+", help="the .npz files of `train --folds K --fold I` runs")
     a.add_argument("--data", type=Path, required=True, help="the pack they trained on")
@@ -446,6 +465,15 @@ def run(argv=None) -> None:
     a.add_argument("--temperature", type=float, default=1.0,
                    help="divide each net's logits by T before its softmax: softer targets for distillation")
     args = p.parse_args(argv)
+    if args.cmd == "train":
+        if args.folds and args.folds < 2:
+            raise UserError(f"--folds {args.folds}: k-fold needs at least 2 folds (0 = train on every face)")
+        if args.folds and args.fold is None:
+            raise UserError(f"--folds {args.folds} needs --fold I (0..{args.folds - 1}): which fold this net leaves out")
+        if args.fold is not None and not args.folds:
+            raise UserError("--fold needs --folds K")
+        if args.folds and not 0 <= args.fold < args.folds:
+            raise UserError(f"--fold {args.fold} must be 0..{args.folds - 1} with --folds {args.folds}")
     if args.cmd == "pack":
         pack(args.data, args.out)
     elif args.cmd == "train":

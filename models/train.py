@@ -148,6 +148,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
 
     resuming = state is not None and (out / LAST_NAME).exists()
     _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
+    fixed = soft_labels(train_ds, opts.soft_labels) if opts.soft_labels else None  # so is a wrong --soft-labels
     speed = _choose_speed(opts, state, asked_precision, jit_override, len(train_ds))
     keras.utils.set_random_seed(opts.seed)
     keras.mixed_precision.set_global_policy(speed.precision)
@@ -162,7 +163,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
         f"{label(speed.precision, speed.jit)} ({speed.how})",
         file=sys.stderr,
     )
-    tr, va, steps = _build_inputs(opts, train_ds, val_ds, teacher, initial_epoch)
+    tr, va, steps = _build_inputs(opts, train_ds, val_ds, teacher, initial_epoch, fixed)
     checkpoint = Checkpoint(model, out, opts, history, lambda epoch: lr_at(epoch, opts))
     if initial_epoch < opts.epochs:
         model.fit(
@@ -260,7 +261,7 @@ def _build_model(opts: TrainOptions, out: Path, state: dict | None, speed: Speed
     return model, 0, {}
 
 
-def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: int):
+def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: int, fixed=None):
     """(training batches, validation batches, steps per epoch or None): targets with class weights and the
     teacher's answers mixed in, or a teacher pool labelled once (models.distill)."""
     n = len(opts.classes)
@@ -272,7 +273,6 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
         steps = max(len(train_ds) // opts.batch, 1)  # an epoch is still one training set's worth of faces
         tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp, skip_batches=initial_epoch * steps)
     else:
-        fixed = soft_labels(train_ds, opts.soft_labels) if opts.soft_labels else None
         tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights, fixed=fixed)
     va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False)
     return tr, va, steps

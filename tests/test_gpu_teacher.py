@@ -145,3 +145,49 @@ def test_kfold_script_trains_labels_and_exports_on_the_cpu(tmp_path, faces):
                        cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "kf" / "oof.npz").is_file() and (tmp_path / "kf" / "teacher" / "emotion.onnx").is_file()
+
+
+def test_identical_faces_share_a_fold():
+    """FER2013 holds exact duplicates (~8% of its training faces): a net must not 'never have seen' a face
+    whose twin it trained on, so copies go to one fold, dealt with the class most of them carry."""
+    from models.gpu_teacher import fold_of
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 7, 400)
+    keys = np.arange(400, dtype=np.uint64)
+    for group in (range(0, 6), range(10, 13), range(100, 140, 10)):  # planted duplicate groups
+        keys[list(group)] = keys[group[0]]
+    y[10:13] = [2, 2, 5]  # a group whose copies disagree
+    f = fold_of(y, 4, keys)
+    for group in (range(0, 6), range(10, 13), range(100, 140, 10)):
+        assert len(set(f[list(group)].tolist())) == 1, group
+    assert set(f.tolist()) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--folds", "1", "--fold", "0"], "at least 2 folds"),
+    (["--folds", "4"], "needs --fold"),
+    (["--fold", "1"], "--fold needs --folds"),
+    (["--folds", "4", "--fold", "4"], "must be 0..3"),
+])
+def test_fold_flags_are_checked_in_one_sentence(tmp_path, argv, message, capsys):
+    rc = cli_main(run, ["train", "--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "t.npz"), *argv])
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_a_foreign_soft_label_file_is_one_sentence(tmp_path, fer_root, capsys):
+    from models.distill import read_soft_labels
+    from models.gpu_teacher import merge_oof
+
+    bad = [tmp_path / "text.npz", tmp_path / "array.npy", tmp_path / "other.npz", tmp_path / "short.npz"]
+    bad[0].write_text("not a zip")
+    np.save(bad[1], np.zeros(3))
+    np.savez(bad[2], a=np.zeros(3))
+    np.savez(bad[3], keys=np.zeros(5, np.uint64), probs=np.zeros((4, 7)), labels=np.array(FER_CLASSES))
+    for f in bad:
+        with pytest.raises(Exception) as err:
+            read_soft_labels(f)
+        assert type(err.value).__name__ == "UserError", (f, err.value)
+    with pytest.raises(Exception) as err:
+        merge_oof([bad[0]], bad[2], tmp_path / "o.npz")
+    assert type(err.value).__name__ == "UserError"
