@@ -14,13 +14,6 @@ from engine.sources import Source, SourceOptions, open_source
 from engine.types import RunningMode
 
 
-def is_stills(source: Source) -> bool:
-    """Photos (an image or a folder), not a stream: what engine.run passes to `options_from_args`.
-
-    The source carries its running mode (engine.types.RunningMode), as engine.run reads it."""
-    return source.mode is RunningMode.IMAGE
-
-
 class PacedSource(Source):
     """A file source that behaves like a camera: live, one frame every 1/fps seconds.
 
@@ -28,7 +21,7 @@ class PacedSource(Source):
     recorded in `waits_ms` (in read order, which is packet order) so the benchmark can report the
     decode part of capture and the latency from the frame being ready to it being output."""
 
-    live = True
+    mode = RunningMode.LIVE
 
     def __init__(self, inner: Source, fps: float):
         self.inner = inner
@@ -60,7 +53,7 @@ class MemorySource(Source):
     Each read hands out a copy, as a camera hands out a fresh buffer: the overlay draws into the
     frame it gets, and the looped clip's frames are shared between loops."""
 
-    live = False
+    mode = RunningMode.VIDEO
 
     def __init__(self, name: str, fps: float, frames: list[np.ndarray]):
         self.name = f"{name} (decoded before timing)"

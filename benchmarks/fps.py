@@ -35,13 +35,14 @@ sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() no
 from benchmarks import (  # noqa: E402
     SHARED, load_avg_1m, machine_info, now_utc, package_versions, peak_rss_mb, rel, write_json, write_text,
 )
-from benchmarks.bench_sources import MemorySource, PacedSource, count_frames, decode_frames, is_stills  # noqa: E402
+from benchmarks.bench_sources import MemorySource, PacedSource, count_frames, decode_frames  # noqa: E402
 from benchmarks.fer_peer import FER_INSTALL, FER_TARGET, run_fer, versus  # noqa: E402
 from benchmarks.fps_plan import DETECTORS, PROGRESS, engine_options, max_frames, pipeline_job, plan, spawn  # noqa: E402
 from benchmarks.fps_report import format_markdown, format_text, label, write_plot  # noqa: E402
 from benchmarks.fps_stats import LATENCY_TARGET, THROUGHPUT_TARGET, FrameRecorder  # noqa: E402
 from engine.cliargs import Parser, nonneg_int, positive_int  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
+from engine.types import RunningMode  # noqa: E402
 
 DEFAULT_SOURCE = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
 SINKS = ("video", "jsonl", "none")
@@ -100,27 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_benchmark_source(job: dict):
-    """(source, stills, paced): the configuration's source, fed from memory (--predecoded) or paced
+    """(source, mode, paced): the configuration's source and its RunningMode, fed from memory (--predecoded) or paced
     like a camera (--realtime) when asked; `paced` is the PacedSource, else None."""
     from engine.sources import SourceOptions, open_source
 
     spec, loop = job["run"]["source"]["spec"], job["loop"]
     source = open_source(SourceOptions(spec, loop=loop))
-    stills = is_stills(source)
+    mode = source.mode
     if job.get("predecoded"):
-        if source.live or stills:
+        if mode is not RunningMode.VIDEO:
             source.close()
             raise UserError("--predecoded needs a video file, not a camera, stream or images")
         _, decoded = decode_frames(spec, loop, job["max_frames"])
         source.close()
         source = MemorySource(source.name, source.fps, decoded)
     paced = None
-    if job.get("realtime") is not None and not source.live:
-        if stills:
+    if job.get("realtime") is not None and mode is not RunningMode.LIVE:
+        if mode is RunningMode.IMAGE:
             source.close()
             raise UserError("--realtime needs a video file, not images")
         paced = source = PacedSource(source, job["realtime"] or source.fps or 30.0)
-    return source, stills, paced
+    return source, mode, paced
 
 
 def classifier_runtime(classifier) -> str:
@@ -137,14 +138,14 @@ def run_config(job: dict) -> dict:
 
     warmup, name = int(job["warmup"]), job["label"]
     run = job["run"]
-    source, stills, paced = open_benchmark_source(job)
+    source, mode, paced = open_benchmark_source(job)
     frames_max = job["max_frames"]
     if paced is not None and frames_max is None:  # a live source never "ends": stop after the file's frames
         frames_max = count_frames(run["source"]["spec"], job["loop"])
     closers = [source.close]
     try:
         t0 = time.perf_counter()
-        rec = EmotionRecognizer.create(engine_options(run, job["detector_impl"], stills))
+        rec = EmotionRecognizer.create(engine_options(run, job["detector_impl"], mode))
         load_s = time.perf_counter() - t0
         closers.append(rec.close)
         # engine.run's own sinks and per-frame handler (--output/--jsonl): the same work, timed the same way.

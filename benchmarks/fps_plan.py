@@ -163,24 +163,14 @@ def pipeline_job(run: dict, args, out_dir: str, label: str) -> dict:
             "command": "python -m engine.run " + " ".join(shlex.quote(a) for a in engine_argv(run, args, out_dir))}
 
 
-def engine_options(run: dict, detector_impl: str, stills: bool):
-    """The `EngineOptions` that `python -m engine.run` builds from `engine_argv(run, ...)`: the configuration's
-    model, detector and threads, engine.run's defaults for the rest (photos: more crop views, no smoothing)."""
-    from engine.api import EngineOptions
-    from engine.classifier import ClassifierOptions
-    from engine.cliopts import STILL_VIEWS
-    from engine.crop import CropOptions
-    from engine.detect import DetectorOptions
-    from engine.track import TrackerOptions
+def engine_options(run: dict, detector_impl: str, mode):
+    """The `EngineOptions` that `python -m engine.run` builds from `engine_argv(run, ...)` for a source of this
+    RunningMode: the configuration's model, detector and threads, engine.run's defaults and rules for the rest
+    (engine.cliopts.engine_options: photos get more crop views and no smoothing)."""
+    from engine.cliopts import engine_options as build
 
-    return EngineOptions(
-        classifier=ClassifierOptions(model=run["model"], backend=run["backend"], precision=run["precision"],
-                                     threads=run["threads"]),
-        detector=DetectorOptions(model=run["detector"], impl=detector_impl, video=not stills, tiles=run["tiles"],
-                                 threads=run["threads"], every=run.get("every", 1)),
-        crop=CropOptions(views=STILL_VIEWS if stills else CropOptions.views),
-        tracker=TrackerOptions(ema=1.0 if stills else TrackerOptions.ema),
-    )
+    return build(mode, model=run["model"], backend=run["backend"], precision=run["precision"], threads=run["threads"],
+                 detector=run["detector"], tiles=run["tiles"], detect_every=run.get("every", 1), detector_impl=detector_impl)
 
 
 # --------------------------------------------------------------------------- child processes

@@ -58,7 +58,7 @@ def profile(args: argparse.Namespace) -> dict:
     import cProfile
     import pstats
 
-    from benchmarks.bench_sources import is_stills
+    from engine.types import RunningMode
     from engine.api import EmotionRecognizer
     from engine.cliopts import options_from_args
     from engine.crop import crop_faces
@@ -72,8 +72,7 @@ def profile(args: argparse.Namespace) -> dict:
     if source.live:
         source.close()
         raise UserError("profile a file or folder: a camera's wait for frames is not CPU time")
-    stills = is_stills(source)
-    rec = EmotionRecognizer.create(options_from_args(args, stills))
+    rec = EmotionRecognizer.create(options_from_args(args, source.mode))
     prof = cProfile.Profile() if args.cprofile else None
     ms: dict[str, list[float]] = {k: [] for k in PARTS}
     faces = []
@@ -90,7 +89,7 @@ def profile(args: argparse.Namespace) -> dict:
             t.append(time.perf_counter_ns())
             if frame is None:
                 break
-            dets = rec.detect(frame, None if stills else int(index * 1000 / (source.fps or 30)))
+            dets = rec.detect(frame, None if source.mode is RunningMode.IMAGE else int(index * 1000 / (source.fps or 30)))
             t.append(time.perf_counter_ns())
             batch = crop_faces(frame, dets, rec.options.crop)
             t.append(time.perf_counter_ns())

@@ -3,7 +3,8 @@
 `python -m engine.run` (a camera, a clip, photos) and `python -m engine.batch` (video archives)
 both call `add_engine_options(parser)`, so a flag has one name, one default and one help text
 in both, and `options_from_args(args, mode)` turns the parsed flags into the library's
-`EngineOptions` for a source's RunningMode the same way for both. `output_options` does the
+`EngineOptions` for a source's RunningMode the same way for both (`engine_options(mode, **flags)`: the
+same rules for a program without a command line, e.g. the benchmarks). `output_options` does the
 same for engine.run's output flags (`OutputOptions`), and `OUTPUT_FLAGS` names the flag of each
 of its fields, for the one-line error of a sink that cannot be opened.
 """
@@ -82,6 +83,23 @@ def options_from_args(args: argparse.Namespace, mode: RunningMode | bool) -> Eng
                          views=args.views or (STILL_VIEWS if stills else CropOptions.views)),
         tracker=TrackerOptions(ema=1.0 if stills else args.ema, hysteresis=args.hysteresis),
     )
+
+
+def engine_defaults() -> dict:
+    """The engine flags' defaults by dest name, exactly as engine.run parses a command line without them."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_engine_options(p)
+    return vars(p.parse_args([]))
+
+
+def engine_options(mode: RunningMode, **flags) -> EngineOptions:
+    """`EngineOptions` for a source of this RunningMode from engine-flag values by dest name (`model=...`,
+    `detect_every=3`), engine.run's defaults for the rest: what a program that runs the engine without a
+    command line (the benchmarks) builds, through the very rules of `options_from_args`."""
+    unknown = sorted(set(flags) - set(ENGINE_DESTS))
+    if unknown:
+        raise TypeError(f"engine_options: no engine flag {', '.join(unknown)} (known: {', '.join(ENGINE_DESTS)})")
+    return options_from_args(argparse.Namespace(**{**engine_defaults(), **flags}), mode)
 
 
 def engine_args(args: argparse.Namespace) -> dict:

@@ -16,6 +16,7 @@ from benchmarks.fps_stats import STAGES, FrameRecorder
 from engine.cliopts import options_from_args
 from engine.run import build_parser as engine_parser
 from engine.sources import Source
+from engine.types import RunningMode
 
 
 def _run(**kw) -> dict:
@@ -31,11 +32,22 @@ def _args(**kw) -> argparse.Namespace:
     return argparse.Namespace(**{**base, **kw})
 
 
-@pytest.mark.parametrize("stills", [False, True])
+@pytest.mark.parametrize("mode", list(RunningMode))
 @pytest.mark.parametrize("run", [_run(), _run(backend="tflite", precision="int8", threads=1, detector="short", tiles=False, every=1)])
-def test_a_configuration_builds_the_options_engine_run_builds_from_its_command(run, stills):
+def test_a_configuration_builds_the_options_engine_run_builds_from_its_command(run, mode):
     argv = engine_argv(run, _args(), "/tmp/out")
-    assert engine_options(run, "litert", stills) == options_from_args(engine_parser().parse_args(argv), stills)
+    assert engine_options(run, "litert", mode) == options_from_args(engine_parser().parse_args(argv), mode)
+
+
+def test_engine_options_without_a_command_line_are_engine_runs_defaults_and_rules():
+    from engine.cliopts import engine_options as build
+
+    for mode in RunningMode:
+        assert build(mode) == options_from_args(engine_parser().parse_args(["--source", "x"]), mode)
+    photos = build(RunningMode.IMAGE, margin=0.1)
+    assert photos.crop.margin == 0.1 and photos.crop.views > 1 and photos.tracker.ema == 1.0
+    with pytest.raises(TypeError, match="no engine flag"):
+        build(RunningMode.VIDEO, detect_evry=3)
 
 
 def test_a_pipeline_job_carries_the_sinks_and_the_equivalent_command():
