@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=positive_int, default=None, help="frame width [480; hard: 640]")
     p.add_argument("--height", type=positive_int, default=None, help="frame height [360; hard: 480]")
     p.add_argument("--roll", type=float, default=0.0,
-                   help="turn each face by a random angle up to this many degrees (tilted heads: what alignment is for) [0]")
-    p.add_argument("--background", default="grey", choices=("grey", "blur"), help="mid-grey or a blurred random background [grey]")
+                   help="easy scenes: turn each face by a random angle up to this many degrees (tilted heads: what alignment is for) [0]")
+    p.add_argument("--background", default="grey", choices=("grey", "blur"), help="easy scenes: mid-grey or a blurred random background [grey]")
     p.add_argument("--margins", type=_floats, default=DEFAULT_MARGINS, help="CropOptions.margin values to sweep")
     p.add_argument("--shifts", type=_floats, default=DEFAULT_SHIFTS, help="CropOptions.shift_y values to sweep (write --shifts=-0.1,0 when the list starts with a minus)")
     p.add_argument("--align", default="both", choices=("on", "off", "both"), help="eye-line alignment in the sweep [both]")
@@ -193,23 +193,6 @@ def _eyes_at(box: tuple[int, int, int, int], roll: float) -> list[tuple[float, f
     return [(cx - d * math.cos(t), cy - d * math.sin(t)), (cx + d * math.cos(t), cy + d * math.sin(t))]
 
 
-def match(dets, boxes: list[tuple[int, int, int, int]]) -> list[int | None]:
-    """For each true face box, the index of the detection whose centre lies inside it (best score)."""
-    taken: set[int] = set()
-    out: list[int | None] = []
-    for x, y, w, h in boxes:
-        best = None
-        for j, d in enumerate(dets):
-            dx, dy, dw, dh = d.box
-            cx, cy = dx + dw / 2, dy + dh / 2
-            if j not in taken and x <= cx <= x + w and y <= cy <= y + h and (best is None or d.score > dets[best].score):
-                best = j
-        if best is not None:
-            taken.add(best)
-        out.append(best)
-    return out
-
-
 # --------------------------------------------------------------------------- the benchmark
 
 
@@ -276,7 +259,7 @@ def run(args: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             dets = rec.detect(frame)
             detect_s += time.perf_counter() - t0
-            hits = match(dets, [b for _, b in placed])
+            hits = crop_scenes.match(dets, [b for _, b in placed])
             keep = [(dets[j], i) for (i, _), j in zip(placed, hits) if j is not None]
             extra += len(dets) - len(keep)
             for (i, (x, y, side, _)), j in zip(placed, hits):
@@ -383,6 +366,8 @@ def hard_config(args: argparse.Namespace) -> "crop_scenes.HardScenes":
 
 #: Flags that only the hard scenes read (left out of an easy run's params, which stay as they were).
 HARD_ONLY = ("scenes", "context", "face_color")
+#: Flags only one kind of scenes reads: given with the other, main() refuses them.
+SCENE_FLAGS = {"hard": ("context", "face_color"), "easy": ("background", "roll")}
 
 #: Bins of the direct label's margin over its runner-up (top-1 minus top-2 probability).
 CONFIDENCE_BINS = ((0.0, 0.2), (0.2, 0.4), (0.4, 1.01))
@@ -465,13 +450,15 @@ def tables(res: dict) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     hard = args.scenes == "hard"
+    for flag in SCENE_FLAGS["easy" if hard else "hard"]:  # a flag the other scenes read: refused, not ignored
+        if getattr(args, flag) != parser.get_default(flag):
+            raise UserError(f"--{flag.replace('_', '-')} is for --scenes {'easy' if hard else 'hard'} only")
     args.size = args.size or ((64, 256) if hard else (96, 160))
     args.width = args.width or (640 if hard else 480)
     args.height = args.height or (480 if hard else 360)
-    if hard and args.roll:
-        raise UserError("--roll is not supported with --scenes hard")
     crop_scenes.require_default_data(args.data, DEFAULT_DATA)
     if not 0.0 < args.min_face_score < 1.0:
         raise UserError("--min-face-score must be between 0 and 1")

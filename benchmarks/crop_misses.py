@@ -77,20 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _match_scores(dets, boxes) -> list[tuple[float, object] | None]:
-    """Per true box: (score, detection) of the best-scoring detection whose centre lies inside it."""
-    out = []
-    for x, y, w, h in boxes:
-        best = None
-        for d in dets:
-            bx, by, bw, bh = d.box
-            cx, cy = bx + bw / 2, by + bh / 2
-            if x <= cx <= x + w and y <= cy <= y + h and (best is None or d.score > best[0]):
-                best = (d.score, d)
-        out.append(best)
-    return out
-
-
 def measure(faces: np.ndarray, seed: int, detector, screen, context: str, color: str) -> dict:
     """One configuration: compose, detect (at the lowest threshold), split the misses."""
     n = len(faces)
@@ -102,17 +88,17 @@ def measure(faces: np.ndarray, seed: int, detector, screen, context: str, color:
     extra = 0
     for s in scenes:
         dets = detector.detect(s.frame)
-        hits = _match_scores(dets, [b for _, b in s.placed])
-        extra += sum(d.score >= THRESHOLDS[0] for d in dets) - sum(h is not None and h[0] >= THRESHOLDS[0] for h in hits)
+        hits = [None if j is None else dets[j] for j in crop_scenes.match(dets, [b for _, b in s.placed])]
+        extra += sum(d.score >= THRESHOLDS[0] for d in dets) - sum(h is not None and h.score >= THRESHOLDS[0] for h in hits)
         for (i, (x, y, side, _)), hit in zip(s.placed, hits):
             if hit is None:
                 continue
-            score[i] = hit[0]
-            if hit[0] >= THRESHOLDS[0]:
-                bx, by, bw, bh = hit[1].box
+            score[i] = hit.score
+            if hit.score >= THRESHOLDS[0]:
+                bx, by, bw, bh = hit.box
                 scale.append(side / max(bw, bh))
                 below.append((y + side / 2 - (by + bh / 2)) / side)
-                kp = hit[1].keypoints
+                kp = hit.keypoints
                 if len(kp) >= 2:
                     eyes.append(side / max(1e-6, float(np.hypot(kp[1][0] - kp[0][0], kp[1][1] - kp[0][1]))))
 

@@ -17,6 +17,8 @@ are harder, and here each difficulty is a recorded setting of every face, so res
     "photo" is the real thing, for faces cut from a photo with their surroundings (`portrait_faces`): each
     face is then (N, 72, 72), the 48x48 face square in its middle.
 
+`match` pairs each placed face with the detection found on it, the same way for both scripts.
+
 Nothing is downloaded; one seed gives the same frames everywhere.
 """
 from __future__ import annotations
@@ -249,6 +251,25 @@ def face_settings(scenes: list[Scene], n: int) -> dict[str, np.ndarray]:
         for i, (_, _, side, _) in s.placed:
             size[i], blur[i], jpeg[i] = size_bin(side), s.blurred, s.jpeg is not None
     return {"size": size, "blur": blur, "jpeg": jpeg}
+
+
+def match(dets, boxes) -> list[int | None]:
+    """For each true face box (x, y, w, h), the index into `dets` of its detection, or None: the
+    best-scoring detection whose box centre lies inside it, one detection per face (a detection that
+    one face took is not given to the next). `dets[j].score` and `dets[j].box` tell the rest."""
+    taken: set[int] = set()
+    out: list[int | None] = []
+    for x, y, w, h in boxes:
+        best = None
+        for j, d in enumerate(dets):
+            dx, dy, dw, dh = d.box
+            cx, cy = dx + dw / 2, dy + dh / 2
+            if j not in taken and x <= cx <= x + w and y <= cy <= y + h and (best is None or d.score > dets[best].score):
+                best = j
+        if best is not None:
+            taken.add(best)
+        out.append(best)
+    return out
 
 
 # --------------------------------------------------------------------------- results per setting

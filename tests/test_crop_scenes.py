@@ -98,6 +98,19 @@ def test_hard_scene_backgrounds_screened_by_the_detector(detector):
             assert any(x <= cx <= x + w and y <= cy <= y + h for _, (x, y, w, h) in s.placed), (s.background, d)
 
 
+def test_match_gives_each_face_its_best_detection_once():
+    """crop_scenes.match (crop_agreement and crop_misses): the best-scoring detection whose centre lies in
+    the true box, one detection per face; a face with none, or whose detection another face took, gets None."""
+    from engine.types import Detection
+
+    dets = [Detection((0, 0, 20, 20), 0.6), Detection((2, 2, 20, 20), 0.9), Detection((200, 200, 10, 10), 0.99),
+            Detection((100, 100, 40, 40), 0.4)]
+    boxes = [(0, 0, 30, 30), (5, 5, 30, 30), (90, 90, 60, 60), (300, 300, 10, 10)]
+    assert crop_scenes.match(dets, boxes) == [1, 0, 3, None]
+    assert crop_scenes.match(dets, boxes[1:2]) == [1]
+    assert crop_scenes.match([], boxes) == [None] * 4
+
+
 def test_crop_agreement_hard_writes_per_setting_results(fer_root, tmp_path):
     out = tmp_path / "hard.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "crop_agreement.py"), "--scenes", "hard",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "crop_agreement.py"
@@ -92,6 +93,33 @@ def test_crop_agreement_bad_input_is_one_line(tiny_export_dir, fer_root, tmp_pat
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and fragment in lines[-1], proc.stderr
+
+
+def test_crop_agreement_refuses_flags_the_scenes_would_ignore(monkeypatch, capsys):
+    """--context / --face-color read only by the hard scenes, --background / --roll only by the easy ones:
+    given with the other kind, one `error:` line and exit 2; left at (or set to) their default, no error."""
+    import benchmarks.crop_agreement as ca
+    from engine.errors import cli_main
+
+    cases = ((["--context", "blur"], "--context is for --scenes hard only"),
+             (["--scenes", "easy", "--face-color", "gray"], "--face-color is for --scenes hard only"),
+             (["--scenes", "hard", "--background", "blur"], "--background is for --scenes easy only"),
+             (["--scenes", "hard", "--roll", "10"], "--roll is for --scenes easy only"))
+    for argv, message in cases:
+        assert cli_main(ca.main, argv) == 2, argv
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+
+    class Ran(Exception):
+        pass
+
+    def fake_run(args):
+        raise Ran
+    monkeypatch.setattr(ca, "run", fake_run)
+    monkeypatch.setattr(ca.crop_scenes, "require_default_data", lambda data, default: None)
+    for argv in (["--background", "blur", "--roll", "10"], ["--scenes", "hard", "--context", "blur", "--face-color", "gray"],
+                 ["--scenes", "hard", "--background", "grey"], ["--context", "none"]):
+        with pytest.raises(Ran):
+            ca.main(argv)
 
 
 def test_crop_agreement_ceiling_turns_a_rolled_face_back():
