@@ -36,7 +36,7 @@ from engine.memory import peak_rss_mb, rss_now_mb
 from engine.outputs import frame_event
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import JsonlSink
-from engine.sources import SourceOptions, VideoCaptureSource, open_source
+from engine.sources import SourceOptions, VideoCaptureSource, mode_of, open_source
 from engine.timeline import Timeline
 from engine.types import RunningMode
 
@@ -189,8 +189,9 @@ class BatchWorker:
             caps.append(cv2.VideoCapture(str(target)))
             return caps[-1]
 
-        if "://" in src:  # a file on a web server: every frame, not a live stream's newest
-            source = VideoCaptureSource(src, False, SourceOptions(src), opener, name=job["label"])
+        if "://" in src:  # a file on a web server: every frame, not a live stream's newest; its mode by the input's kind
+            mode = RunningMode.IMAGE if job["kind"] == "image" else RunningMode.VIDEO
+            source = VideoCaptureSource(src, False, SourceOptions(src), opener, name=job["label"], mode=mode)
         else:
             source = open_source(SourceOptions(src), opener)
         announced = int(caps[0].get(cv2.CAP_PROP_FRAME_COUNT) or 0) if caps else 0
@@ -198,8 +199,7 @@ class BatchWorker:
 
     def _process(self, job: dict, tmp: dict[str, Path], progress) -> dict:
         source, announced = self._open(job)
-        # by the input's kind, not source.mode: an image on a web server is read through a video capture
-        stills = job["kind"] == "image"
+        stills = mode_of(source) is RunningMode.IMAGE  # decided once, by _open (an image on a web server too)
         rec = self.recognizer(RunningMode.IMAGE if stills else RunningMode.VIDEO)
         labels = self.labels
         timeline = Timeline(labels, 1.0 / (source.fps or 25.0))

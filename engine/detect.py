@@ -170,6 +170,11 @@ def merge_detections(dets: list[Detection], thresh: float = 0.3) -> list[Detecti
     return [dets[i] for i in nms([d.box for d in dets], [d.score for d in dets], thresh)]
 
 
+def names_of(detector) -> tuple[str, str]:
+    """A detector's (`impl`, `runtime`); a custom detector that lacks them reads as ("custom", "")."""
+    return getattr(detector, "impl", "custom"), getattr(detector, "runtime", "")
+
+
 class TiledDetector:
     """Runs a still-image detector on the whole frame plus 2x3 overlapping tiles.
 
@@ -180,7 +185,7 @@ class TiledDetector:
 
     def __init__(self, base: FaceDetector, rows: int = 2, cols: int = 3, overlap: float = 0.5):
         self._base = base
-        self.impl, self.runtime = base.impl, base.runtime
+        self.impl, self.runtime = names_of(base)
         self._rows, self._cols, self._overlap = rows, cols, overlap
 
     def _tiles(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
@@ -224,7 +229,7 @@ class EveryNDetector:
         self._base = base
         self.every = int(every)
         self.motion = float(motion)
-        self.impl, self.runtime = base.impl, base.runtime
+        self.impl, self.runtime = names_of(base)
         self._since = 0  # frames since the last real detection
         self._ref: np.ndarray | None = None
         self._last: list[Detection] = []

@@ -18,7 +18,7 @@ import numpy as np
 from engine.errors import UserError
 from engine.pipeline import Packet
 from engine.sinks import ImageSink, JsonlSink, OutputError, OutputOptions, VideoSink, WindowSink
-from engine.sources import Source
+from engine.sources import Source, mode_of
 from engine.types import RunningMode
 
 __all__ = ["OutputError", "OutputOptions", "Outputs", "frame_event"]
@@ -35,13 +35,15 @@ def frame_event(pkt: Packet) -> dict:
 
 @contextmanager
 def _naming(field: str) -> Iterator[None]:
-    """A sink's UserError becomes an OutputError naming the OutputOptions field it came from."""
+    """A sink's UserError or OSError (disk full) becomes an OutputError naming the OutputOptions field it came from."""
     try:
         yield
     except OutputError:
         raise
     except UserError as exc:
         raise OutputError(field, str(exc)) from None
+    except OSError as exc:
+        raise OutputError(field, f"cannot write{' ' + str(exc.filename) if exc.filename else ''}: {exc.strerror or exc}") from None
 
 
 def _dominant(pkt: Packet) -> str:
@@ -61,7 +63,7 @@ class Outputs:
 
     def __init__(self, source: Source, log: Callable[[str], None]):
         self.source = source
-        self.stills = source.mode is RunningMode.IMAGE
+        self.stills = mode_of(source) is RunningMode.IMAGE
         self.log = log
         self.video: VideoSink | None = None
         self.images: ImageSink | None = None
@@ -98,7 +100,7 @@ class Outputs:
             display = rest.pop(0) if rest else bool(display)
             log = rest.pop(0) if rest else log
             live = rest.pop(0) if rest else live
-            options = output_options(options, source.mode, display)
+            options = output_options(options, mode_of(source), display)
         self = cls(source, log or (lambda _msg: None))
         self.live = live
         try:
@@ -116,7 +118,7 @@ class Outputs:
                 self.images = ImageSink(out)
             if options.video:
                 with _naming("video"):
-                    self.video = VideoSink(options.video, source.fps, live=source.live)
+                    self.video = VideoSink(options.video, source.fps, live=mode_of(source) is RunningMode.LIVE)
             if options.jsonl:
                 with _naming("jsonl"):
                     self.jsonl = JsonlSink(options.jsonl)
@@ -141,16 +143,12 @@ class Outputs:
         t0 = time.perf_counter_ns()
         if self.first_out is None:
             self.first_out = time.perf_counter()
-        try:  # (the first frame opens the video file)
-            if self.video is not None:
+        if self.video is not None:
+            with _naming("video"):  # (the first frame opens the video file)
                 self.video.write(image, pkt.t)
-        except UserError as exc:
-            raise OutputError("video", str(exc)) from None
-        try:
-            if self.images is not None:
+        if self.images is not None:
+            with _naming("images"):
                 self.images.write(image, pkt.name)
-        except UserError as exc:
-            raise OutputError("images", str(exc)) from None
         if self.window is not None:
             self.window.write(image)
         pkt.ms["sink"] = (time.perf_counter_ns() - t0) / 1e6
@@ -166,7 +164,8 @@ class Outputs:
                 event["sound"] = {"emotion": cue["emotion"], "clip": cue["clip"]}
                 self.log(f"sound cue: {cue['emotion']} ({cue['clip']}) at {pkt.t:.2f}s")
         if self.jsonl is not None:
-            self.jsonl.write(event)
+            with _naming("jsonl"):
+                self.jsonl.write(event)
         if self.live is not None:  # references only: it encodes on its own thread, and only for viewers
             self.live.write(pkt.image if image is None else image, pkt.faces, pkt.ms, event, annotated=image is not None)
         if self.stills:

@@ -25,7 +25,7 @@ import numpy as np
 from engine.api import EmotionRecognizer, ms_since
 from engine.errors import UserError
 from engine.overlay import draw
-from engine.sources import Source
+from engine.sources import Source, mode_of
 from engine.track import Face
 from engine.types import RunningMode
 
@@ -132,7 +132,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._busy: dict[str, float | None] = {"capture": None, "detect": None, "classify": None}
-        self.mode: RunningMode = source.mode  # decided once, here: queues, timeline, reconnects, tracker resets
+        self.mode: RunningMode = mode_of(source)  # decided once, here: queues, timeline, reconnects, tracker resets
         live = self.mode is RunningMode.LIVE
         self._q1 = _Mailbox() if live else queue.Queue(opts.queue_size)
         # Live: one slot between stages, so a frame waits behind at most one other.

@@ -239,7 +239,7 @@ class LiveServer:
             threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": self.POLL_S}, name="serve", daemon=True),
             threading.Thread(target=self._encoder, name="serve-encoder", daemon=True),
         ]
-        httpd.live = self
+        httpd.attach(self)
 
     @classmethod
     def start(cls, opts: ServeOptions, log: Callable[[str], None] | None = None) -> "LiveServer":

@@ -1,7 +1,7 @@
 """The live view's HTTP side (engine.serve): the server with its connection cap, and the request handler
 (token check, routes, the per-kind stream limit, headers).
 
-`Server(opts, hub)` serves what `hub` (engine.serve's frame state) holds; `server.live` is the
+`Server(opts, hub)` serves what `hub` (engine.serve's frame state) holds; `server.attach(live)` names the
 `engine.serve.LiveServer` whose `info` /healthz reports. Every socket has a timeout and a header deadline;
 a client's failure is swallowed (no traceback on the engine's stderr); `drop_connections()` unblocks every
 connection so a stop takes well under 2 s. Nothing is ever read from disk.
@@ -29,7 +29,7 @@ class Server(ThreadingHTTPServer):
     def __init__(self, opts, hub):
         self.opts = opts  # engine.serve.ServeOptions
         self.hub = hub  # engine.serve's frame state: the newest JPEG, the recent events, the viewer counts
-        self.live = None  # the engine.serve.LiveServer, set by it: /healthz shows its `info`
+        self.live = None  # the engine.serve.LiveServer (see attach): /healthz shows its `info`
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._conns_lock = threading.Lock()
         #: connections of any kind (page, snapshot, streams, silent ones) before new ones are refused
@@ -37,6 +37,14 @@ class Server(ThreadingHTTPServer):
         info = socket.getaddrinfo(opts.host, opts.port, type=socket.SOCK_STREAM)[0]
         self.address_family = info[0]
         super().__init__(info[4][:2], Handler)
+
+    def attach(self, live) -> None:
+        """Report `live.info` (an engine.serve.LiveServer: source, model, detector) on /healthz.
+
+        LiveServer calls this once, as it is built around this server: it needs the bound server first,
+        so `live` cannot be a constructor argument. Without it /healthz reports no run facts.
+        """
+        self.live = live
 
     def verify_request(self, request, client_address) -> bool:
         with self._conns_lock:

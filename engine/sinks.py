@@ -59,11 +59,20 @@ class JsonlSink:
             self._fh = open(path, "w", encoding="utf-8")
         except OSError as exc:
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        self.path = path
 
     def write(self, event: dict) -> None:
+        """One record. A failed write (disk full) is a UserError; the file is then closed, its buffer dropped."""
         # One write call per complete line, then flush: a kill never leaves half a line.
-        self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            try:
+                self._fh.close()  # releases the file even though its flush fails again
+            except OSError:
+                pass
+            raise UserError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if not self._fh.closed:

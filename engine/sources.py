@@ -47,7 +47,12 @@ def sample_image_path() -> Path:
 
 
 class Source:
-    """A frame source. Subclasses set `mode` (a class attribute or in `__init__`), `name` and `fps`."""
+    """A frame source. Subclasses set `mode` (a class attribute or in `__init__`), `name` and `fps`.
+
+    Older subclasses that set `live` instead (`live = True` in the class, or `self.live = True` in
+    `__init__`) still work: `live` maps onto `mode` (True: LIVE; False: VIDEO, or IMAGE for an image
+    source). Sources that are not subclasses at all are read through `mode_of`.
+    """
 
     mode = RunningMode.VIDEO
     name = ""
@@ -58,12 +63,17 @@ class Source:
         """A camera or a stream (RunningMode.LIVE): the newest frame wins, reconnect when lost."""
         return self.mode is RunningMode.LIVE
 
+    @live.setter
+    def live(self, value: bool) -> None:
+        self.mode = _mode_for_live(type(self), value)
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         live = cls.__dict__.get("live")
         if isinstance(live, bool):  # a subclass written before `mode` declares only `live = True/False`
-            if "mode" not in cls.__dict__:
-                cls.mode = RunningMode.LIVE if live else RunningMode.VIDEO
+            # A mode declared by the class or by a parent other than Source (ImageSource: IMAGE) wins.
+            if not any("mode" in k.__dict__ for k in cls.__mro__ if k not in (Source, object)):
+                cls.mode = _mode_for_live(cls, live)
             delattr(cls, "live")
 
     def read(self) -> np.ndarray | None:
@@ -76,16 +86,35 @@ class Source:
         pass
 
 
+def _mode_for_live(cls: type, live: bool) -> RunningMode:
+    """The older `live` flag as a RunningMode: LIVE, else IMAGE for an image source (its class mode), else VIDEO."""
+    if live:
+        return RunningMode.LIVE
+    return RunningMode.IMAGE if getattr(cls, "mode", None) is RunningMode.IMAGE else RunningMode.VIDEO
+
+
+def mode_of(source) -> RunningMode:
+    """The RunningMode of any source: its `mode`; for a duck-typed source without one (not a Source
+    subclass, written before `mode`), LIVE if its `live` is true, else VIDEO. The engine reads modes here."""
+    mode = getattr(source, "mode", None)
+    if isinstance(mode, RunningMode):
+        return mode
+    return RunningMode.LIVE if getattr(source, "live", False) else RunningMode.VIDEO
+
+
 class VideoCaptureSource(Source):
     """cv2.VideoCapture-backed: a camera, a video file, or a stream URL.
 
     `opener` builds the capture object; tests pass a fake camera that behaves like a
-    real one (frames, failures, reconnects) because CI has no camera.
+    real one (frames, failures, reconnects) because CI has no camera. `mode` overrides the one `live`
+    implies (LIVE / VIDEO): RunningMode.IMAGE reads a photo on a web server through the capture.
     """
 
-    def __init__(self, target, live: bool, opts: SourceOptions, opener: Callable | None = None, name: str = ""):
+    def __init__(self, target, live: bool, opts: SourceOptions, opener: Callable | None = None, name: str = "",
+                 mode: RunningMode | None = None):
         self._target = target
-        self.mode = RunningMode.LIVE if live else RunningMode.VIDEO
+        self.mode = mode or (RunningMode.LIVE if live else RunningMode.VIDEO)
+        live = self.mode is RunningMode.LIVE
         self._opts = opts
         self._opener = opener or self._default_opener
         self.name = name or str(target)

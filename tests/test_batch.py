@@ -334,3 +334,28 @@ def test_list_files_and_urls_cannot_steer_outputs_outside_out(tmp_path):
             assert out.resolve() in p.resolve().parents
     with pytest.raises(ValueError):
         out_paths(out, "../escape")
+
+
+def test_an_image_url_is_read_in_image_mode(tmp_path, monkeypatch):
+    """An image on a web server (read through a video capture): the source and the recognizer agree, IMAGE."""
+    from engine.batch import build_parser
+    from engine.batch_job import BatchWorker
+    from engine.cliopts import engine_args
+    from engine.types import RunningMode
+
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), astronaut())
+    real = cv2.VideoCapture
+    monkeypatch.setattr(cv2, "VideoCapture", lambda target, *a: real(str(photo)))  # no network in tests
+    url = "http://example.invalid/astronaut.png"
+    job = {"src": url, "name": "astronaut", "kind": "image", "label": url}
+    worker = BatchWorker(engine_args(build_parser().parse_args([url, "--out", str(tmp_path / "out")])))
+    try:
+        source, _ = worker._open(job)
+        assert source.mode is RunningMode.IMAGE
+        source.close()
+        row = worker.run(job, tmp_path / "out")
+    finally:
+        worker.close()
+    assert row["status"] == "ok", row
+    assert row["frames"] == 1 and row["faces"] == 1 and row["duration_s"] == 0.0 and row["dominant"] == "happy"

@@ -143,6 +143,24 @@ def test_an_output_that_cannot_be_opened_names_its_option_then_its_flag(model_di
                           "error: --output: must not be the source folder")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux): every write fails with ENOSPC")
+def test_a_jsonl_write_that_fails_midrun_names_its_flag(model_dir):
+    """A sink that opened fine but cannot write (disk full) is an OutputError too: one line naming the flag."""
+    import time
+
+    from engine.outputs import OutputError, OutputOptions, Outputs
+    from engine.pipeline import Packet
+    from engine.sources import SourceOptions, open_source
+
+    outputs = Outputs.open(OutputOptions(jsonl="/dev/full"), open_source(SourceOptions("sample")), ["happy"])
+    with pytest.raises(OutputError, match=r"^OutputOptions\.jsonl: cannot write /dev/full: No space left on device$"):
+        outputs.handle(Packet(0, 0.0, astronaut(), time.perf_counter_ns(), name="a.png"), None)
+    outputs.close()  # no second error while closing
+    proc = run_cli("--source", "sample", "--no-display", "--quiet", "--model", model_dir, "--jsonl", "/dev/full")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert engine_lines(proc.stderr) == ["error: --jsonl: cannot write /dev/full: No space left on device"], proc.stderr
+
+
 def test_corrupt_model_is_one_sentence(model_dir, tmp_path):
     shutil.copy(model_dir / "labels.json", tmp_path)
     _junk(tmp_path / "emotion_int8.tflite")
