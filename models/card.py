@@ -29,7 +29,7 @@ _FLAGS = (("arch", "--arch"), ("epochs", "--epochs"), ("batch", "--batch"), ("op
           ("weight_decay", "--weight-decay"), ("warmup", "--warmup"), ("schedule", "--schedule"),
           ("label_smoothing", "--label-smoothing"), ("class_weight", "--class-weight"), ("augment", "--augment"),
           ("mixup", "--mixup"), ("resample", "--resample"), ("init", "--init"), ("teacher", "--teacher"), ("teacher_weight", "--teacher-weight"),
-          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("consistency", "--consistency"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
+          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("soft_labels", "--soft-labels"), ("consistency", "--consistency"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
 
 
 def retrain_command(options: dict, out: str) -> str:
@@ -40,6 +40,8 @@ def retrain_command(options: dict, out: str) -> str:
                 or (key == "pool_targets" and (value == "view" or not options.get("teacher_pool"))):
             continue
         parts.append(f"{flag} {value}")
+    if options.get("rep"):
+        parts.append("--rep")
     jit = normalize_jit(options.get("jit"))
     if jit == "off":
         parts.append("--no-jit")

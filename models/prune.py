@@ -43,6 +43,10 @@ def prune_into(src, dst) -> dict[str, tuple[int, int]]:
         other = src_layers.get(layer.name)
         if not layer.weights:
             continue
+        if other is None and isinstance(layer, keras.layers.Dense):
+            kept[layer.name] = (0, 0)  # a head the source does not have: starts fresh
+            prev_keep = None
+            continue
         if other is None:
             raise UserError(f"{src.name} has no layer {layer.name!r}: models.prune needs two archs with the same layer names")
         if isinstance(layer, keras.layers.Conv2D):
@@ -62,7 +66,11 @@ def prune_into(src, dst) -> dict[str, tuple[int, int]]:
             layer.set_weights([w[prev_keep] for w in other.get_weights()])
         elif isinstance(layer, keras.layers.Dense):
             kernel, bias = other.get_weights()
-            layer.set_weights([kernel[prev_keep] if prev_keep is not None else kernel, bias])
+            kernel = kernel[prev_keep] if prev_keep is not None else kernel
+            if kernel.shape == layer.get_weights()[0].shape:
+                layer.set_weights([kernel, bias])
+            else:  # its input differs (a flattened map instead of pooled channels): starts fresh
+                kept[layer.name] = (0, 0)
             prev_keep = None
         else:
             raise UserError(f"models.prune does not know how to narrow layer {layer.name!r} ({type(layer).__name__})")
@@ -90,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     dst.save(out)
     for name, (n, of) in kept.items():
-        print(f"{name:<16} kept {n:>4} of {of:>4} channels")
+        print(f"{name:<16} kept {n:>4} of {of:>4} channels" if of else f"{name:<16} starts fresh (not in the source, or fed differently)")
     print(f"{args.arch}: {count_macs(dst) / 1e6:.1f}M MACs (from {count_macs(src) / 1e6:.1f}M) -> {out}")
     return 0
 

@@ -73,6 +73,8 @@ class TrainOptions:
     #: >0: stability training (models.consistency): each face also as an engine-like second view,
     #: and this weight x the KL between the net's two answers added to the loss (2x the compute)
     consistency: float = 0.0
+    #: train a plain net with RepVGG branches (models.reparam), folded back into the plain net at the end
+    rep: bool = False
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (auto: timed, see models.speed)
     jit: str = "auto"  # auto | on | off: XLA for the training step (auto: timed, see models.speed)
     patience: int = 15
@@ -94,13 +96,20 @@ def lr_at(epoch: int, opts: TrainOptions) -> float:
 
 
 def _float32_copy(model, arch: str, n_classes: int):
-    """Rebuild under the float32 policy so the shipped file has no bf16 layers in it."""
+    """Rebuild under the float32 policy so the shipped file has no bf16 layers in it; a --rep
+    training twin is folded into its plain net here (models.reparam), so nothing after sees branches."""
     import keras
 
+    from models import reparam
     from models.archs import ARCHS
 
     keras.mixed_precision.set_global_policy("float32")
     clean = ARCHS[arch](n_classes)
+    if reparam.is_rep(model):
+        twin = reparam.build(arch, n_classes)
+        twin.set_weights([w.astype("float32") for w in model.get_weights()])
+        reparam.fold(twin, clean)
+        return clean
     clean.set_weights([w.astype("float32") for w in model.get_weights()])
     return clean
 
@@ -121,9 +130,16 @@ def _check_model_files(opts: TrainOptions, with_init: bool) -> None:
 
 
 def _init_from(model, opts: TrainOptions) -> None:
-    """Copy the weights of --init (already checked by _check_model_files) into a fresh model."""
+    """Copy the weights of --init (already checked by _check_model_files) into a fresh model; with
+    --rep, a plain --init starts the training twin with silent branches (models.reparam)."""
+    from models import reparam
+
     path = Path(opts.init)
     src = load_keras(path)
+    if opts.rep and not reparam.is_rep(src):
+        reparam.init_from_plain(model, src)
+        print(f"initialised from {path} (plain: new branches start silent)", file=sys.stderr)
+        return
     shapes = [tuple(w.shape) for w in model.get_weights()]
     if [tuple(w.shape) for w in src.get_weights()] != shapes:
         raise UserError(f"--init {path.name} is not a {opts.arch} with {len(opts.classes)} classes (its weights do not fit)")
@@ -144,7 +160,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     import keras
 
     import models.consistency  # noqa: F401 - registers its loss before a checkpoint or teacher that uses it loads
-    from models.archs import count_macs
+    from models.archs import ARCHS, count_macs
 
     resuming = state is not None and (out / LAST_NAME).exists()
     _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
@@ -156,7 +172,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
 
     out.mkdir(parents=True, exist_ok=True)
     model, initial_epoch, history = _build_model(opts, out, state if resuming else None, speed)
-    macs = count_macs(model)
+    macs = count_macs(ARCHS[opts.arch](len(opts.classes)) if opts.rep else model)  # what ships: the folded net
     print(
         f"arch {opts.arch}: {model.count_params():,} params, {macs / 1e6:.1f}M MACs/face; "
         f"{len(train_ds)} train / {len(val_ds)} validation faces; classes {', '.join(opts.classes)}; "
@@ -242,10 +258,11 @@ def _build_model(opts: TrainOptions, out: Path, state: dict | None, speed: Speed
         return model, initial_epoch, history
     import keras
 
+    from models import reparam
     from models.archs import ARCHS
     from models.consistency import PairConsistencyLoss
 
-    model = ARCHS[opts.arch](len(opts.classes))
+    model = reparam.build(opts.arch, len(opts.classes)) if opts.rep else ARCHS[opts.arch](len(opts.classes))
     if opts.init:
         _init_from(model, opts)
     if opts.optimizer == "sgd":
@@ -339,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="ROOT with train/ and validation/<class>/*.jpg folders, or a fer2013.csv")
     p.add_argument("--out", required=True, help="run folder: checkpoints, final emotion.keras, labels.json, metrics, plots")
     p.add_argument("--classes", default="7", help=f"preset {'/'.join(PRESETS)} or a comma list of {','.join(FER_CLASSES)}")
-    p.add_argument("--arch", default=d.arch, help="emonet_n (fast, default), emonet_n_slim (fast on every CPU: 6.5M MACs), emonet_s (accurate), seed5, seed6")
+    p.add_argument("--arch", default=d.arch, help="emonet_n (fast, default), emonet_n_slim (6.5M MACs), emonet_t (fast on every CPU: 5.1M MACs, ~2.1M AVX2 instructions), emonet_s (accurate), seed5, seed6")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"total epochs, the LR schedule spans them (default {d.epochs}; with --resume: the run's own)")
     p.add_argument("--batch", type=int, default=d.batch, help="batch size")
@@ -376,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stability training: each face also as an engine-like second view (zoom, shift, turn, mirror, "
                         "resampling) and W x the KL between the two answers added to the loss, so a change of framing "
                         "changes the label less (2x the compute per face; 0 = off)")
+    p.add_argument("--rep", action="store_true",
+                   help="train with RepVGG branches (a 1x1 conv and an identity beside each 3x3, each with BatchNorm), "
+                        "folded into the plain net at the end: the same model to ship, easier to train (plain nets only)")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default=None,
                    help=f"auto = time a few training steps of each and keep the faster (a run under 50 batches per epoch "
                         f"takes bf16 where the CPU has it); mixed_bfloat16 is a candidate only with hardware bf16 (emulated "
@@ -421,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
         augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_pool=args.teacher_pool,
-        pool_targets=args.pool_targets, soft_labels=args.soft_labels, consistency=args.consistency,
+        pool_targets=args.pool_targets, soft_labels=args.soft_labels, consistency=args.consistency, rep=args.rep,
         precision=args.precision or TrainOptions.precision, jit=args.jit or TrainOptions.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
     )

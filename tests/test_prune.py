@@ -37,6 +37,21 @@ def test_prune_keeps_the_strongest_channels_and_their_inputs():
     assert dst.get_layer("probs").get_weights()[0].shape == (EMONET_N_SLIM_WIDTHS[-1], 7)
 
 
+def test_prune_into_a_spatial_head_starts_the_head_fresh():
+    """emonet_t's head (flatten + dense) has no counterpart in emonet_n_slim: the convs are narrowed,
+    the head keeps its fresh weights and says so."""
+    from models.archs import ARCHS, EMONET_T_WIDTHS
+    from models.prune import prune_into
+
+    src = ARCHS["emonet_n_slim"](7)
+    dst = ARCHS["emonet_t"](7)
+    fresh = dst.get_layer("probs").get_weights()[0].copy()
+    kept = prune_into(src, dst)
+    assert [kept[f"{n}_conv"][0] for n in ("stem", "s1c0", "s2c0", "s2c1", "s3c0", "s3expand")] == list(EMONET_T_WIDTHS)
+    assert kept["fc"] == (0, 0) and kept["probs"] == (0, 0)
+    np.testing.assert_array_equal(dst.get_layer("probs").get_weights()[0], fresh)
+
+
 def test_prune_refuses_a_wider_target():
     from engine.errors import UserError
     from models.archs import ARCHS
