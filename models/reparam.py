@@ -34,11 +34,11 @@ def _rep_conv_bn(x, filters: int, name: str):
 
 def build(arch: str, n_classes: int):
     """The training twin of plain net `arch` (a key of models.archs.PLAIN)."""
-    from models.archs import PLAIN, _plain
+    from models.archs import PLAIN, build_plain
 
     if arch not in PLAIN:
         raise UserError(f"--rep works with the plain nets ({', '.join(PLAIN)}), not {arch}")
-    return _plain(n_classes, PLAIN[arch], f"{arch}_rep", conv=_rep_conv_bn)
+    return build_plain(n_classes, PLAIN[arch], f"{arch}_rep", conv=_rep_conv_bn)
 
 
 def _bn_scale_shift(bn) -> tuple[np.ndarray, np.ndarray]:
