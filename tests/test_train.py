@@ -126,6 +126,7 @@ def test_unreadable_image_is_skipped_by_name(fer_root, tmp_path, capsys):
         (["--teacher-pool", "-1"], "--teacher-pool must be 0 (off) or a number of copies"),
         (["--pool-targets", "clean"], "--pool-targets needs --teacher-pool"),
         (["--consistency", "-1"], "--consistency must be 0 (off) or a positive weight"),
+        (["--rep", "--arch", "emonet_s"], "--rep works with the plain nets"),
         (["--teacher", "models/zoo/emonet_s/emotion_int8.tflite"], "an exported teacher (.tflite/.onnx) needs --teacher-pool"),
     ],
 )
