@@ -126,7 +126,6 @@ def test_unreadable_image_is_skipped_by_name(fer_root, tmp_path, capsys):
         (["--teacher-pool", "-1"], "--teacher-pool must be 0 (off) or a number of copies"),
         (["--pool-targets", "clean"], "--pool-targets needs --teacher-pool"),
         (["--consistency", "-1"], "--consistency must be 0 (off) or a positive weight"),
-        (["--rep", "--arch", "emonet_s"], "--rep works with the plain nets"),
         (["--teacher", "models/zoo/emonet_s/emotion_int8.tflite"], "an exported teacher (.tflite/.onnx) needs --teacher-pool"),
     ],
 )
@@ -140,6 +139,14 @@ def test_train_bad_inputs_are_one_sentence(args, message, fer_root, tmp_path, ca
     assert cli_main(main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_rep_with_a_net_it_cannot_fold_is_one_sentence(fer_root, tmp_path, capsys):
+    from models.train import main
+
+    assert cli_main(main, ["--data", str(fer_root), "--out", str(tmp_path / "run"), "--arch", "emonet_s", "--rep"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --rep works with the plain nets")
 
 
 def test_empty_class_folder_is_reported(fer_root, tmp_path, capsys):
