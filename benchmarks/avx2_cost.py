@@ -18,6 +18,7 @@ the second decimal. "x fer" compares with fer's model as measured there (1.16 ms
 Examples:
   python benchmarks/avx2_cost.py                               # shipped models, fer's model, the detectors
   python benchmarks/avx2_cost.py --model runs/slim/export --json out.json --md out.md
+  python benchmarks/avx2_cost.py --arch emonet_t --arch emonet_n_slim     # a design's cost before training it
 """
 from __future__ import annotations
 
@@ -152,11 +153,49 @@ def targets(models: Sequence[str] | None) -> list[tuple[str, Path, int, str | No
     return rows
 
 
+def untrained_exports(archs: Sequence[str], folder: Path) -> list[str]:
+    """Each arch of models.archs, untrained, as fp32 and int8 TFLite in folder/<arch>-untrained/: what a net
+    WOULD cost before any time goes into training it. Weights and calibration are random; the kernels XNNPACK
+    picks, and so the instruction count, depend only on the layer shapes."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import numpy as np
+
+        from export.convert import convert_tflite
+        from models.archs import ARCHS
+    except ImportError:
+        raise UserError("--arch converts nets with TensorFlow: pip install -e '.[train]'") from None
+    out = []
+    calib = np.random.default_rng(0).integers(0, 256, (64, 48, 48, 1)).astype(np.float32)
+    calib[0, 0, 0, 0], calib[0, 0, 1, 0] = 0, 255
+    for name in archs:
+        if name not in ARCHS:
+            raise UserError(f"--arch {name!r}: choose from {', '.join(ARCHS)}")
+        model = ARCHS[name](7)
+        d = folder / f"{name}-untrained"
+        d.mkdir(parents=True)
+        for precision in ("fp32", "int8"):
+            convert_tflite(model, precision, d / f"emotion_{precision}.tflite", calib if precision == "int8" else None)
+        out.append(str(d))
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     if not shutil.which("valgrind"):
         raise UserError("needs valgrind (Debian/Ubuntu: apt-get install valgrind): it runs the models on an AVX2 CPU model")
+    if args.arch:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="avx2_cost_") as tmp:
+            return _run(args, (args.model or []) + untrained_exports(args.arch, Path(tmp)))
+    return _run(args, args.model)
+
+
+def _run(args: argparse.Namespace, models: Sequence[str] | None) -> dict:
     rows = []
-    todo = targets(args.model)
+    todo = targets(models)
     for i, (label, path, batch, key) in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {label} ({rel(str(path))}, batch {batch})")
         c = count(path, batch, args.invokes)
@@ -233,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python benchmarks/avx2_cost.py", description=__doc__.split("\n\n")[0],
                epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", help="an export folder or a .tflite file; repeatable [every folder under models/zoo/]")
+    p.add_argument("--arch", action="append",
+                   help="a net of models.archs, counted untrained (fp32 and int8): its cost before training it; repeatable")
     p.add_argument("--invokes", type=positive_int, default=INVOKES, help=f"invokes counted per model (the count is exact) [{INVOKES}]")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--md", help="write a Markdown report here")

