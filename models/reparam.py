@@ -32,12 +32,19 @@ def _rep_conv_bn(x, filters: int, name: str):
     return layers.ReLU(name=f"{name}_relu")(layers.Add(name=f"{name}_add")(branches))
 
 
+def require_plain(arch: str) -> None:
+    """A UserError unless `arch` is a plain net (a key of models.archs.PLAIN): only those fold."""
+    from models.archs import PLAIN
+
+    if arch not in PLAIN:
+        raise UserError(f"--rep works with the plain nets ({', '.join(PLAIN)}), not --arch {arch}")
+
+
 def build(arch: str, n_classes: int):
     """The training twin of plain net `arch` (a key of models.archs.PLAIN)."""
     from models.archs import PLAIN, build_plain
 
-    if arch not in PLAIN:
-        raise UserError(f"--rep works with the plain nets ({', '.join(PLAIN)}), not {arch}")
+    require_plain(arch)
     return build_plain(n_classes, PLAIN[arch], f"{arch}_rep", conv=_rep_conv_bn)
 
 

@@ -430,10 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pool_targets != TrainOptions.pool_targets and not args.teacher_pool and not args.resume:
         raise UserError("--pool-targets needs --teacher-pool")
     if args.rep and not args.resume:
-        from models.archs import PLAIN
+        from models.reparam import require_plain
 
-        if args.arch not in PLAIN:
-            raise UserError(f"--rep works with the plain nets ({', '.join(PLAIN)}), not --arch {args.arch}")
+        require_plain(args.arch)
     if args.teacher_pool and not args.teacher and not args.resume:
         raise UserError("--teacher-pool needs a --teacher")
     if args.soft_labels and (args.teacher or args.teacher_pool):
