@@ -33,11 +33,13 @@ def _rep_conv_bn(x, filters: int, name: str):
 
 
 def require_plain(arch: str) -> None:
-    """A UserError unless `arch` is a plain net (a key of models.archs.PLAIN): only those fold."""
+    """A UserError unless `arch` is a plain net (a key of models.archs.PLAIN) of stride-1 convs: only those fold
+    (a stride-2 1x1 branch samples another pixel than its 3x3 twin's centre)."""
     from models.archs import PLAIN
 
-    if arch not in PLAIN:
-        raise UserError(f"--rep works with the plain nets ({', '.join(PLAIN)}), not --arch {arch}")
+    foldable = [name for name, net in PLAIN.items() if net.stem_stride == 1]
+    if arch not in foldable:
+        raise UserError(f"--rep works with the plain nets of stride-1 convs ({', '.join(foldable)}), not --arch {arch}")
 
 
 def build(arch: str, n_classes: int):

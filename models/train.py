@@ -65,6 +65,7 @@ class TrainOptions:
     #: instead of running the teacher on every batch; the teacher may then be any export
     teacher_pool: int = 0
     #: what a pool copy is labelled with: "view" = the teacher's answer for that distorted copy;
+    #: "mirror" = the view's answer averaged with its mirror image's;
     #: "clean" = its answer for the undistorted face (every framing of a face, one answer)
     pool_targets: str = "view"
     #: one soft label per training face from teachers that never trained on it (`python -m
@@ -356,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="ROOT with train/ and validation/<class>/*.jpg folders, or a fer2013.csv")
     p.add_argument("--out", required=True, help="run folder: checkpoints, final emotion.keras, labels.json, metrics, plots")
     p.add_argument("--classes", default="7", help=f"preset {'/'.join(PRESETS)} or a comma list of {','.join(FER_CLASSES)}")
-    p.add_argument("--arch", default=d.arch, help="emonet_n (fast, default), emonet_n_slim (6.5M MACs), emonet_t (fast on every CPU: 5.1M MACs, ~2.1M AVX2 instructions), emonet_s (accurate), seed5, seed6")
+    p.add_argument("--arch", default=d.arch, help="emonet_n (fast, default), emonet_n_slim (6.5M MACs), emonet_t (4.8M MACs, ~2.1M AVX2 instructions), emonet_f (6.6M MACs at emonet_t's AVX2 cost: a stride-2 stem), emonet_s (accurate), seed5, seed6")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"total epochs, the LR schedule spans them (default {d.epochs}; with --resume: the run's own)")
     p.add_argument("--batch", type=int, default=d.batch, help="batch size")
@@ -383,9 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label P augmented copies of the training set with the teacher once (cached) and train on them, "
                         "instead of running the teacher on every batch: for a teacher much slower than the student (0 = off)")
     p.add_argument("--pool-targets", choices=TARGETS, default=d.pool_targets,
-                   help="label each pool copy with the teacher's answer for that copy (view), or every copy of a face with "
-                        "its flip-averaged answer for the undistorted face (clean: one answer however the face is framed; "
-                        f"copy 0 is then the undistorted set) [{d.pool_targets}]")
+                   help="label each pool copy with the teacher's answer for that copy (view), with that answer averaged "
+                        "with the copy's mirror image's (mirror: a better teacher, twice the labelling time), or every copy "
+                        "of a face with its flip-averaged answer for the undistorted face (clean: one answer however the face "
+                        f"is framed; copy 0 is then the undistorted set) [{d.pool_targets}]")
     p.add_argument("--soft-labels", default=None, metavar="NPZ",
                    help="one soft label per training face from k-fold teachers that never trained on it (`python -m "
                         "models.gpu_teacher oof`), mixed in at --teacher-weight; the faces still get --augment every epoch")

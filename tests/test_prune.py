@@ -52,6 +52,21 @@ def test_prune_into_a_spatial_head_starts_the_head_fresh():
     np.testing.assert_array_equal(dst.get_layer("probs").get_weights()[0], fresh)
 
 
+def test_prune_emonet_n_into_the_stride_2_stem_of_emonet_f():
+    """emonet_f fits inside emonet_n channel for channel, so models.prune starts it from the shipped fast net; its
+    stem keeps all 16 kernels but computes them at every other pixel (24x24 out, no pooling layer)."""
+    from models.archs import ARCHS, EMONET_F_WIDTHS
+    from models.prune import prune_into
+
+    src = ARCHS["emonet_n"](7)
+    dst = ARCHS["emonet_f"](7)
+    kept = prune_into(src, dst)
+    assert [kept[f"{n}_conv"][0] for n in ("stem", "s1c0", "s2c0", "s2c1", "s3c0", "s3expand")] == list(EMONET_F_WIDTHS)
+    np.testing.assert_array_equal(dst.get_layer("stem_conv").get_weights()[0], src.get_layer("stem_conv").get_weights()[0])
+    assert tuple(dst.get_layer("stem_relu").output.shape[1:3]) == (24, 24)
+    assert "s1pool" not in [layer.name for layer in dst.layers]
+
+
 def test_prune_refuses_a_wider_target():
     from engine.errors import UserError
     from models.archs import ARCHS

@@ -64,6 +64,8 @@ def test_rep_refuses_nets_it_cannot_fold():
 
     with pytest.raises(UserError, match="plain nets"):
         reparam.build("emonet_s", 7)
+    with pytest.raises(UserError, match="stride-1"):
+        reparam.build("emonet_f", 7)  # its stride-2 stem has no 3x3-centred 1x1 branch to fold
     with pytest.raises(UserError, match="plain twin"):
         from models.archs import ARCHS
 

@@ -329,6 +329,27 @@ def test_clean_pool_targets_give_every_framing_of_a_face_one_answer(fer_root, tm
     assert len(list((tmp_path / "cache").glob("teacher-pool-*.npz"))) == 2
 
 
+@pytest.mark.skipif(not HAVE_TF, reason="the pool's augmentation needs tensorflow")
+def test_mirror_pool_targets_average_each_view_with_its_mirror_image(fer_root, tmp_path):
+    """--pool-targets mirror: the same distorted copies as a view pool of that recipe, each labelled with
+    the teacher's answers for the copy and for the copy's mirror image, averaged."""
+    from engine.classifier import open_model_file
+    from models.data import load_split
+    from models.distill import teacher_pool
+
+    teacher = REPO / "models" / "zoo" / "emonet_n" / "emotion_int8.tflite"
+    ds = load_split(fer_root, "train", cache_dir=tmp_path / "cache", quiet=True)
+    x, _, p = teacher_pool(ds, str(teacher), 2, "light", 0.0, seed=4, cache_dir=tmp_path / "cache", targets="mirror")
+    xv, _, pv = teacher_pool(ds, str(teacher), 2, "light", 0.0, seed=4, cache_dir=tmp_path / "cache", targets="view")
+    np.testing.assert_array_equal(x, xv)  # the same views ...
+    n = len(ds)
+    clf = open_model_file(teacher)
+    views = x[n:n + 16]
+    want = (clf.predict(views) + clf.predict(np.ascontiguousarray(views[:, :, ::-1]))) / 2
+    np.testing.assert_allclose(p[n:n + 16].astype(np.float32), want, atol=2e-3)  # ... labelled with their mirror too
+    assert np.abs(p.astype(np.float32) - pv.astype(np.float32)).max() > 0.01
+
+
 @pytest.mark.skipif(not HAVE_TF, reason="building an ensemble needs tensorflow")
 def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
     """models.ensemble: one safe_mode-loadable model whose output is the mean of its members'
