@@ -51,7 +51,7 @@ def build_report(*, model_path: Path, out: Path, spec, keras_file: str, keras_ac
             **settings,
             "onnx_opset": ONNX_OPSET,
             "tflite_int8": "full integer, uint8 input (scale 1.0, zero point 0), float32 output",
-            "onnx_int8": "static QDQ, MinMax calibration, uint8 activations, per-channel int8 weights in 7 bits (reduce_range: exact without VNNI)",
+            "onnx_int8": "static QDQ, MinMax calibration, uint8 activations, per-channel uint8 weights (U8U8: exact without VNNI)",
             "float_min_agreement": FLOAT_MIN_AGREEMENT,
             "int8_max_drop": INT8_MAX_DROP,
             "timing": f"engine.timing: batch 4, best of {REPEATS} rounds of >= {MIN_TIME_S} s after {WARMUP} warm-up calls",
