@@ -183,8 +183,9 @@ def convert_onnx_int8(fp32_path: Path, path: Path, calib_x: np.ndarray, work: Pa
             # checked out on the VNNI machine that exported it. U8U8 widens before it adds, so nothing
             # saturates on any CPU, and unlike 7-bit weights (U8S8 reduce_range, the earlier cure) it keeps
             # the 8th bit: the small fast nets agree with float on 98.5% of faces instead of 97.8%.
-            # Cost: ~11% more instructions on AVX2, ~8% time on AVX-512 VNNI (ONNX is not the default
-            # backend; LiteRT is). benchmarks/int8_check.py proves it per CPU class.
+            # Cost: ~11% more instructions on AVX2; on AVX-512 VNNI, whose dot-product instruction is u8 x s8,
+            # emonet_n 0.233 vs 0.169 ms/face and emonet_s 1.04 vs 0.48 (ONNX is not the default backend;
+            # LiteRT's int8 is unaffected). benchmarks/int8_check.py proves exactness per CPU class.
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QUInt8,
             reduce_range=False,

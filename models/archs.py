@@ -9,10 +9,11 @@ custom-object registry, and they convert cleanly to TFLite int8 and ONNX.
   32-64-128-256), the ~118M-MAC net DESIGN.md measured at 2.7 ms/face.
 - `emonet_n_slim` (a fast-everywhere candidate, not shipped: 64.34%): emonet_n's layers at 16-16-40-40-96 + 192,
   6.5M MACs, started from emonet_n's strongest channels (models.prune) and distilled.
-- `emonet_t` (the next candidate, not shipped: 64.14%): widths 8-16-32-40-96 chosen by counted AVX2 instructions,
+- `emonet_t` (a candidate, not shipped: 64.14%, then 64.70%): widths 8-16-32-40-96 chosen by counted AVX2 instructions,
   a 1x1 squeeze to 48 and a spatial head; 4.8M MACs, 2.08M avx2 int8 instructions per face.
-- `emonet_f` (emonet_t's successor): a stride-2 stem frees a quarter of emonet_t's AVX2 instructions for wider
-  12x12 / 6x6 layers and head: 6.6M MACs at ~2.1M int8 instructions per face; pruned from emonet_n.
+- `emonet_f` (emonet_t's successor, shipped opt-in: 65.48%, int8 65.34%): a stride-2 stem frees a quarter of
+  emonet_t's AVX2 instructions for wider 12x12 / 6x6 layers and head: 6.6M MACs at ~2.1M int8 instructions per
+  face (2.15x the `fer` model on avx2, predicted); pruned from emonet_n.
 - `emonet_n` (fast where int8 has dot products): plain 3x3 conv net 16-32-64-64-128 + a 1x1 expansion,
   ~14.8M MACs. Regular convs rather than depthwise ones: on 2 CPU cores a depthwise net of the
   same MACs trained 3x slower per epoch and learned far slower per step, and XNNPACK's int8

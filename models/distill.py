@@ -60,8 +60,8 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
     Copy p is the whole training set through `Augment(augment, seed + 1009 * p, resample)`,
     rounded back to uint8 (what every backend receives). `targets`: "view" = the teacher's
     answer for each copy; "mirror" = its answers for each copy and that copy's mirror image,
-    averaged (a better teacher at twice the labelling time: the shipped ensemble gains ~0.5 point
-    on validation from it); "clean" = its answer for the undistorted face and its mirror image,
+    averaged (a better teacher at twice the labelling time: the average of emonet_s and emonet_s_steady
+    goes from 69.13% to 69.60% on validation; emonet_f distilled from it did not gain); "clean" = its answer for the undistorted face and its mirror image,
     averaged, the same for every copy of that face, and copy 0 is the undistorted set itself."""
     if targets not in TARGETS:
         raise ValueError(f"pool targets {targets!r} not in {TARGETS}")
