@@ -41,6 +41,7 @@ from benchmarks.fps_plan import DETECTORS, PROGRESS, engine_options, max_frames,
 from benchmarks.fps_report import format_markdown, format_text, label, write_plot  # noqa: E402
 from benchmarks.fps_stats import LATENCY_TARGET, THROUGHPUT_TARGET, FrameRecorder  # noqa: E402
 from engine.cliargs import Parser, nonneg_int, positive_int  # noqa: E402
+from engine.detect import DetectorOptions  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 from engine.types import RunningMode  # noqa: E402
 
@@ -74,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="an export directory (or one model file) [models/zoo/emonet_n]")
     p.add_argument("--detector", default="short", help=f"comma list of {', '.join(DETECTORS)} [short]")
     p.add_argument("--tiles", action="store_true", help="add tiles to every --detector entry (small faces)")
-    p.add_argument("--detect-every", default="2", help="comma list: run the detector on every Nth frame (or when the picture moved), "
-                                                       "boxes kept between; engine.run's default [2]")
+    p.add_argument("--detect-every", default=str(DetectorOptions.every),
+                   help="comma list: run the detector on every Nth frame (or at once when a face is lost or something moved "
+                        f"outside the faces), boxes follow the faces between; engine.run's default [{DetectorOptions.every}]")
     p.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert [auto]")
     p.add_argument("--sink", default="video", choices=SINKS,
                    help="video: draw the overlay and write an mp4 + JSONL events (engine.run --output X.mp4 --jsonl Y); "

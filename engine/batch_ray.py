@@ -4,7 +4,8 @@ One actor per worker slot (1 CPU each) loads the models once (the same `BatchWor
 processes use) and runs one input at a time; the driver hands the next input to whichever actor is
 free. Inputs and outputs travel as paths, so every node must see them under the same path (NFS, a
 shared mount): only the summary rows come back through Ray. An actor that dies fails the input it
-held, and Ray restarts it (it loads the models again) for the next one.
+held, and Ray restarts it (it loads the models again); it gets the next input only once its `ready()`
+answers, since a task sent to an actor that is still restarting fails without running.
 
 `ray` is an optional dependency (`pip install 'emotion-engine[ray]'`), imported only here.
 Without ADDRESS a Ray instance is started on this machine (`ray.init(num_cpus=N)`) unless the
@@ -14,11 +15,14 @@ that cluster.
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable
 
 from engine.batch_job import empty_row, remove_temp
 from engine.errors import UserError
 
+#: ready() calls (0.25 s apart) a dead actor gets to come back before the batch gives up on it
+RESTART_TRIES = 240
 INSTALL = "--ray needs Ray: pip install 'emotion-engine[ray]' (or: pip install 'ray>=2.9')"
 
 
@@ -91,22 +95,38 @@ def _dispatch(ray, actors: list, jobs: list[dict], out: str, on_event: Callable,
     free = list(reversed(actors))
     todo = list(range(len(jobs)))[::-1]
     pending: dict = {}  # ObjectRef -> (actor, job index)
+    restarting: dict = {}  # ObjectRef of ready() -> actor: a dead actor gets work again only once Ray restarted it
+    tries: dict = {}  # id(actor) -> ready() calls that failed since it died
     try:
         while pending or (todo and not should_stop()):
             while free and todo and not should_stop():
                 actor, j = free.pop(), todo.pop()
                 pending[actor.run.remote(jobs[j])] = (actor, j)
                 on_event("start", j, names[id(actor)])
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            done, _ = ray.wait(list(pending) + list(restarting), num_returns=1, timeout=0.5)
             for ref in done:
+                if ref in restarting:
+                    actor = restarting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        free.append(actor)
+                    except ray.exceptions.RayError:  # still coming back (a job sent now would fail unrun): ask again
+                        tries[id(actor)] = tries.get(id(actor), 0) + 1
+                        if tries[id(actor)] > RESTART_TRIES:
+                            raise UserError(f"Ray worker {names[id(actor)]} did not come back after it died") from None
+                        time.sleep(0.25)
+                        restarting[actor.ready.remote()] = actor
+                    continue
                 actor, j = pending.pop(ref)
                 try:
                     row = ray.get(ref)
+                    free.append(actor)
                 except ray.exceptions.RayError as exc:  # the actor died (killed, segfault, node lost)
                     row = empty_row(jobs[j], "failed", f"the Ray worker died while processing this input ({type(exc).__name__})",
                                     names[id(actor)])
+                    restarting[actor.ready.remote()] = actor  # (a job sent before it is back would fail unrun)
+                    tries.pop(id(actor), None)
                 on_event("done", j, row)
-                free.append(actor)
     except BaseException:  # Ctrl-C: a running actor task cannot be cancelled, so its actor goes
         for actor, j in pending.values():
             ray.kill(actor, no_restart=True)

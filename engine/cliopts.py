@@ -50,9 +50,10 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--detector", default="short",
                    help="short (BlazeFace short range: faces within ~2 m), full (full range: small/distant faces), or a .tflite path [short]")
     d.add_argument("--tiles", action="store_true", help="also search overlapping tiles: finds 25-35 px faces, ~7x detector cost")
-    d.add_argument("--detect-every", type=positive_int, default=2,
-                   help="run the face detector on every Nth frame of a video/camera, or at once when the picture moved, "
-                        "and keep its boxes in between (1 = every frame) [2]")
+    d.add_argument("--detect-every", type=positive_int, default=DetectorOptions.every,
+                   help="run the face detector on every Nth frame of a video/camera, or at once when a face is lost or "
+                        "something moved outside the faces; boxes follow the faces in between (1 = every frame) "
+                        f"[{DetectorOptions.every}]")
     d.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert: the same BlazeFace model either way (boxes within IoU 0.9); auto = "
                         "litert wherever a TFLite runtime is installed (faster, no mediapipe import), else mediapipe [auto]")
     d.add_argument("--min-face-score", type=fraction, default=0.5, help="minimum face-detection confidence [0.5]")

@@ -241,7 +241,7 @@ def test_a_killed_worker_fails_only_its_input(mode, tmp_path):
     rows = summary(out)
     assert proc.returncode == 1, err
     assert rows["doomed.avi"]["status"] == "failed" and ("SIGKILL" if mode == "local" else "Ray worker died") in rows["doomed.avi"]["error"]
-    assert all(rows[f"fine{i}.avi"]["status"] == "ok" for i in range(3))
+    assert all(rows[f"fine{i}.avi"]["status"] == "ok" for i in range(3)), {k: (v["status"], v.get("error")) for k, v in rows.items()}
 
 
 def test_ray_ctrl_c_stops_cleanly(tmp_path):

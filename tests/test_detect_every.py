@@ -1,11 +1,13 @@
-"""Detection every N frames: boxes carried over a still picture, an immediate re-detect when it moves;
-and `auto` picking the LiteRT BlazeFace path. Real detector, real photos (no ../shared needed)."""
+"""Detection every N frames: boxes carried over a still picture and following a face that moves, an
+immediate re-detect when a face is lost or something moves outside the faces; and `auto` picking the
+LiteRT BlazeFace path. Real detector, real photos (no ../shared needed)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from engine.detect import DetectorOptions, EveryNDetector, create_detector
+from engine.geometry import iou
 from tests.test_blazeface import astronaut_bgr, grace_hopper_bgr
 
 
@@ -67,7 +69,67 @@ def test_small_noise_does_not_trigger_a_detection():
 def test_options_wrap_streams_only():
     assert isinstance(create_detector(DetectorOptions(impl="litert", every=2, video=True)), EveryNDetector)
     assert not isinstance(create_detector(DetectorOptions(impl="litert", every=2, video=False)), EveryNDetector)
-    assert DetectorOptions().every == 2
+    assert DetectorOptions().every == 4
+
+
+def face_patch(photo: np.ndarray, size: int = 160) -> np.ndarray:
+    """The photo's face with some context around it, `size` px square."""
+    import cv2
+
+    x, y, w, h = create_detector(DetectorOptions(impl="litert", every=1)).detect(photo)[0].box
+    cx, cy, half = x + w // 2, y + h // 2, int(0.8 * max(w, h))
+    return cv2.resize(photo[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def scene(faces: list[tuple[np.ndarray, int, int]]) -> np.ndarray:
+    """A real photo with no face in it (skimage's coffee cup), 640x360, with face patches pasted at (x, y)."""
+    import cv2
+    from skimage import data
+
+    frame = cv2.resize(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), (640, 360), interpolation=cv2.INTER_AREA)
+    for patch, x, y in faces:
+        frame[y : y + patch.shape[0], x : x + patch.shape[1]] = patch
+    return frame
+
+
+def test_boxes_follow_a_moving_face_between_detections():
+    face = face_patch(astronaut_bgr())
+    fresh = create_detector(DetectorOptions(impl="litert", every=1))
+    base = CountingDetector()
+    det = EveryNDetector(base, every=10)
+    for t, dx in enumerate((0, 3, 6, 9, 12, 16, 20)):  # a head drifting sideways, 3-4 px per frame
+        frame = scene([(face, 200 + dx, 100)])
+        got, want = det.detect(frame, t * 33), fresh.detect(frame)
+        if t == 0:
+            start = got[0].box
+        assert len(got) == 1 and len(want) == 1
+        # moved by what the face moved (to a working pixel: 4 frame px at 640 wide), same size
+        assert abs(got[0].box[0] - (start[0] + dx)) <= 4 and abs(got[0].box[1] - start[1]) <= 4, (t, got[0].box, start)
+        assert got[0].box[2:] == start[2:]
+        assert iou(got[0].box, want[0].box) > 0.75, (t, got[0].box, want[0].box)  # still on the face (BlazeFace jitters by ~0.1 itself)
+    assert base.calls == 1 and det.lost == 0 and det.motion_runs == 0  # followed, not re-detected
+    det.close()
+
+
+def test_a_face_that_changes_is_lost_and_detected_at_once():
+    base = CountingDetector()
+    det = EveryNDetector(base, every=10)
+    det.detect(scene([(face_patch(astronaut_bgr()), 200, 100)]), 0)
+    other = face_patch(grace_hopper_bgr())
+    found = det.detect(scene([(other, 200, 100)]), 33)  # another face in the same place: no match
+    assert base.calls == 2 and det.lost == 1 and len(found) == 1
+    det.close()
+
+
+def test_something_new_outside_the_faces_is_detected_at_once():
+    face, other = face_patch(astronaut_bgr()), face_patch(grace_hopper_bgr())
+    base = CountingDetector()
+    det = EveryNDetector(base, every=10)
+    assert len(det.detect(scene([(face, 60, 100)]), 0)) == 1
+    assert len(det.detect(scene([(face, 60, 100)]), 33)) == 1 and base.calls == 1
+    found = det.detect(scene([(face, 60, 100), (other, 440, 150)]), 66)  # someone walks in
+    assert base.calls == 2 and det.motion_runs == 1 and len(found) == 2
+    det.close()
 
 
 def test_auto_picks_litert_where_a_tflite_runtime_is_installed(monkeypatch):
