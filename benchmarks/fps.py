@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="tflite", help="comma list of tflite, onnx, keras [tflite]")
     p.add_argument("--precision", default="int8", help="comma list of int8, fp16, fp32 [int8]")
     p.add_argument("--threads", default="1", help="classifier/detector threads; a comma list runs each [1]")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="an export directory (or one model file) [models/zoo/emonet_n]")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help=f"an export directory (or one model file) [models/zoo/{DEFAULT_MODEL.name}]")
     p.add_argument("--detector", default="short", help=f"comma list of {', '.join(DETECTORS)} [short]")
     p.add_argument("--tiles", action="store_true", help="add tiles to every --detector entry (small faces)")
     p.add_argument("--detect-every", default=str(DetectorOptions.every),

@@ -279,7 +279,7 @@ def format_markdown(report: dict) -> str:
            "", md_table(headers, rows, left=4), "", "Columns bN tT: ms per face at batch N with T runtime threads"
            + (f" (this machine has {m['cores']} cores: more threads than cores only adds contention)" if m.get("cores") and
               max(report["settings"]["threads"]) > m["cores"] else "") + ".", "", "## Targets", ""]
-    out += [f"- {line}" for line in target_lines(report)] or ["- no model with a target (emonet_n, emonet_s) was measured"]
+    out += [f"- {line}" for line in target_lines(report)] or ["- no model with a target (emonet_f, emonet_n, emonet_s) was measured"]
     return "\n".join(out) + "\n"
 
 

@@ -362,7 +362,7 @@ def test_image_with_output_jpg(model_dir, photos, tmp_path):
 
 
 def test_shipped_model_astronaut_is_happy_cli(photos):
-    """NEEDS THE SHIPPED MODEL (models/zoo/emonet_n, the default --model, int8 tflite)."""
+    """NEEDS THE SHIPPED MODEL (models/zoo/emonet_f, the default --model, int8 tflite)."""
     proc = run_cli("--source", photos / "astronaut.png", "--no-display")
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"astronaut\.png: #1 happy \d+%\n", proc.stdout), proc.stdout

@@ -230,7 +230,7 @@ def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir):
 
 
 def test_shipped_model_astronaut_is_happy():
-    """NEEDS THE SHIPPED MODEL (models/zoo/emonet_n): the smiling astronaut reads `happy`."""
+    """NEEDS THE SHIPPED MODEL (the default, models/zoo/emonet_f): the smiling astronaut reads `happy`."""
     with EmotionRecognizer.create(EngineOptions(detector=DetectorOptions(video=False))) as r:
         assert r.classifier.path == DEFAULT_MODEL / "emotion_int8.tflite"
         result = r.process(astronaut())

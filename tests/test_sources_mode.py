@@ -1,7 +1,7 @@
 """Sources and detectors written for older versions of the engine keep working: a Source subclass that
 sets `live` (in the class or in `__init__`), a duck-typed source (not a Source subclass) through the
 Pipeline, and a custom detector without `impl` / `runtime` inside the wrappers. Real parts: the shipped
-model (models/zoo/emonet_n), the LiteRT BlazeFace detector, a real face photo."""
+model (the default, models/zoo/emonet_f), the LiteRT BlazeFace detector, a real face photo."""
 from __future__ import annotations
 
 import threading

@@ -453,16 +453,16 @@ def test_speed_cli_bad_input_is_one_sentence(argv, message, capsys):
 
 
 def test_shipped_emonet_f_card_retrains_it_from_a_checkout():
-    """The opt-in fast net's card: what it is for, its figures, and the whole chain from files in a checkout
-    (teacher = the two shipped accurate nets averaged, start = emonet_n pruned, six stages), ending in --ship."""
+    """The default fast net's card: what it is for, its figures, and the whole chain from files in a checkout
+    (teacher = the two shipped accurate nets averaged, start = emonet_n pruned, eight stages), ending in --ship."""
     zoo = REPO / "models" / "zoo" / "emonet_f"
     card = (zoo / "MODEL_CARD.md").read_text()
     spec = json.loads((zoo / "labels.json").read_text())
     assert spec["arch"] == "emonet_f" and spec["extra"]["options"]["arch"] == "emonet_f"
     assert "python -m models.ensemble models/zoo/emonet_s models/zoo/emonet_s_steady --out runs/ens" in card
     assert "python -m models.prune --model models/zoo/emonet_n/emotion.keras --arch emonet_f" in card
-    assert card.count("python -m models.train ") >= 6 + 1  # the six stages (+ the generated last-stage command)
-    assert "--ship models/zoo/emonet_f" in card and "**Not the default**" in card
+    assert card.count("python -m models.train ") >= 8 + 1  # the eight stages (+ the generated last-stage command)
+    assert "--ship models/zoo/emonet_f" in card and "**The default fast model**" in card
     acc = json.loads((zoo / "metrics.json").read_text())["accuracy"]
     assert f"{acc * 100:.2f}%" in card
 
