@@ -63,7 +63,8 @@ def test_fast_model_int8_matches_float_on_an_emulated_avx2_cpu(fer_root, tmp_pat
     assert result["machine"]["emulated"]
     assert code == 0 and result["ok"], log
     for row in result["rows"]:
-        assert row["ok"] and row["agreement"] >= result["min_agreement"] and row["drop_points"] <= result["max_drop_points"], row
+        # the row's figures are rounded (agreement to 4 digits, drop to 2): compare within that rounding
+        assert row["ok"] and row["agreement"] >= result["min_agreement"] - 5e-5 and row["drop_points"] <= result["max_drop_points"] + 5e-3, row
 
 
 @pytest.mark.skipif(QEMU is None or os.uname().machine != "x86_64", reason="needs qemu-x86_64 on an x86-64 host (.ci/run installs qemu-user)")
