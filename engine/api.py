@@ -70,7 +70,8 @@ class EmotionRecognizer:
     # --- stages (the pipeline threads call these) ---
     def detect(self, frame: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
         """Faces of this frame. With `detector.every = N` on a stream the detector is wrapped in
-        `engine.detect.EveryNDetector` (every Nth frame, or at once when the picture moved)."""
+        `engine.detect.EveryNDetector` (every Nth frame, boxes following the faces between; at once when a
+        face is lost or something moved outside them)."""
         return self.detector.detect(frame, timestamp_ms)
 
     def classify(self, frame: np.ndarray, dets: list[Detection]) -> np.ndarray:

@@ -5,7 +5,8 @@ processes use) and runs one input at a time; the driver hands the next input to 
 free. Inputs and outputs travel as paths, so every node must see them under the same path (NFS, a
 shared mount): only the summary rows come back through Ray. An actor that dies fails the input it
 held, and Ray restarts it (it loads the models again); it gets the next input only once its `ready()`
-answers, since a task sent to an actor that is still restarting fails without running.
+answers, since a task sent to an actor that is still restarting fails without running. One not back
+within RESTART_S is given up; when no actor is left, the inputs not yet run fail with the reason.
 
 `ray` is an optional dependency (`pip install 'emotion-engine[ray]'`), imported only here.
 Without ADDRESS a Ray instance is started on this machine (`ray.init(num_cpus=N)`) unless the
@@ -21,8 +22,10 @@ from typing import Callable
 from engine.batch_job import empty_row, remove_temp
 from engine.errors import UserError
 
-#: ready() calls (0.25 s apart) a dead actor gets to come back before the batch gives up on it
-RESTART_TRIES = 240
+#: how long a dead actor gets to come back (Ray restarts it and it loads the models) before the batch gives up on it
+RESTART_S = 120.0
+#: pause before asking a restarting actor's ready() again
+RETRY_S = 0.25
 INSTALL = "--ray needs Ray: pip install 'emotion-engine[ray]' (or: pip install 'ray>=2.9')"
 
 
@@ -83,39 +86,78 @@ def run_ray(jobs: list[dict], engine_args: dict, out: str, workers: int | None, 
         errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
         if errors:
             raise UserError(errors[0])
-        _dispatch(ray, actors, jobs, out, on_event, should_stop)
+        dispatch(ray, actors, jobs, out, on_event, should_stop)
         return {"ray_address": address or "local", "ray_cpus": cpus, "ray_nodes": len(ray.nodes()), "actors": n}
     finally:
         if started:
             ray.shutdown()
 
 
-def _dispatch(ray, actors: list, jobs: list[dict], out: str, on_event: Callable, should_stop: Callable[[], bool]) -> None:
+def dispatch(ray, actors: list, jobs: list[dict], out: str, on_event: Callable, should_stop: Callable[[], bool],
+             restart_s: float = RESTART_S) -> None:
+    """Hand `jobs` to whichever actor is free until all are done (or `should_stop()`); rows arrive through `on_event`.
+
+    An actor that dies fails the job it held and is asked `ready()` until Ray has restarted it (a job sent
+    before that would fail unrun); one that is not back within `restart_s`, or comes back unable to load
+    the models, is given up. When no actor is left, the jobs not yet run fail with the reason."""
     names = {id(a): f"r{i + 1}" for i, a in enumerate(actors)}
     free = list(reversed(actors))
     todo = list(range(len(jobs)))[::-1]
     pending: dict = {}  # ObjectRef -> (actor, job index)
-    restarting: dict = {}  # ObjectRef of ready() -> actor: a dead actor gets work again only once Ray restarted it
-    tries: dict = {}  # id(actor) -> ready() calls that failed since it died
+    restarting: dict = {}  # ObjectRef of ready() -> actor
+    retry: list = []  # (not before, actor): a ready() that failed, to ask again
+    died: dict = {}  # id(actor) -> when it died
+    alive = len(actors)
+    why = ""
+
+    def give_up(actor, reason: str) -> None:
+        nonlocal alive, why
+        alive, why = alive - 1, reason
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - it is gone either way
+            pass
+
     try:
         while pending or (todo and not should_stop()):
+            now = time.monotonic()
+            for ref, actor in list(restarting.items()):
+                if now - died[id(actor)] > restart_s:
+                    del restarting[ref]
+                    give_up(actor, f"Ray worker {names[id(actor)]} died and was not back within {restart_s:.0f} s")
+            for item in [r for r in retry if r[0] <= now]:
+                retry.remove(item)
+                actor = item[1]
+                if now - died[id(actor)] > restart_s:
+                    give_up(actor, f"Ray worker {names[id(actor)]} died and was not back within {restart_s:.0f} s")
+                else:
+                    restarting[actor.ready.remote()] = actor
+            if alive == 0:
+                for j in reversed(todo):
+                    on_event("done", j, empty_row(jobs[j], "failed", f"no Ray worker left ({why})"))
+                todo.clear()
+                continue
             while free and todo and not should_stop():
                 actor, j = free.pop(), todo.pop()
                 pending[actor.run.remote(jobs[j])] = (actor, j)
                 on_event("start", j, names[id(actor)])
-            done, _ = ray.wait(list(pending) + list(restarting), num_returns=1, timeout=0.5)
+            refs = list(pending) + list(restarting)
+            if not refs:  # only retries waiting
+                time.sleep(RETRY_S / 2)
+                continue
+            done, _ = ray.wait(refs, num_returns=1, timeout=0.5)
             for ref in done:
                 if ref in restarting:
                     actor = restarting.pop(ref)
                     try:
-                        ray.get(ref)
+                        error = ray.get(ref)
+                    except ray.exceptions.RayError:  # still coming back: ask again shortly (never sleep here)
+                        retry.append((time.monotonic() + RETRY_S, actor))
+                        continue
+                    if error:  # restarted, but cannot load the models
+                        give_up(actor, error)
+                    else:
                         free.append(actor)
-                    except ray.exceptions.RayError:  # still coming back (a job sent now would fail unrun): ask again
-                        tries[id(actor)] = tries.get(id(actor), 0) + 1
-                        if tries[id(actor)] > RESTART_TRIES:
-                            raise UserError(f"Ray worker {names[id(actor)]} did not come back after it died") from None
-                        time.sleep(0.25)
-                        restarting[actor.ready.remote()] = actor
                     continue
                 actor, j = pending.pop(ref)
                 try:
@@ -124,8 +166,8 @@ def _dispatch(ray, actors: list, jobs: list[dict], out: str, on_event: Callable,
                 except ray.exceptions.RayError as exc:  # the actor died (killed, segfault, node lost)
                     row = empty_row(jobs[j], "failed", f"the Ray worker died while processing this input ({type(exc).__name__})",
                                     names[id(actor)])
-                    restarting[actor.ready.remote()] = actor  # (a job sent before it is back would fail unrun)
-                    tries.pop(id(actor), None)
+                    died[id(actor)] = time.monotonic()
+                    restarting[actor.ready.remote()] = actor
                 on_event("done", j, row)
     except BaseException:  # Ctrl-C: a running actor task cannot be cancelled, so its actor goes
         for actor, j in pending.values():

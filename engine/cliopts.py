@@ -39,8 +39,8 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="a model file, or an export directory (the --backend/--precision file is picked); shipped: "
                         "models/zoo/emonet_f (fast, the default: 2x fer's model per face even on plain AVX2 and a Pi 4), "
-                        "models/zoo/emonet_n (the previous fast net: as fast on CPUs with int8 dot products, 2x slower "
-                        "elsewhere, 0.03 points more accurate in int8), models/zoo/emonet_s (accurate), models/zoo/emonet_s_steady "
+                        "models/zoo/emonet_n (the previous fast net: 0.03 points more accurate in int8, about half as fast), "
+                        "models/zoo/emonet_s (accurate), models/zoo/emonet_s_steady "
                         "(steadiest labels, 1.4 points less accurate) [models/zoo/emonet_f]")
     m.add_argument("--precision", default="int8", help=f"which export to pick from a directory: {', '.join(PRECISIONS)} [int8]")
     m.add_argument("--threads", type=positive_int, default=1, help="classifier/detector threads [1]")

@@ -35,6 +35,9 @@ class FollowOptions:
     min_match: float = 0.9
     #: templates smaller than this (px at the working scale) are not followed: the box is carried as is
     min_template: int = 6
+    #: nor flatter ones (gray-level standard deviation): a blown-out or black patch matches everywhere with a
+    #: "perfect" score of 1.0, so following it would walk the box to the search window's corner
+    min_contrast: float = 2.0
 
 
 def work_image(frame_bgr: np.ndarray, width: int) -> tuple[np.ndarray, float]:
@@ -55,6 +58,11 @@ class BoxFollower:
         self._tpls: list[tuple[np.ndarray, int, int] | None] = []  # template, its x, y in the working image
         self._scale = 1.0
 
+    @property
+    def followed(self) -> list[bool]:
+        """Per remembered detection: is its box followed (True) or carried unchanged (too small or flat)?"""
+        return [t is not None for t in self._tpls]
+
     def reset(self, gray: np.ndarray, scale: float, dets: list[Detection]) -> None:
         """Remember `dets` (found on the frame whose working image is `gray`) and their pixels."""
         self._dets, self._scale, self._tpls = list(dets), scale, []
@@ -62,8 +70,9 @@ class BoxFollower:
         for d in dets:
             x, y, w, h = (round(v * scale) for v in d.box)
             x0, y0, x1, y1 = max(0, x), max(0, y), min(gw, x + w), min(gh, y + h)
-            big_enough = min(x1 - x0, y1 - y0) >= self.opts.min_template
-            self._tpls.append((gray[y0:y1, x0:x1].copy(), x0, y0) if big_enough else None)
+            tpl = gray[y0:y1, x0:x1]
+            usable = min(x1 - x0, y1 - y0) >= self.opts.min_template and float(tpl.std()) >= self.opts.min_contrast
+            self._tpls.append((tpl.copy(), x0, y0) if usable else None)
 
     def follow(self, gray: np.ndarray) -> list[Detection] | None:
         """The remembered detections moved onto this working image, or None when a face was lost."""
@@ -81,7 +90,7 @@ class BoxFollower:
                 return None
             scores = cv2.matchTemplate(gray[y0:y1, x0:x1], tpl, cv2.TM_CCOEFF_NORMED)
             _, best, _, (bx, by) = cv2.minMaxLoc(scores)
-            if not best >= self.opts.min_match:  # also NaN: a flat template
+            if not best >= self.opts.min_match:  # (not >=: a NaN score is a miss too)
                 return None
             dx, dy = (x0 + bx - tx) / self._scale, (y0 + by - ty) / self._scale
             x, y, w, h = d.box

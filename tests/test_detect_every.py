@@ -141,3 +141,40 @@ def test_auto_picks_litert_where_a_tflite_runtime_is_installed(monkeypatch):
     monkeypatch.setenv("EMOTION_DETECTOR", "mediapipe")  # an explicit choice still wins
     if pytest.importorskip("mediapipe"):
         assert choose_impl("auto") == "mediapipe"
+
+
+def test_a_flat_face_box_is_not_followed_and_motion_there_detects():
+    """A blown-out patch matches everywhere with a 'perfect' 1.0: its box must not be walked to a corner; it is
+    carried, and since it is not followed, motion inside it re-detects instead of being masked."""
+    from engine.types import Detection
+
+    class FixedDetector(CountingDetector):
+        def detect(self, frame, timestamp_ms=None):
+            self.calls += 1
+            return [Detection((200, 100, 100, 100), 0.9, [])]
+
+    base = FixedDetector()
+    det = EveryNDetector(base, every=10)
+    frame = scene([])
+    frame[100:200, 200:300] = 255  # a flat, white "face"
+    assert det.detect(frame, 0)[0].box == (200, 100, 100, 100)
+    assert det.detect(frame.copy(), 33)[0].box == (200, 100, 100, 100) and base.calls == 1  # carried, not walked
+    moved = scene([])
+    moved[100:200, 240:340] = 255  # it moved: not masked, so detected at once
+    det.detect(moved, 66)
+    assert base.calls == 2 and det.motion_runs == 1
+    det.close()
+
+
+def test_a_new_frame_size_is_detected_at_once():
+    face = face_patch(astronaut_bgr())
+    base = CountingDetector()
+    det = EveryNDetector(base, every=10)
+    small = scene([(face, 200, 100)])
+    first = det.detect(small, 0)[0].box
+    import cv2
+
+    big = cv2.resize(small, (1280, 720))  # the same picture, twice the size (a camera reconfigured)
+    found = det.detect(big, 33)
+    assert base.calls == 2 and abs(found[0].box[0] - 2 * first[0]) < 20
+    det.close()
