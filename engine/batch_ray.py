@@ -110,9 +110,10 @@ def dispatch(ray, actors: list, jobs: list[dict], out: str, on_event: Callable, 
     alive = len(actors)
     why = ""
 
-    def give_up(actor, reason: str) -> None:
+    def give_up(actor, reason: str | None = None) -> None:
+        """Stop waiting for `actor` (for `reason`; None: it was not back in time)."""
         nonlocal alive, why
-        alive, why = alive - 1, reason
+        alive, why = alive - 1, reason or f"Ray worker {names[id(actor)]} died and was not back within {restart_s:.0f} s"
         try:
             ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - it is gone either way
@@ -124,12 +125,12 @@ def dispatch(ray, actors: list, jobs: list[dict], out: str, on_event: Callable, 
             for ref, actor in list(restarting.items()):
                 if now - died[id(actor)] > restart_s:
                     del restarting[ref]
-                    give_up(actor, f"Ray worker {names[id(actor)]} died and was not back within {restart_s:.0f} s")
+                    give_up(actor)
             for item in [r for r in retry if r[0] <= now]:
                 retry.remove(item)
                 actor = item[1]
                 if now - died[id(actor)] > restart_s:
-                    give_up(actor, f"Ray worker {names[id(actor)]} died and was not back within {restart_s:.0f} s")
+                    give_up(actor)
                 else:
                     restarting[actor.ready.remote()] = actor
             if alive == 0:
