@@ -27,7 +27,7 @@ def versions() -> dict:
 
 def build_report(*, model_path: Path, out: Path, spec, keras_file: str, keras_acc: float, calib_faces: int,
                  pixel_range: list[int], verify_faces: int, rows: dict[str, dict], failures: list[str],
-                 settings: dict) -> dict:
+                 settings: dict, keras_balanced: float | None = None) -> dict:
     """export_report.json's content (`seconds` is filled in when the export is done)."""
     return {
         "model": str(model_path),
@@ -43,6 +43,7 @@ def build_report(*, model_path: Path, out: Path, spec, keras_file: str, keras_ac
             "file": keras_file,
             "size_kb": round(model_path.stat().st_size / 1024, 1),
             "accuracy": keras_acc,
+            "balanced_accuracy": keras_balanced,
         },
         "artifacts": rows,
         "failures": failures,
@@ -84,6 +85,12 @@ def export_record(report: dict) -> dict:
     }
 
 
+def _balanced_text(r: dict) -> str:
+    """Mean per-class recall; reports written before it was measured show '-'."""
+    b = r.get("balanced_accuracy")
+    return f"{b * 100:.2f}%" if b is not None else "-"
+
+
 def _ms_text(r: dict) -> str:
     return f"{r['ms_per_face']:.3f} ({r.get('cpu_class') or 'CPU class not recorded'})"
 
@@ -107,18 +114,20 @@ def format_markdown(report: dict) -> str:
     lines = [
         f"# Export report: {report['model']}",
         "",
+        "Balanced accuracy = mean per-class recall (each emotion counts the same, however rare).",
+        "",
         f"Verified on {report['verify_faces']} validation faces of `{s['calib']}`; int8 calibrated on "
         f"{report['calib_faces']} class-stratified training faces. Each file was run with its own runtime "
         f"(LiteRT / ONNX Runtime), {s['threads']} thread(s); ms/face at batch 4 on the CPU class named "
         f"(engine.cpu.ISA_CLASSES: milliseconds carry only between machines of one class; MACs carry everywhere).",
         "",
-        "| format | file | size KB | accuracy | agreement with Keras | max abs dp | ms/face (CPU class) |",
-        "|---|---|---:|---:|---:|---:|---:|",
-        f"| keras (reference) | {k['file']} | {k['size_kb']:.1f} | {k['accuracy'] * 100:.2f}% | - | - | - |",
+        "| format | file | size KB | accuracy | balanced accuracy | agreement with Keras | max abs dp | ms/face (CPU class) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| keras (reference) | {k['file']} | {k['size_kb']:.1f} | {k['accuracy'] * 100:.2f}% | {_balanced_text(k)} | - | - | - |",
     ]
     for fmt, r in report["artifacts"].items():
         lines.append(
-            f"| {fmt} | {r['file']} | {r['size_kb']:.1f} | {r['accuracy'] * 100:.2f}% | {r['agreement'] * 100:.2f}% "
+            f"| {fmt} | {r['file']} | {r['size_kb']:.1f} | {r['accuracy'] * 100:.2f}% | {_balanced_text(r)} | {r['agreement'] * 100:.2f}% "
             f"| {r['max_abs_dp']:.2g} | {_ms_text(r)} |"
         )
     lines.append("")

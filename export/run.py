@@ -38,6 +38,7 @@ from export.report import (
     REPORT_JSON, REPORT_MD, build_report, export_record, format_markdown, format_table,
 )
 from export.verify import check_rows, keras_probabilities, verify_all, verify_artifact
+from models.evaluate import classification_report
 
 #: What other code and tests import from here (most of it lives in the step modules now).
 __all__ = [
@@ -142,6 +143,7 @@ def export_model(
     log(f"running Keras on {len(val)} validation faces...")
     keras_probs = keras_probabilities(model, val.x)
     keras_acc = float((keras_probs.argmax(1) == val.y).mean())
+    keras_balanced = classification_report(val.y, keras_probs.argmax(1), val.labels)["balanced_accuracy"]
 
     out_abs = out.resolve()
     previous = _previous_export(out)
@@ -172,7 +174,7 @@ def export_model(
                     "verify_size": verify_size, "threads": threads, "check": check}
         report = build_report(model_path=model_path, out=out, spec=spec, keras_file=keras_name, keras_acc=keras_acc,
                               calib_faces=len(faces.calib_x), pixel_range=faces.pixel_range, verify_faces=len(val),
-                              rows=rows, failures=failures, settings=settings)
+                              rows=rows, failures=failures, settings=settings, keras_balanced=keras_balanced)
         spec.extra["export"] = export_record(report)
         kept = _keep_earlier_exports(previous, spec.source_sha256, job.files, out)
         if kept:

@@ -18,6 +18,7 @@ from engine.formats import FLOAT_TIE_MARGIN, by_name
 from engine.logs import log, quiet
 from engine.timing import BATCH, ms_per_face
 from models.data import Dataset
+from models.evaluate import classification_report
 
 
 def keras_probabilities(model, faces: np.ndarray) -> np.ndarray:
@@ -49,6 +50,7 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
     finally:
         clf.close()
     pred = probs.argmax(1)
+    quality = classification_report(val.y, pred, val.labels)  # the rare classes too, not accuracy alone
     same = pred == keras_probs.argmax(1)
     top2 = np.sort(keras_probs, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > FLOAT_TIE_MARGIN
@@ -57,6 +59,8 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
         "bytes": path.stat().st_size,
         "size_kb": round(path.stat().st_size / 1024, 1),
         "accuracy": float((pred == val.y).mean()),
+        "balanced_accuracy": quality["balanced_accuracy"],
+        "recall": {c: round(v["recall"], 4) for c, v in quality["per_class"].items()},
         "agreement": float(same.mean()),
         "agreement_clear": float(same[clear].mean()) if clear.any() else 1.0,
         "max_abs_dp": float(np.abs(probs - keras_probs).max()),

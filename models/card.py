@@ -20,8 +20,13 @@ from models.speed import label, normalize_jit
 
 CARD_NAME = "MODEL_CARD.md"
 NOTES_NAME = "NOTES.md"
+#: `python benchmarks/crop_agreement.py --scenes hard ... --json RUN/crop_hard.json` run on this model: the
+#: card quotes how often the engine's label equals the direct 48x48 label (what users see as flicker)
+CROP_NAME = "crop_hard.json"
 SHIP_FILES = ("emotion.keras", SPEC_NAME, "metrics.json", "metrics_tta.json", "history.json", "confusion.png", "curves.png",
-              "export_report.json", "export_report.md", NOTES_NAME, CARD_NAME)
+              "export_report.json", "export_report.md", CROP_NAME, NOTES_NAME, CARD_NAME)
+#: the emotions a model goes blind to first (FER2013: 1.5% disgust, fear confused with sad and surprise)
+RARE = ("disgust", "fear")
 SHIP_GLOBS = ("emotion_*.tflite", "emotion_*.onnx")
 
 #: Recipe flags in the order `models.train --help` lists them, with their option names.
@@ -29,14 +34,15 @@ _FLAGS = (("arch", "--arch"), ("epochs", "--epochs"), ("batch", "--batch"), ("op
           ("weight_decay", "--weight-decay"), ("warmup", "--warmup"), ("schedule", "--schedule"),
           ("label_smoothing", "--label-smoothing"), ("class_weight", "--class-weight"), ("augment", "--augment"),
           ("mixup", "--mixup"), ("resample", "--resample"), ("init", "--init"), ("teacher", "--teacher"), ("teacher_weight", "--teacher-weight"),
-          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("soft_labels", "--soft-labels"), ("consistency", "--consistency"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
+          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("soft_labels", "--soft-labels"), ("consistency", "--consistency"), ("folds", "--folds"), ("fold", "--fold"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
 
 
 def retrain_command(options: dict, out: str) -> str:
     parts = ["python -m models.train", f"--data {options.get('data', 'DATA')}", f"--classes {','.join(options.get('classes', []))}"]
     for key, flag in _FLAGS:
         value = options.get(key)
-        if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key in ("resample", "teacher_pool", "consistency") and not value) \
+        if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key in ("resample", "teacher_pool", "consistency", "folds") and not value) \
+                or (key == "fold" and not options.get("folds")) \
                 or (key == "pool_targets" and (value == "view" or not options.get("teacher_pool"))):
             continue
         parts.append(f"{flag} {value}")
@@ -85,6 +91,38 @@ def _ensemble_recipe(members: list[dict], ship_as: str | None) -> list[str]:
     return lines
 
 
+def _recall_text(recall: dict) -> str:
+    return ", ".join(f"{c} {recall[c]:.3f}" for c in RARE if c in recall)
+
+
+def quality_rows(m: dict, report: dict | None, crop: dict | None) -> list[str]:
+    """Card rows beyond plain accuracy: balanced accuracy and the rare classes' recall (float and the
+    int8 file the engine runs), speed with its CPU class, and agreement through the engine on the
+    hard crop benchmark when it was measured."""
+    from models.evaluate import balanced_accuracy
+
+    rows = [f"| balanced accuracy | {balanced_accuracy(m['confusion']) * 100:.2f}% (mean per-class recall; "
+            f"{_recall_text({c: v['recall'] for c, v in m['per_class'].items()})} recall) |"]
+    int8 = (report or {}).get("artifacts", {}).get("tflite-int8")
+    if int8:
+        bal = f", balanced {int8['balanced_accuracy'] * 100:.2f}%" if int8.get("balanced_accuracy") is not None else ""
+        rec = f"; {_recall_text(int8['recall'])} recall" if int8.get("recall") else ""
+        rows.append(f"| int8 TFLite (what the engine runs) | {int8['accuracy'] * 100:.2f}%{bal}{rec}; "
+                    f"{int8['ms_per_face']:.3f} ms/face at batch 4 ({int8.get('cpu_class') or 'CPU class not recorded'}) |")
+    if crop:
+        d = crop.get("default_crop", {})
+        row = next((r for r in crop.get("rows", []) if r.get("default")), None)
+        if row:
+            pr = crop.get("params", {})
+            rows.append(
+                f"| through the engine (hard crop benchmark) | label = direct label on **{row['agreement'] * 100:.1f}%** of "
+                f"{crop.get('detected', '?'):,} detected faces at the default crop (margin {d.get('margin')}, shift "
+                f"{d.get('shift_y')}, {pr.get('views', 1)} view, {pr.get('precision', '?')} {pr.get('backend', '')}); engine accuracy "
+                f"{row['engine_accuracy'] * 100:.1f}%; detector miss {crop.get('miss_rate', 0) * 100:.1f}%; label kept on the "
+                f"mirror image {crop.get('flip_agreement', 0) * 100:.1f}% (`benchmarks/crop_agreement.py --scenes hard`, {crop.get('date', '')[:10]}) |")
+    return rows
+
+
 def write_card(run: Path, title: str | None = None, ship_as: str | None = None) -> Path:
     run = Path(run)
     spec = ModelSpec.load(run)
@@ -94,6 +132,7 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
     m = json.loads(metrics_path.read_text())
     tta = json.loads((run / "metrics_tta.json").read_text()) if (run / "metrics_tta.json").is_file() else None
     report = json.loads((run / "export_report.json").read_text()) if (run / "export_report.json").is_file() else None
+    crop = json.loads((run / CROP_NAME).read_text()) if (run / CROP_NAME).is_file() else None
     extra = spec.extra or {}
     opts = extra.get("options", {})
     name = title or f"{spec.arch} ({len(spec.labels)} classes)"
@@ -110,6 +149,7 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
         f"| output | probabilities over: {', '.join(spec.labels)} |",
         f"| validation accuracy | **{m['accuracy'] * 100:.2f}%** on {m['n']:,} faces (macro F1 {m['macro_f1']:.3f}), no test-time augmentation |",
     ]
+    lines += quality_rows(m, report, crop)
     if tta:
         lines.append(f"| with flip TTA | {tta['accuracy'] * 100:.2f}% (Keras float; the engine does this with `--tta`, off by default) |")
     members = extra.get("ensemble") or []

@@ -25,8 +25,9 @@ needs numpy and opencv, and torch for `train` and `onnx`):
                  (EMA) net, whichever scores better on validation with flip TTA; writes its
                  weights (float16) and validation probabilities in one .npz
   oof    (here)  k-fold nets (`train --folds K --fold I`: trained without fold I, they label only
-                 fold I) -> one out-of-fold soft label per training face, keyed by the face's
-                 pixels, for `models.train --soft-labels`
+                 fold I; or Keras ones, `models.train --folds K --fold I` -> RUN/fold_answers.npz,
+                 the same folds) -> one out-of-fold soft label per training face, keyed by the
+                 face's pixels, for `models.train --soft-labels`
   onnx   (here)  one or more trained .npz -> one ONNX file averaging their probabilities, +
                  labels.json; with --calib PACK also its int8 twin (export's ONNX quantiser)
 The whole GPU lease as one script: models/kfold_teachers.sh.
@@ -344,6 +345,19 @@ def _load_run(f: Path):
         raise UserError(f"{f} is not a `python -m models.gpu_teacher train` output ({type(exc).__name__})") from None
 
 
+def _by_keys(keys: np.ndarray, probs: np.ndarray, pack_keys: np.ndarray, f: Path, pack_file: Path,
+             every: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(pack positions, their probabilities) for answers keyed by face digest: every copy of a face in
+    the pack gets its answer (identical pixels, identical answer). `every`: each pack face must have one
+    (validation), else the run answered for another data set."""
+    uniq, first = np.unique(keys, return_index=True)
+    pos = np.searchsorted(uniq, pack_keys).clip(0, max(len(uniq) - 1, 0))
+    hit = uniq[pos] == pack_keys if len(uniq) else np.zeros(len(pack_keys), bool)
+    if not np.isin(uniq, pack_keys).all() or (every and not hit.all()):
+        raise UserError(f"{f} answered for faces that are not in {pack_file} (trained on another data set?)")
+    return np.flatnonzero(hit), probs[first[pos[hit]]]
+
+
 def merge_oof(files: list[Path], pack_file: Path, out: Path) -> dict:
     """k-fold runs (any mix of architectures and seeds) -> one soft label per training face: the mean
     of the flip-averaged answers of the nets that did NOT train on it. Why: a teacher that saw a face
@@ -353,23 +367,28 @@ def merge_oof(files: list[Path], pack_file: Path, out: Path) -> dict:
     total, count = np.zeros((len(ytr), len(CLASSES))), np.zeros(len(ytr), np.int64)
     val, folds_seen = [], {}
     pack_sha = sha256_file(pack_file)
+    xva, yva = load(pack_file, "validation")
+    train_keys, val_keys = face_keys(xtr), face_keys(xva)
     for f in files:
         d, meta = _load_run(f)
-        if not meta.get("folds") or "oof_idx" not in d.files:
+        if not meta.get("folds") or not {"oof_idx", "oof_keys"} & set(d.files):
             raise UserError(f"{f} was trained on every training face (no --folds): it has no out-of-fold answers")
-        idx = d["oof_idx"]
-        if meta.get("pack_sha256", pack_sha) != pack_sha or idx.max(initial=-1) >= len(ytr):
-            raise UserError(f"{f} was trained on another pack than {pack_file}")
-        total[idx] += d["oof_probs_tta"]
+        if "oof_keys" in d.files:  # a Keras run (models.train --folds): faces found by their pixels
+            idx, probs = _by_keys(d["oof_keys"], d["oof_probs_tta"], train_keys, f, pack_file)
+            _, vf = _by_keys(d["val_keys"], d["val_probs_tta"], val_keys, f, pack_file, every=True)
+        else:
+            idx, probs, vf = d["oof_idx"], d["oof_probs_tta"], d["val_probs_tta"]
+            if meta.get("pack_sha256", pack_sha) != pack_sha or idx.max(initial=-1) >= len(ytr):
+                raise UserError(f"{f} was trained on another pack than {pack_file}")
+        total[idx] += probs
         count[idx] += 1
-        val.append(d["val_probs_tta"])
+        val.append(vf)
         folds_seen.setdefault((meta["arch"], meta["width"], meta["folds"]), set()).add(meta["fold"])
     missing = int((count == 0).sum())
     if missing:
         groups = "; ".join(f"{a}{w} k={k}: folds {sorted(s)}" for (a, w, k), s in folds_seen.items())
         raise UserError(f"{missing} training faces have no out-of-fold answer ({groups}): train the missing folds")
     probs = (total / count[:, None]).astype(np.float32)
-    _, yva = load(pack_file, "validation")
     va = np.mean(val, axis=0)
     report = dict(nets=len(files), groups={f"{a}{w} k={k}": sorted(s) for (a, w, k), s in folds_seen.items()},
                   oof_accuracy=float(np.mean(probs.argmax(1) == ytr)), oof_mean_top=float(probs.max(1).mean()),
@@ -388,6 +407,9 @@ def to_onnx(files: list[Path], out: Path, calib: Path | None = None, calib_size:
     nets, metas = [], []
     for f in files:
         d, meta = _load_run(f)
+        if meta.get("kind") == "keras":
+            raise UserError(f"{f} is a Keras k-fold run: its net is the emotion.keras beside it (`python -m models.ensemble` "
+                            "averages Keras nets)")
         net = build(meta["arch"], meta["width"])
         sd = {k[2:]: torch.from_numpy(d[k].astype(np.float32) if d[k].dtype == np.float16 else d[k]) for k in d.files
               if k.startswith("w.")}
@@ -454,7 +476,9 @@ def run(argv=None) -> None:
                         "answers for that fold (out-of-fold labels; 0 = train on every face)")
     a.add_argument("--fold", type=int, default=None, help="with --folds: which fold (0..K-1) to hold out")
     a = sub.add_parser("oof", help="k-fold nets -> one out-of-fold soft label per training face (.npz for models.train)")
-    a.add_argument("files", type=Path, nargs="+", help="the .npz files of `train --folds K --fold I` runs")
+    a.add_argument("files", type=Path, nargs="+",
+                   help="the .npz files of `train --folds K --fold I` runs and/or the fold_answers.npz of `models.train "
+                        "--folds K --fold I` runs (any mix)")
     a.add_argument("--data", type=Path, required=True, help="the pack they trained on")
     a.add_argument("--out", type=Path, required=True, help="the soft-label .npz to write")
     a = sub.add_parser("onnx", help="trained .npz files -> one averaging ONNX model + labels.json")

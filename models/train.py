@@ -74,6 +74,10 @@ class TrainOptions:
     #: >0: stability training (models.consistency): each face also as an engine-like second view,
     #: and this weight x the KL between the net's two answers added to the loss (2x the compute)
     consistency: float = 0.0
+    #: >0: a k-fold teacher (models.kfold): train without fold `fold` of `folds` and write this net's
+    #: answers for that fold (fold_answers.npz), for out-of-fold soft labels (`models.gpu_teacher oof`)
+    folds: int = 0
+    fold: int = 0
     #: train a plain net with RepVGG branches (models.reparam), folded back into the plain net at the end
     rep: bool = False
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (auto: timed, see models.speed)
@@ -156,7 +160,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     opts = replace(opts, extra=dict(opts.extra), jit=normalize_jit(opts.jit))  # the caller's options stay as given
     out = Path(opts.out)
     opts, state, asked_precision = _run_options(opts, out, resume, keep_epochs)
-    train_ds, val_ds = _load_data(opts)
+    train_ds, val_ds, held = _load_data(opts)
 
     import keras
 
@@ -192,7 +196,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
             callbacks=[checkpoint.callback()],
             verbose=1 if sys.stderr.isatty() else 2,
         )
-    _finalize(model, opts, out, speed, macs, history, checkpoint.best, val_ds)
+    _finalize(model, opts, out, speed, macs, history, checkpoint.best, val_ds, held)
     return out
 
 
@@ -217,19 +221,30 @@ def _run_options(opts: TrainOptions, out: Path, resume: bool, keep_epochs: bool)
 
 
 def _load_data(opts: TrainOptions):
-    """The training and validation sets (--limit applied); the arch is checked first, before anything slow."""
+    """(training set, validation set, held-out fold or None): --folds and --limit applied; the arch is
+    checked first, before anything slow."""
     from models.archs import ARCHS
 
     if opts.arch not in ARCHS:
         raise UserError(f"unknown arch {opts.arch!r}: choose from {', '.join(ARCHS)}")
     from models.data import load_split
 
+    if opts.folds:
+        from models.kfold import check_classes
+
+        check_classes(opts.classes)  # before decoding anything
     train_ds = load_split(opts.data, "train", opts.classes, opts.cache_dir)
     val_ds = load_split(opts.data, "validation", opts.classes, opts.cache_dir)
+    held = None
+    if opts.folds:
+        from models.kfold import split
+
+        train_ds, held = split(train_ds, opts.folds, opts.fold)  # on the whole set: the same folds as every other run
+        print(f"k-fold: fold {opts.fold} of {opts.folds} held out ({len(held)} faces, labelled at the end)", file=sys.stderr)
     if opts.limit:
         train_ds = _limit(train_ds, opts.limit, opts.seed)
         val_ds = _limit(val_ds, max(opts.limit // 4, 8), opts.seed)
-    return train_ds, val_ds
+    return train_ds, val_ds, held
 
 
 def _choose_speed(opts: TrainOptions, state: dict | None, asked_precision: str, jit_override: str | None,
@@ -296,7 +311,8 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
     return tr, va, steps
 
 
-def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: int, history: dict, best: float, val_ds) -> None:
+def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: int, history: dict, best: float, val_ds,
+              held=None) -> None:
     """The best epoch's model as float32 emotion.keras, labels.json, history, evaluation, export and card."""
     best_model = load_keras(out / BEST_NAME) if (out / BEST_NAME).exists() else model
     final = _float32_copy(best_model, opts.arch, len(opts.classes))
@@ -319,6 +335,14 @@ def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: in
     from models.evaluate import evaluate_model
 
     evaluate_model(final, val_ds, out, history=history, flip_tta=False)
+    if held is not None:
+        from models.kfold import ANSWERS_NAME, write_answers
+
+        meta = dict(arch=opts.arch, seed=opts.seed, folds=opts.folds, fold=opts.fold, epochs=len(history.get("val_accuracy", [])),
+                    data=str(opts.data), source_sha256=spec.source_sha256)
+        meta = write_answers(final, held, val_ds, meta, out / ANSWERS_NAME)
+        print(f"fold {opts.fold}/{opts.folds}: {meta['held_faces']} held-out training faces labelled, accuracy "
+              f"{meta['oof_accuracy_tta'] * 100:.2f}% (flip TTA) -> {out / ANSWERS_NAME}", file=sys.stderr)
     if opts.export:
         from export.run import export_model
 
@@ -345,6 +369,18 @@ def _limit(ds, per_class: int, seed: int):
 
 #: Deprecated alias: Keras loading lives in engine.keras_io.load_keras (its one public home).
 _load_keras = load_keras
+
+
+def _check_fold_init(init: str, folds: int, fold: int) -> None:
+    """A k-fold teacher may start only from a run that held out the same fold (e.g. a second cosine
+    cycle): any other weights have seen the faces it must answer blind."""
+    try:
+        o = (ModelSpec.load(Path(init).parent).extra or {}).get("options", {})
+    except UserError:  # no or unreadable labels.json: nothing says what it trained on
+        o = {}
+    if (o.get("folds"), o.get("fold")) != (folds, fold):
+        raise UserError(f"--init {init} did not hold out fold {fold} of {folds} (its labels.json says folds={o.get('folds')}, "
+                        f"fold={o.get('fold')}): a k-fold teacher may only start from its own fold's run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stability training: each face also as an engine-like second view (zoom, shift, turn, mirror, "
                         "resampling) and W x the KL between the two answers added to the loss, so a change of framing "
                         "changes the label less (2x the compute per face; 0 = off)")
+    p.add_argument("--folds", type=int, default=d.folds, metavar="K",
+                   help="a k-fold teacher: train without one of K folds of the training faces (the same stratified, "
+                        "duplicate-aware folds as `models.gpu_teacher train --folds`) and write this net's answers for "
+                        "that fold to fold_answers.npz; `python -m models.gpu_teacher oof` merges the K runs into "
+                        "--soft-labels (7 classes only; 0 = train on every face)")
+    p.add_argument("--fold", type=int, default=None, metavar="I", help="with --folds: which fold (0..K-1) to hold out")
     p.add_argument("--rep", action="store_true",
                    help="train with RepVGG branches (a 1x1 conv and an identity beside each 3x3, each with BatchNorm), "
                         "folded into the plain net at the end: the same model to ship, easier to train (plain nets only)")
@@ -437,6 +479,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_plain(args.arch)
     if args.teacher_pool and not args.teacher and not args.resume:
         raise UserError("--teacher-pool needs a --teacher")
+    if args.folds and (args.folds < 2 or args.fold is None or not 0 <= args.fold < args.folds):
+        raise UserError(f"--folds {args.folds} needs at least 2 folds and --fold I with I in 0..{max(args.folds, 2) - 1}")
+    if args.fold is not None and not args.folds:
+        raise UserError("--fold needs --folds K")
+    if args.folds and args.teacher:
+        raise UserError("--folds makes a teacher that never saw its fold: not with --teacher (it saw every face)")
+    if args.folds and args.init and not args.resume:
+        _check_fold_init(args.init, args.folds, args.fold)
     if args.soft_labels and (args.teacher or args.teacher_pool):
         raise UserError("--soft-labels are a teacher's answers already: not with --teacher / --teacher-pool")
     if args.teacher and not args.teacher_pool and not args.resume and Path(args.teacher).suffix != ".keras":
@@ -448,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
         augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_pool=args.teacher_pool,
         pool_targets=args.pool_targets, soft_labels=args.soft_labels, consistency=args.consistency, rep=args.rep,
+        folds=args.folds, fold=args.fold or 0,
         precision=args.precision or TrainOptions.precision, jit=args.jit or TrainOptions.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
     )
