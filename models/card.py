@@ -91,6 +91,22 @@ def _ensemble_recipe(members: list[dict], ship_as: str | None) -> list[str]:
     return lines
 
 
+def _blend_recipe(blend: dict, arch: str, ship_as: str | None) -> list[str]:
+    """The two parents (files and sha256 as they were) and the commands that blend, export and describe them."""
+    flags = [f"--alpha {blend['alpha']:g}"] + ([f"--tau {blend['tau']:g}"] if blend.get("tau") else [])
+    flags += [f"--class-bias {c}={v:g}" for c, v in (blend.get("class_bias") or {}).items()]
+    if blend.get("data"):
+        flags.append(f"--data {blend['data']}")
+    run = f"runs/{arch}_blend"
+    lines = ["## Recipe", "", "| parent | file when blended | sha256 |", "|---|---|---|",
+             f"| A | `{blend['a']}` | `{blend['a_sha256'][:12]}` |", f"| B | `{blend['b']}` | `{blend['b_sha256'][:12]}` |", "",
+             "```bash", f"python -m models.interpolate {blend['a']} {blend['b']} {' '.join(flags)} --out {run}",
+             f"python -m export --model {run}/emotion.keras", f"python -m models.card {run}", "```", ""]
+    if ship_as:
+        lines += ["then refresh the shipped copy and this card:", "", "```bash", f"python -m models.card {run} --ship {ship_as}", "```", ""]
+    return lines
+
+
 def _recall_text(recall: dict) -> str:
     return ", ".join(f"{c} {recall[c]:.3f}" for c in RARE if c in recall)
 
@@ -153,8 +169,13 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
     if tta:
         lines.append(f"| with flip TTA | {tta['accuracy'] * 100:.2f}% (Keras float; the engine does this with `--tta`, off by default) |")
     members = extra.get("ensemble") or []
+    blend = extra.get("interpolate")
     if members:
         lines.append(f"| members | {len(members)} networks, probabilities averaged in one model (`python -m models.ensemble`) |")
+    elif blend:
+        lines.append(f"| made by | `python -m models.interpolate`: {blend['alpha']:g} x A + {1 - blend['alpha']:g} x B in weight space"
+                     + (f", logit adjustment tau {blend['tau']:g}" if blend.get("tau") else "")
+                     + "".join(f", {c} {v:+g}" for c, v in (blend.get("class_bias") or {}).items()) + " (see Recipe) |")
     else:
         lines.append(f"| epochs | {extra.get('epochs_run', '?')} run of {opts.get('epochs', '?')} scheduled; best epoch kept |")
         speed = extra.get("speed")
@@ -183,6 +204,8 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
         lines += ["![loss and accuracy per epoch](curves.png)", ""]
     if members:
         lines += _ensemble_recipe(members, ship_as)
+    elif blend:
+        lines += _blend_recipe(blend, spec.arch, ship_as)
     else:
         lines += ["## Recipe", "", "```"]
         lines += [f"{k}: {opts[k]}" for k in sorted(opts) if k not in ("data", "out", "cache_dir")]
