@@ -93,15 +93,18 @@ def _ensemble_recipe(members: list[dict], ship_as: str | None) -> list[str]:
 
 def _blend_recipe(blend: dict, arch: str, ship_as: str | None) -> list[str]:
     """The two parents (files and sha256 as they were) and the commands that blend, export and describe them."""
-    flags = [f"--alpha {blend['alpha']:g}"] + ([f"--tau {blend['tau']:g}"] if blend.get("tau") else [])
+    flags = ([f"--alpha {blend['alpha']:g}"] if blend.get("b") else []) + ([f"--tau {blend['tau']:g}"] if blend.get("tau") else [])
     flags += [f"--class-bias {c}={v:g}" for c, v in (blend.get("class_bias") or {}).items()]
     if blend.get("data"):
         flags.append(f"--data {blend['data']}")
     run = f"runs/{arch}_blend"
     lines = ["## Recipe", "", "| parent | file when blended | sha256 |", "|---|---|---|",
-             f"| A | `{blend['a']}` | `{blend['a_sha256'][:12]}` |", f"| B | `{blend['b']}` | `{blend['b_sha256'][:12]}` |", "",
-             "```bash", f"python -m models.interpolate {blend['a']} {blend['b']} {' '.join(flags)} --out {run}",
-             f"python -m export --model {run}/emotion.keras", f"python -m models.card {run}", "```", ""]
+             f"| A | `{blend['a']}` | `{blend['a_sha256'][:12]}` |"]
+    if blend.get("b"):
+        lines.append(f"| B | `{blend['b']}` | `{blend['b_sha256'][:12]}` |")
+    parents = f"{blend['a']} {blend['b']}" if blend.get("b") else blend["a"]
+    lines += ["", "```bash", f"python -m models.interpolate {parents} {' '.join(flags)} --out {run}",
+              f"python -m export --model {run}/emotion.keras", f"python -m models.card {run}", "```", ""]
     if ship_as:
         lines += ["then refresh the shipped copy and this card:", "", "```bash", f"python -m models.card {run} --ship {ship_as}", "```", ""]
     return lines
@@ -173,7 +176,8 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
     if members:
         lines.append(f"| members | {len(members)} networks, probabilities averaged in one model (`python -m models.ensemble`) |")
     elif blend:
-        lines.append(f"| made by | `python -m models.interpolate`: {blend['alpha']:g} x A + {1 - blend['alpha']:g} x B in weight space"
+        lines.append("| made by | `python -m models.interpolate`: "
+                     + (f"{blend['alpha']:g} x A + {1 - blend['alpha']:g} x B in weight space" if blend.get("b") else "model A")
                      + (f", logit adjustment tau {blend['tau']:g}" if blend.get("tau") else "")
                      + "".join(f", {c} {v:+g}" for c, v in (blend.get("class_bias") or {}).items()) + " (see Recipe) |")
     else:

@@ -1,4 +1,5 @@
-"""Blend a model and its fine-tune into one net: `python -m models.interpolate A B --alpha 0.5 --out DIR`.
+"""Blend a model and its fine-tune into one net: `python -m models.interpolate A B --alpha 0.5 --out DIR`,
+and/or fold logit adjustment into it: `python -m models.interpolate A --tau 0.3 --data ROOT --out DIR`.
 
 Why: stability training (`models.train --consistency`) made emonet_s_steady from emonet_s: steadier
 through the engine, less accurate on FER2013's crops and nearly blind to disgust. The two sit in one
@@ -84,8 +85,9 @@ def build_parser() -> Parser:
                description="Blend a .keras model and its fine-tune (weight interpolation), optionally with logit adjustment "
                            "folded into the last layer, into one model with its labels.json.")
     p.add_argument("a", help="model A (.keras or a run folder holding emotion.keras); its labels.json must sit beside it")
-    p.add_argument("b", help="model B: the same architecture and classes (a fine-tune of A, or A of B)")
-    p.add_argument("--alpha", type=float, required=True, help="weight of A: 1 = A, 0 = B")
+    p.add_argument("b", nargs="?", help="model B: the same architecture and classes (a fine-tune of A, or A of B); "
+                                        "without it, A alone is adjusted (--tau / --class-bias)")
+    p.add_argument("--alpha", type=float, default=None, help="weight of A: 1 = A, 0 = B (needed with B)")
     p.add_argument("--tau", type=float, default=0.0, help="logit adjustment: add -TAU x log(training class prior) to the logits (0 = off)")
     p.add_argument("--class-bias", action="append", default=[], metavar="NAME=B", help="add B to one class's logit (repeatable)")
     p.add_argument("--data", help="training data ROOT: the class prior for --tau, and evaluation on its validation split")
@@ -96,12 +98,17 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    a, b = (Path(m) / "emotion.keras" if Path(m).is_dir() else Path(m) for m in (args.a, args.b))
+    if args.b is None and args.alpha not in (None, 1.0):
+        raise UserError(f"--alpha {args.alpha} needs a model B to blend with")
+    if args.b is not None and args.alpha is None:
+        raise UserError("blending A and B needs --alpha (the weight of A)")
+    alpha = 1.0 if args.alpha is None else args.alpha
+    a, b = (Path(m) / "emotion.keras" if Path(m).is_dir() else Path(m) for m in (args.a, args.b or args.a))
     for m in (a, b):
         if not m.is_file():
             raise UserError(f"model file {m} does not exist")
-    if not 0 <= args.alpha <= 1:
-        raise UserError(f"--alpha {args.alpha} must be in [0, 1]")
+    if not 0 <= alpha <= 1:
+        raise UserError(f"--alpha {alpha} must be in [0, 1]")
     if args.tau < 0:
         raise UserError("--tau must be 0 (off) or positive")
     biases = _class_bias(args.class_bias)
@@ -120,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.checkpoint import save_model_atomic
 
     labels = list(spec_a.labels)
-    model = blend(load_keras(a), load_keras(b), args.alpha)
+    model = blend(load_keras(a), load_keras(b), alpha) if args.b else load_keras(a)
     prior = training_prior(args.data, labels, args.cache_dir) if args.data else None
     shift = logit_shift(prior, args.tau, biases, labels) if prior is not None else np.zeros(len(labels))
     adjust_head(model, shift)
@@ -128,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_model_atomic(model, out / "emotion.keras")
     extra = {k: v for k, v in (spec_a.extra or {}).items() if k in ("macs", "params")}
     extra["interpolate"] = {
-        "a": str(a), "b": str(b), "a_sha256": sha256_file(a), "b_sha256": sha256_file(b), "alpha": args.alpha,
+        "a": str(a), "b": str(b) if args.b else None, "a_sha256": sha256_file(a), "b_sha256": sha256_file(b) if args.b else None,
+        "alpha": alpha,
         "tau": args.tau, "class_bias": biases, "prior": None if prior is None else [round(float(p), 6) for p in prior],
         "shift": [round(float(s), 6) for s in shift], "data": args.data,
     }
@@ -137,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = ModelSpec(labels=labels, arch=spec_a.arch, extra=extra)
     spec.source_sha256 = sha256_file(out / "emotion.keras")
     spec.save(out)
-    print(f"wrote {out / 'emotion.keras'}: {args.alpha:g} x {a} + {1 - args.alpha:g} x {b}"
+    print(f"wrote {out / 'emotion.keras'}: " + (f"{alpha:g} x {a} + {1 - alpha:g} x {b}" if args.b else str(a))
           + (f", logits + {np.round(shift, 3).tolist()}" if shift.any() else ""))
     if args.data:
         from models.data import load_split

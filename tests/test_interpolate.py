@@ -79,8 +79,30 @@ def test_logit_adjustment_is_folded_into_the_head_bias(pair, tmp_path, fer_root)
     assert "balanced accuracy" in card
 
 
+def test_one_model_alone_gets_only_the_adjustment(pair, tmp_path, fer_root):
+    from engine.keras_io import load_keras
+    from models.interpolate import HEAD, main
+
+    a, _, _ = pair
+    out = tmp_path / "only"
+    assert cli_main(main, [str(a), "--tau", "0.3", "--data", str(fer_root), "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    got, plain = (load_keras(m / "emotion.keras") for m in (out, a))
+    shift = np.array(ModelSpec.load(out).extra["interpolate"]["shift"])
+    for lg, lp in zip(got.layers, plain.layers):
+        for wg, wp in zip(lg.get_weights(), lp.get_weights()):
+            if lg.name == HEAD and wg.ndim == 1:
+                np.testing.assert_allclose(wg, wp + shift, atol=1e-5)
+            else:
+                np.testing.assert_array_equal(wg, wp)
+    from models.card import write_card
+
+    card = write_card(out).read_text()
+    assert f"python -m models.interpolate {a / 'emotion.keras'} --tau 0.3 --data" in card
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--alpha", "1.5"], "must be in [0, 1]"),
+    ([], "needs --alpha"),
     (["--alpha", "0.5", "--tau", "0.3"], "--tau needs --data"),
     (["--alpha", "0.5", "--class-bias", "fear"], "write NAME=VALUE"),
 ])
@@ -106,3 +128,5 @@ def test_other_architectures_and_unknown_classes_are_refused(pair, tmp_path, fer
     assert "not one of this model's classes" in capsys.readouterr().err
     assert cli_main(main, [str(a), str(b), "--alpha", "0.5", "--out", str(a)]) == 2
     assert "holds a parent model" in capsys.readouterr().err
+    assert cli_main(main, [str(a), "--alpha", "0.5", "--out", str(tmp_path / "o3")]) == 2
+    assert "needs a model B" in capsys.readouterr().err
