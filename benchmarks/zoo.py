@@ -36,8 +36,7 @@ from engine.timing import WARMUP, ms_per_call, ms_per_face  # noqa: E402
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 #: ms/face at batch 4, one thread, in the model's fastest precision; keyed by the shipped name
 #: (models/zoo/<name>), else by arch
-TARGETS = {"emonet_n": ("fast", None), "emonet_n_slim": ("fast", None), "emonet_f": ("fast", None), "emonet_s": ("accurate", 3.0),
-           "emonet_s_steady": ("steady", 3.0)}
+TARGETS = {"emonet_n": ("fast", None), "emonet_n_slim": ("fast", None), "emonet_f": ("fast", None), "emonet_s": ("accurate", 3.0)}
 #: the fast model must be this many times faster per face than fer's model, same process (issue: CPUs users own)
 FER_RATIO_TARGET = 2.0
 #: (backend, precision) of every file export writes (engine/formats.py), per backend narrowest precision first

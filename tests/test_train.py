@@ -459,7 +459,8 @@ def test_shipped_emonet_f_card_retrains_it_from_a_checkout():
     card = (zoo / "MODEL_CARD.md").read_text()
     spec = json.loads((zoo / "labels.json").read_text())
     assert spec["arch"] == "emonet_f" and spec["extra"]["options"]["arch"] == "emonet_f"
-    assert "python -m models.ensemble models/zoo/emonet_s models/zoo/emonet_s_steady --out runs/ens" in card
+    assert "git show 81b72a2:models/zoo/emonet_s_steady/$f > runs/emonet_s_steady_81b72a2/$f" in card
+    assert "python -m models.ensemble runs/emonet_s_81b72a2 runs/emonet_s_steady_81b72a2 --out runs/ens" in card
     assert "python -m models.prune --model models/zoo/emonet_n/emotion.keras --arch emonet_f" in card
     assert card.count("python -m models.train ") >= 8 + 1  # the eight stages (+ the generated last-stage command)
     assert "--ship models/zoo/emonet_f" in card and "**The default fast model**" in card
