@@ -93,8 +93,8 @@ def _ensemble_recipe(members: list[dict], ship_as: str | None) -> list[str]:
 
 def _blend_recipe(blend: dict, arch: str, ship_as: str | None) -> list[str]:
     """The two parents (files and sha256 as they were) and the commands that blend, export and describe them."""
-    flags = ([f"--alpha {blend['alpha']:g}"] if blend.get("b") else []) + ([f"--tau {blend['tau']:g}"] if blend.get("tau") else [])
-    flags += [f"--class-bias {c}={v:g}" for c, v in (blend.get("class_bias") or {}).items()]
+    flags = ([f"--alpha {blend['alpha']!r}"] if blend.get("b") else []) + ([f"--tau {blend['tau']!r}"] if blend.get("tau") else [])
+    flags += [f"--class-bias {c}={v!r}" for c, v in (blend.get("class_bias") or {}).items()]
     if blend.get("data"):
         flags.append(f"--data {blend['data']}")
     run = f"runs/{arch}_blend"
@@ -108,6 +108,10 @@ def _blend_recipe(blend: dict, arch: str, ship_as: str | None) -> list[str]:
     if ship_as:
         lines += ["then refresh the shipped copy and this card:", "", "```bash", f"python -m models.card {run} --ship {ship_as}", "```", ""]
     return lines
+
+
+def _count(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
 
 
 def _recall_text(recall: dict) -> str:
@@ -135,7 +139,7 @@ def quality_rows(m: dict, report: dict | None, crop: dict | None) -> list[str]:
             pr = crop.get("params", {})
             rows.append(
                 f"| through the engine (hard crop benchmark) | label = direct label on **{row['agreement'] * 100:.1f}%** of "
-                f"{crop.get('detected', '?'):,} detected faces at the default crop (margin {d.get('margin')}, shift "
+                f"{_count(crop.get('detected'))} detected faces at the default crop (margin {d.get('margin')}, shift "
                 f"{d.get('shift_y')}, {pr.get('views', 1)} view, {pr.get('precision', '?')} {pr.get('backend', '')}); engine accuracy "
                 f"{row['engine_accuracy'] * 100:.1f}%; detector miss {crop.get('miss_rate', 0) * 100:.1f}%; label kept on the "
                 f"mirror image {crop.get('flip_agreement', 0) * 100:.1f}% (`benchmarks/crop_agreement.py --scenes hard`, {crop.get('date', '')[:10]}) |")

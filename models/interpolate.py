@@ -18,6 +18,7 @@ sha256, alpha, tau, the prior used, the biases) and, with `--data`, metrics.json
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -25,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from engine.cliargs import Parser
-from engine.contract import ModelSpec, parse_classes, sha256_file
+from engine.contract import ModelSpec, sha256_file
 from engine.errors import UserError, cli_main
 
 #: the softmax layer every architecture ends in (models.archs); its bias takes the adjustment
@@ -55,7 +56,9 @@ def adjust_head(model, shift: np.ndarray) -> None:
     try:
         head = model.get_layer(HEAD)
     except ValueError:
-        raise UserError(f"the model has no '{HEAD}' softmax layer to adjust (not a models.archs net)") from None
+        head = None
+    if head is None or len(head.get_weights()) != 2:  # e.g. an ensemble's averaging layer, also named 'probs'
+        raise UserError(f"the model has no '{HEAD}' dense softmax layer to adjust (not a single models.archs net)")
     kernel, bias = head.get_weights()
     head.set_weights([kernel, (bias + shift).astype(bias.dtype)])
 
@@ -109,11 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"model file {m} does not exist")
     if not 0 <= alpha <= 1:
         raise UserError(f"--alpha {alpha} must be in [0, 1]")
-    if args.tau < 0:
-        raise UserError("--tau must be 0 (off) or positive")
+    if not (math.isfinite(args.tau) and args.tau >= 0) or not math.isfinite(alpha):
+        raise UserError("--tau must be 0 (off) or a positive number, --alpha a number in [0, 1]")
     biases = _class_bias(args.class_bias)
     if (args.tau or args.class_bias) and not args.data:
-        raise UserError("--tau needs --data (the training split's class prior)")
+        raise UserError("--tau / --class-bias need --data (the training split's class prior and classes)")
+    if not all(math.isfinite(v) for v in biases.values()):
+        raise UserError("--class-bias values must be finite numbers")
     if args.data and not Path(args.data).exists():
         raise UserError(f"data source {args.data} does not exist")
     spec_a, spec_b = ModelSpec.load(a.parent), ModelSpec.load(b.parent)
@@ -130,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = blend(load_keras(a), load_keras(b), alpha) if args.b else load_keras(a)
     prior = training_prior(args.data, labels, args.cache_dir) if args.data else None
     shift = logit_shift(prior, args.tau, biases, labels) if prior is not None else np.zeros(len(labels))
-    adjust_head(model, shift)
+    if shift.any():
+        adjust_head(model, shift)
     out.mkdir(parents=True, exist_ok=True)
     save_model_atomic(model, out / "emotion.keras")
     extra = {k: v for k, v in (spec_a.extra or {}).items() if k in ("macs", "params")}
@@ -151,8 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from models.data import load_split
         from models.evaluate import evaluate_model
 
-        m = evaluate_model(load_keras(out / "emotion.keras"), load_split(args.data, "validation", parse_classes(",".join(labels)),
-                                                                          args.cache_dir, quiet=True), out)
+        m = evaluate_model(load_keras(out / "emotion.keras"), load_split(args.data, "validation", tuple(labels), args.cache_dir,
+                                                                          quiet=True), out)
         print(f"validation accuracy {m['accuracy'] * 100:.2f}%, balanced {m['balanced_accuracy'] * 100:.2f}%")
     return 0
 

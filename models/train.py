@@ -167,6 +167,8 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     import models.consistency  # noqa: F401 - registers its loss before a checkpoint or teacher that uses it loads
     from models.archs import ARCHS, count_macs
 
+    if state is None and opts.folds and opts.init:  # a new fold run (also one that --resume found nothing to resume of)
+        _check_fold_init(opts.init, opts.folds, opts.fold)
     resuming = state is not None and (out / LAST_NAME).exists()
     _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
     fixed = soft_labels(train_ds, opts.soft_labels) if opts.soft_labels else None  # so is a wrong --soft-labels
@@ -485,8 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--fold needs --folds K")
     if args.folds and args.teacher:
         raise UserError("--folds makes a teacher that never saw its fold: not with --teacher (it saw every face)")
-    if args.folds and args.init and not args.resume:
-        _check_fold_init(args.init, args.folds, args.fold)
+    if args.folds and args.soft_labels:
+        raise UserError("--folds makes a teacher that never saw its fold: not with --soft-labels (out-of-fold labels of "
+                        "other folds' nets, which trained on this fold's faces)")
     if args.soft_labels and (args.teacher or args.teacher_pool):
         raise UserError("--soft-labels are a teacher's answers already: not with --teacher / --teacher-pool")
     if args.teacher and not args.teacher_pool and not args.resume and Path(args.teacher).suffix != ".keras":

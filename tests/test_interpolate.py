@@ -103,7 +103,8 @@ def test_one_model_alone_gets_only_the_adjustment(pair, tmp_path, fer_root):
 @pytest.mark.parametrize("extra, message", [
     (["--alpha", "1.5"], "must be in [0, 1]"),
     ([], "needs --alpha"),
-    (["--alpha", "0.5", "--tau", "0.3"], "--tau needs --data"),
+    (["--alpha", "0.5", "--tau", "0.3"], "need --data"),
+    (["--alpha", "0.5", "--tau", "nan"], "--tau must be 0 (off) or a positive number"),
     (["--alpha", "0.5", "--class-bias", "fear"], "write NAME=VALUE"),
 ])
 def test_bad_options_are_one_sentence(pair, tmp_path, extra, message, capsys):

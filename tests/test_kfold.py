@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.errors import cli_main
-from tests.test_gpu_teacher import _fold_run, _jpeg_tree
+from tests.test_gpu_teacher import _jpeg_tree
 
 pytest.importorskip("tensorflow", reason="training needs TensorFlow (pip install '.[train]')")
 
@@ -84,10 +84,21 @@ def test_oof_merges_keras_folds_alone_and_beside_a_gpu_fold(kfold_runs, tmp_path
     # a PyTorch fold (pack positions) and a Keras fold (pixel keys) of the same k merge: 2 answers for fold 1
     x, y = load(pack, "train")
     _, yv = load(pack, "validation")
+    from models.gpu_teacher import fold_of
+
+    fold = fold_of(y, 2, face_keys(x))  # what `gpu_teacher train --folds 2 --fold 1` holds out (pack positions)
     gpu = tmp_path / "gpu1.npz"
-    _fold_run(gpu, y, 2, 1, np.full((len(y), 7), 1 / 7), len(yv))
+    idx = np.flatnonzero(fold == 1)
+    meta = dict(arch="resnet", width=8, folds=2, fold=1)
+    np.savez(gpu, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), oof_idx=idx, oof_probs=np.full((len(idx), 7), 1 / 7),
+             oof_probs_tta=np.full((len(idx), 7), 1 / 7), val_probs_tta=np.full((len(yv), 7), 1 / 7))
     report = merge_oof([*files, gpu], pack, tmp_path / "mixed.npz")
-    assert report["nets"] == 3 and report["answers_per_face"] > 1.0
+    assert report["nets"] == 3
+    merged = np.load(tmp_path / "mixed.npz")
+    assert np.array_equal(merged["keys"], face_keys(x))  # in the pack's order
+    for k, f, row in zip(merged["keys"].tolist(), fold, merged["probs"]):
+        # fold 1: the Keras net's answer and the GPU net's (uniform) averaged; fold 0: the Keras answer alone
+        np.testing.assert_allclose(row, (want[k] + 1 / 7) / 2 if f == 1 else want[k], rtol=1e-4, atol=1e-6)
 
 
 def test_keras_answers_for_another_data_set_are_refused(kfold_runs, tmp_path, capsys):
@@ -109,6 +120,7 @@ def test_keras_answers_for_another_data_set_are_refused(kfold_runs, tmp_path, ca
     (["--folds", "3", "--fold", "3"], "I in 0..2"),
     (["--folds", "3", "--fold", "0", "--classes", "5"], "needs all 7 classes"),
     (["--folds", "3", "--fold", "0", "--teacher", "t.keras"], "not with --teacher"),
+    (["--folds", "3", "--fold", "0", "--soft-labels", "oof.npz"], "not with --soft-labels"),
 ])
 def test_fold_flags_of_the_trainer_are_one_sentence(tmp_path, fer_root, extra, message, capsys):
     assert _train(fer_root, tmp_path / "r", *extra) == 2
@@ -118,5 +130,8 @@ def test_fold_flags_of_the_trainer_are_one_sentence(tmp_path, fer_root, extra, m
 def test_a_fold_run_starts_only_from_its_own_folds_weights(kfold_runs, tmp_path, capsys):
     root, _, runs = kfold_runs
     assert _train(root, tmp_path / "a", "--folds", "2", "--fold", "1", "--init", str(runs[0] / "emotion.keras")) == 2
+    assert "did not hold out fold 1 of 2" in capsys.readouterr().err
+    # --resume with nothing to resume starts a new run: the same check
+    assert _train(root, tmp_path / "c", "--folds", "2", "--fold", "1", "--init", str(runs[0] / "emotion.keras"), "--resume") == 2
     assert "did not hold out fold 1 of 2" in capsys.readouterr().err
     assert _train(root, tmp_path / "b", "--folds", "2", "--fold", "1", "--init", str(runs[1] / "emotion.keras")) == 0

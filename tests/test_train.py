@@ -534,3 +534,17 @@ def test_consistency_training_pairs_every_batch_and_resumes(fer_root, tmp_path):
     state = json.loads((out / "train_state.json").read_text())
     assert state["options"]["consistency"] == 0.5 and "--consistency 0.5" in retrain_command(state["options"], "OUT")
     assert "--consistency" not in retrain_command({**state["options"], "consistency": 0.0}, "OUT")
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
+    """Beside accuracy in metrics, export reports and cards: a net that always says 'happy' scores FER2013's happy
+    share in accuracy but 1/7 here; a class absent from the data does not count."""
+    from models.evaluate import balanced_accuracy, classification_report
+
+    y = np.array([3] * 8 + [1] * 2 + [2] * 2)
+    always_happy = classification_report(y, np.full_like(y, 3), FER_CLASSES)
+    assert always_happy["accuracy"] == pytest.approx(8 / 12)
+    assert always_happy["balanced_accuracy"] == pytest.approx(1 / 3)  # 3 classes present: recalls 1, 0, 0
+    pred = y.copy()
+    pred[:4] = 0  # half the happy faces wrong, the rare ones all right
+    assert balanced_accuracy(classification_report(y, pred, FER_CLASSES)["confusion"]) == pytest.approx((0.5 + 1 + 1) / 3)
