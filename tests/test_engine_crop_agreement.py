@@ -21,14 +21,14 @@ def run(*args, timeout=300) -> subprocess.CompletedProcess:
 
 def test_crop_agreement_json_and_table(tiny_export_dir, fer_root, tmp_path):
     out = tmp_path / "ca.json"
-    proc = run("--model", tiny_export_dir, "--data", fer_root, "--n", 40, "--margins", "0.2,0.25", "--shifts=-0.05,0",
+    proc = run("--model", tiny_export_dir, "--data", fer_root, "--n", 40, "--margins", "0.1,0.25", "--shifts=-0.05,0",
                "--align", "both", "--keep-roll", "0,8", "--roll", 20, "--json", out, "--md", tmp_path / "ca.md")
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
     assert res["faces"] == 40 and 0 <= res["detected"] <= 40 and res["miss_rate"] == 1 - res["detected"] / 40
     # (align on: keep roll 0 and 8; align off) x 2 margins x 2 shifts
     assert len(res["rows"]) == 3 * 2 * 2 and sum(r["best"] for r in res["rows"]) == 1
-    assert [r["default"] for r in res["rows"]].count(True) == 1  # margin 0.25, shift -0.05, align on, keep 8
+    assert [r["default"] for r in res["rows"]].count(True) == 1  # margin 0.1, shift -0.05, align on, keep 8
     for r in res["rows"]:
         assert 0.0 <= r["agreement"] <= 1.0 and 0.0 <= r["engine_accuracy"] <= 1.0
     assert res["best"]["agreement"] == max(r["agreement"] for r in res["rows"])
