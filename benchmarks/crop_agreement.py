@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 from benchmarks import crop_scenes  # noqa: E402
 from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text  # noqa: E402
 from engine.cliargs import Parser, positive_int  # noqa: E402
+from engine.contract import sha256_file  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
@@ -329,6 +330,7 @@ def run(args: argparse.Namespace) -> dict:
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
                    if k not in ("json", "md") and (args.scenes == "hard" or k not in HARD_ONLY) and (args.tiles or k != "tiles")},
         "model": rel(str(rec.classifier.path)),
+        "model_sha256": sha256_file(rec.classifier.path),  # so a model card quotes it only beside this very file
         "labels": list(labels),
         "faces": n,
         "frames": len(frames),

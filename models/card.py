@@ -132,6 +132,11 @@ def quality_rows(m: dict, report: dict | None, crop: dict | None) -> list[str]:
         rec = f"; {_recall_text(int8['recall'])} recall" if int8.get("recall") else ""
         rows.append(f"| int8 TFLite (what the engine runs) | {int8['accuracy'] * 100:.2f}%{bal}{rec}; "
                     f"{int8['ms_per_face']:.3f} ms/face at batch 4 ({int8.get('cpu_class') or 'CPU class not recorded'}) |")
+    measured_on = {a.get("file"): a.get("sha256") for a in (report or {}).get("artifacts", {}).values()}
+    if crop and crop.get("model_sha256") and measured_on.get(Path(str(crop.get("model", ""))).name) != crop["model_sha256"]:
+        rows.append(f"| through the engine (hard crop benchmark) | not shown: {CROP_NAME} was measured on another "
+                    f"{Path(str(crop.get('model', ''))).name} (sha256 {crop['model_sha256'][:12]}); run the benchmark again |")
+        crop = None
     if crop:
         d = crop.get("default_crop", {})
         row = next((r for r in crop.get("rows", []) if r.get("default")), None)

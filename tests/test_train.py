@@ -548,3 +548,22 @@ def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
     pred = y.copy()
     pred[:4] = 0  # half the happy faces wrong, the rare ones all right
     assert balanced_accuracy(classification_report(y, pred, FER_CLASSES)["confusion"]) == pytest.approx((0.5 + 1 + 1) / 3)
+
+
+def test_card_quotes_the_hard_crop_benchmark_only_for_the_file_it_measured(tmp_path):
+    """crop_hard.json beside a model: its figures go into the card only when the file it ran is the one shipped."""
+    import shutil
+
+    from engine.contract import sha256_file
+    from models.card import write_card
+
+    run = tmp_path / "emonet_n"
+    shutil.copytree(REPO / "models" / "zoo" / "emonet_n", run)
+    crop = json.loads((run / "crop_hard.json").read_text())
+    for sha, shown in ((sha256_file(run / "emotion_int8.tflite"), True), ("0" * 64, False)):
+        crop["model_sha256"] = sha
+        (run / "crop_hard.json").write_text(json.dumps(crop))
+        card = write_card(run).read_text()
+        assert ("label = direct label on" in card) is shown
+        assert ("was measured on another emotion_int8.tflite" in card) is not shown
+    assert "| balanced accuracy |" in card and "disgust" in card.split("| balanced accuracy |")[1].splitlines()[0]
