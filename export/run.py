@@ -142,8 +142,8 @@ def export_model(
     val = faces.val
     log(f"running Keras on {len(val)} validation faces...")
     keras_probs = keras_probabilities(model, val.x)
-    keras_acc = float((keras_probs.argmax(1) == val.y).mean())
-    keras_balanced = classification_report(val.y, keras_probs.argmax(1), val.labels)["balanced_accuracy"]
+    keras_quality = classification_report(val.y, keras_probs.argmax(1), val.labels)
+    keras_acc, keras_balanced = keras_quality["accuracy"], keras_quality["balanced_accuracy"]
 
     out_abs = out.resolve()
     previous = _previous_export(out)

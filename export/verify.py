@@ -58,7 +58,7 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
         "file": path.name,
         "bytes": path.stat().st_size,
         "size_kb": round(path.stat().st_size / 1024, 1),
-        "accuracy": float((pred == val.y).mean()),
+        "accuracy": quality["accuracy"],
         "balanced_accuracy": quality["balanced_accuracy"],
         "recall": {c: round(v["recall"], 4) for c, v in quality["per_class"].items()},
         "agreement": float(same.mean()),

@@ -133,7 +133,7 @@ def soft_labels(ds: Dataset, path: str | Path) -> np.ndarray:
     file. Faces are found by their pixels (models.gpu_teacher.face_keys), not by position: the pack and
     models.data read the class folders in different orders. Identical faces (FER2013 has duplicates) get
     the mean of their labels. Classes outside `ds.labels` are dropped and each row renormalised."""
-    from models.gpu_teacher import face_keys
+    from models.gpu_teacher import face_keys, find_keys
 
     keys, probs, names = read_soft_labels(path)
     missing = [c for c in ds.labels if c not in names]
@@ -145,8 +145,7 @@ def soft_labels(ds: Dataset, path: str | Path) -> np.ndarray:
     np.add.at(total, inv, probs)
     total /= np.bincount(inv, minlength=len(uniq))[:, None]
     want = face_keys(ds.x)
-    pos = np.searchsorted(uniq, want).clip(0, len(uniq) - 1)
-    found = uniq[pos] == want
+    pos, found = find_keys(uniq, want)
     if not found.all():
         raise UserError(f"--soft-labels {path}: {int((~found).sum())} of {len(want)} training faces have no label "
                         "(made from another training set?)")

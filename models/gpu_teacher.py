@@ -132,6 +132,15 @@ def face_keys(x: np.ndarray) -> np.ndarray:
     return np.array([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") for r in flat], np.uint64)
 
 
+def find_keys(uniq: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in `uniq`, found?) of each of `want`'s face keys; `uniq` sorted and unique (np.unique).
+    The one lookup of keyed answers: soft labels for a training set, a Keras fold's answers in a pack."""
+    if not len(uniq):
+        return np.zeros(len(want), np.int64), np.zeros(len(want), bool)
+    pos = np.searchsorted(uniq, want).clip(0, len(uniq) - 1)
+    return pos, uniq[pos] == want
+
+
 # ---------------------------------------------------------------------------- nets
 def _nets():
     import torch.nn as nn
@@ -351,8 +360,7 @@ def _by_keys(keys: np.ndarray, probs: np.ndarray, pack_keys: np.ndarray, f: Path
     the pack gets its answer (identical pixels, identical answer). `every`: each pack face must have one
     (validation), else the run answered for another data set."""
     uniq, first = np.unique(keys, return_index=True)
-    pos = np.searchsorted(uniq, pack_keys).clip(0, max(len(uniq) - 1, 0))
-    hit = uniq[pos] == pack_keys if len(uniq) else np.zeros(len(pack_keys), bool)
+    pos, hit = find_keys(uniq, pack_keys)
     if not np.isin(uniq, pack_keys).all() or (every and not hit.all()):
         raise UserError(f"{f} answered for faces that are not in {pack_file} (trained on another data set?)")
     return np.flatnonzero(hit), probs[first[pos[hit]]]
