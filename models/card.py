@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m models.card", description="Write MODEL_CARD.md for a training run, optionally ship it.")
     p.add_argument("run", help="a run folder (labels.json, metrics.json, optionally export_report.json)")
     p.add_argument("--title", help="card title (default: arch and class count)")
-    p.add_argument("--ship", metavar="DEST", help="also copy the model, exports and card to DEST (e.g. models/zoo/emonet_n)")
+    p.add_argument("--ship", metavar="DEST", help="also copy the model, exports and card to DEST (e.g. models/parents/emonet_n)")
     args = p.parse_args(argv)
     run = Path(args.run)
     if not run.is_dir():

@@ -11,7 +11,7 @@ from engine.errors import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = REPO / "models" / "zoo" / "emonet_f" / "emotion_int8.tflite"  # the default (fast) model
-EMONET_N = REPO / "models" / "zoo" / "emonet_n" / "emotion_int8.tflite"  # the design the fast nets halve
+EMONET_N = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"  # the design the fast nets halve
 
 needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed (.ci/run installs it)")
 
@@ -32,7 +32,7 @@ def test_counts_are_exact_per_face_and_on_the_avx2_path():
 def test_a_calibration_file_predicts_its_own_measurement_and_the_report_has_every_row(tmp_path, monkeypatch):
     import benchmarks.avx2_cost as ac
 
-    monkeypatch.setattr(ac, "CALIBRATION", {"models/zoo/emonet_n/emotion_int8.tflite": (4, 1.19), "fer": (1, 1.16)})
+    monkeypatch.setattr(ac, "CALIBRATION", {"models/parents/emonet_n/emotion_int8.tflite": (4, 1.19), "fer": (1, 1.16)})
     monkeypatch.setattr(ac, "find_fer_model", lambda: None)
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
     assert cli_main(ac.main, ["--model", str(EMONET_N), "--json", str(out_json), "--md", str(out_md)]) == 0
@@ -40,7 +40,7 @@ def test_a_calibration_file_predicts_its_own_measurement_and_the_report_has_ever
 
     res = json.loads(out_json.read_text())
     (row,) = res["rows"]
-    assert row["calibration"] == "models/zoo/emonet_n/emotion_int8.tflite"
+    assert row["calibration"] == "models/parents/emonet_n/emotion_int8.tflite"
     assert row["avx2_ms"]["predicted"] == pytest.approx(1.19) and row["x_fer"]["predicted"] == pytest.approx(1.16 / 1.19)
     assert "avx2" in out_md.read_text() and "emonet_n int8" in out_md.read_text()
 

@@ -114,7 +114,7 @@ def test_match_gives_each_face_its_best_detection_once():
 def test_crop_agreement_hard_writes_per_setting_results(fer_root, tmp_path):
     out = tmp_path / "hard.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "crop_agreement.py"), "--scenes", "hard",
-                           "--model", str(REPO / "models" / "zoo" / "emonet_n"), "--data", str(fer_root), "--n", "24",
+                           "--model", str(REPO / "models" / "zoo" / "emonet_f"), "--data", str(fer_root), "--n", "24",
                            "--margins", "0.1,0.25", "--shifts=-0.05", "--align", "on", "--json", str(out), "--md", str(tmp_path / "hard.md")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

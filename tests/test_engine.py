@@ -9,7 +9,7 @@ is reported; a stage stuck forever trips the watchdog; memory stays flat over a 
 Every pipeline run is bounded (`run_bounded`), so a hang fails a test instead of the suite.
 
 Models: `tiny_export_dir` (conftest: a 1-epoch model, right shapes, poor accuracy) for the
-plumbing; the shipped models/zoo/emonet_n where the answer must be right (astronaut: happy).
+plumbing; the shipped models (models/zoo) where the answer must be right (astronaut: happy).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from engine import timing
 from engine.timing import ms_per_call, ms_per_face
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "models" / "zoo" / "emonet_n"
+SHIPPED = REPO / "models" / "zoo" / "emonet_f"
 ONE_FILE = ("labels.json", "emotion_int8.tflite")
 
 

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "int8_check.py"
 QEMU = shutil.which("qemu-x86_64")
 FAST = "emonet_f"  # the default (fast) model of the zoo
-SATURATES = "emonet_n"  # the model whose full-range U8S8 ONNX file failed on AVX2
+SATURATES = "emonet_n"  # emonet_f's prune source (models/parents): the model whose full-range U8S8 ONNX file failed on AVX2
 
 
 def _faces(fer_root: Path) -> int:
@@ -79,7 +79,7 @@ def test_the_check_catches_full_range_onnx_weights_on_avx2(tmp_path):
 
     from models.data import load_split
 
-    zoo = REPO / "models" / "zoo" / SATURATES
+    zoo = REPO / "models" / "parents" / SATURATES
     model = tmp_path / "full_range"
     model.mkdir()
     for name in ("labels.json", "emotion_fp32.tflite", "emotion_int8.tflite"):

@@ -31,7 +31,7 @@ import pytest
 from fakes import MEDIA, TWO_FACE_CLIP, two_face_frame
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "models" / "zoo" / "emonet_n"
+SHIPPED = REPO / "models" / "zoo" / "emonet_f"
 TOKEN = "s3cret-token"
 
 

@@ -269,7 +269,7 @@ def test_teacher_pool_labels_augmented_copies_once_and_trains_on_them(fer_root, 
     from engine.classifier import open_model_file
     from models.data import load_arrays
 
-    teacher = REPO / "models" / "zoo" / "emonet_n" / "emotion_int8.tflite"
+    teacher = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"
     cache = tmp_path / "cache"
     cmd = [sys.executable, "-m", "models.train", "--data", str(fer_root), "--arch", "emonet_n", "--epochs", "1",
            "--limit", "6", "--precision", "float32", "--no-jit", "--cache-dir", str(cache),
@@ -312,7 +312,7 @@ def test_clean_pool_targets_give_every_framing_of_a_face_one_answer(fer_root, tm
     from models.data import load_split
     from models.distill import teacher_pool
 
-    teacher = REPO / "models" / "zoo" / "emonet_n" / "emotion_int8.tflite"
+    teacher = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"
     ds = load_split(fer_root, "train", cache_dir=tmp_path / "cache", quiet=True)
     x, y, p = teacher_pool(ds, str(teacher), 2, "framing", 0.3, seed=4, cache_dir=tmp_path / "cache", targets="clean")
     n = len(ds)
@@ -337,7 +337,7 @@ def test_mirror_pool_targets_average_each_view_with_its_mirror_image(fer_root, t
     from models.data import load_split
     from models.distill import teacher_pool
 
-    teacher = REPO / "models" / "zoo" / "emonet_n" / "emotion_int8.tflite"
+    teacher = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"
     ds = load_split(fer_root, "train", cache_dir=tmp_path / "cache", quiet=True)
     x, _, p = teacher_pool(ds, str(teacher), 2, "light", 0.0, seed=4, cache_dir=tmp_path / "cache", targets="mirror")
     xv, _, pv = teacher_pool(ds, str(teacher), 2, "light", 0.0, seed=4, cache_dir=tmp_path / "cache", targets="view")
@@ -461,7 +461,7 @@ def test_shipped_emonet_f_card_retrains_it_from_a_checkout():
     assert spec["arch"] == "emonet_f" and spec["extra"]["options"]["arch"] == "emonet_f"
     assert "git show 81b72a2:models/zoo/emonet_s_steady/$f > runs/emonet_s_steady_81b72a2/$f" in card
     assert "python -m models.ensemble runs/emonet_s_81b72a2 runs/emonet_s_steady_81b72a2 --out runs/ens" in card
-    assert "python -m models.prune --model models/zoo/emonet_n/emotion.keras --arch emonet_f" in card
+    assert "python -m models.prune --model models/parents/emonet_n/emotion.keras --arch emonet_f" in card
     assert card.count("python -m models.train ") >= 8 + 1  # the eight stages (+ the generated last-stage command)
     assert "--ship models/zoo/emonet_f" in card and "**The default fast model**" in card
     acc = json.loads((zoo / "metrics.json").read_text())["accuracy"]
@@ -558,7 +558,7 @@ def test_card_quotes_the_hard_crop_benchmark_only_for_the_file_it_measured(tmp_p
     from models.card import write_card
 
     run = tmp_path / "emonet_n"
-    shutil.copytree(REPO / "models" / "zoo" / "emonet_n", run)
+    shutil.copytree(REPO / "models" / "parents" / "emonet_n", run)
     crop = json.loads((run / "crop_hard.json").read_text())
     for sha, shown in ((sha256_file(run / "emotion_int8.tflite"), True), ("0" * 64, False)):
         crop["model_sha256"] = sha
