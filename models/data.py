@@ -183,3 +183,18 @@ def load_split(
     else:
         x, y = hit
     return Dataset(x=x, y=y, labels=tuple(classes), source=str(src))
+
+
+def face_keys(x: np.ndarray) -> np.ndarray:
+    """A 64-bit digest of each face's pixels: how soft labels find their face in a split that another
+    loader decoded in another order (this module sorts class folders by name, `models.gpu_teacher pack`
+    keeps FER order), and how copies of one face are found across splits."""
+    flat = np.ascontiguousarray(x.reshape(len(x), -1), np.uint8)
+    return np.array([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") for r in flat], np.uint64)
+
+
+def seen_mask(faces: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """True for each face whose exact pixels also occur in `other`. Why: FER2013 has copies across its
+    splits (280 of the 3,589 PublicTest faces are training faces, 267 with the same label), and a net
+    that memorised its training faces scores ~90% on those; accuracy on the rest is what it has learnt."""
+    return np.isin(face_keys(faces), face_keys(other))

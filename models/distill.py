@@ -130,10 +130,11 @@ def read_soft_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str
 
 def soft_labels(ds: Dataset, path: str | Path) -> np.ndarray:
     """One soft label per face of `ds` (its classes, in its order) from a `python -m models.gpu_teacher oof`
-    file. Faces are found by their pixels (models.gpu_teacher.face_keys), not by position: the pack and
+    file. Faces are found by their pixels (models.data.face_keys), not by position: the pack and
     models.data read the class folders in different orders. Identical faces (FER2013 has duplicates) get
     the mean of their labels. Classes outside `ds.labels` are dropped and each row renormalised."""
-    from models.gpu_teacher import face_keys, find_keys
+    from models.data import face_keys
+    from models.gpu_teacher import find_keys
 
     keys, probs, names = read_soft_labels(path)
     missing = [c for c in ds.labels if c not in names]

@@ -46,6 +46,7 @@ import numpy as np
 
 from engine.contract import FACE_SIZE, FER_CLASSES, ModelSpec, sha256_file
 from engine.errors import UserError, cli_main
+from models.data import face_keys
 
 CLASSES = FER_CLASSES
 SPLITS = ("train", "validation")
@@ -121,15 +122,6 @@ def fold_of(y: np.ndarray, folds: int, keys: np.ndarray | None = None) -> np.nda
         idx = np.flatnonzero(gclass == c)
         gfold[rng.permutation(idx)] = np.arange(len(idx)) % folds
     return gfold[group]
-
-
-def face_keys(x: np.ndarray) -> np.ndarray:
-    """A 64-bit digest of each face's pixels: how soft labels find their face in a split that another
-    loader decoded in another order (models.data sorts class folders by name, `pack` by FER order)."""
-    import hashlib
-
-    flat = np.ascontiguousarray(x.reshape(len(x), -1), np.uint8)
-    return np.array([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") for r in flat], np.uint64)
 
 
 def find_keys(uniq: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,8 +20,8 @@ import numpy as np
 from engine.contract import FER_CLASSES
 from engine.errors import UserError
 from engine.preprocess import flip_average
-from models.data import Dataset
-from models.gpu_teacher import face_keys, fold_of
+from models.data import Dataset, face_keys
+from models.gpu_teacher import fold_of
 
 #: what a run writes beside emotion.keras: its answers for the held-out fold and for validation
 ANSWERS_NAME = "fold_answers.npz"

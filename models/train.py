@@ -32,6 +32,7 @@ from engine.keras_io import load_keras  # noqa: E402
 from models.augment import LEVELS  # noqa: E402
 from models.batches import class_weights, make_dataset  # noqa: E402,F401 - make_dataset: also imported from here
 from models.checkpoint import BEST_NAME, FINAL_NAME, LAST_NAME, STATE_NAME, Checkpoint, load_state, save_model_atomic, write_json  # noqa: E402
+from models.data import seen_mask  # noqa: E402
 from models.distill import TARGETS, soft_labels, teacher_pool  # noqa: E402
 from models.speed import JIT_CHOICES, SpeedChoice, choose, label, legacy_choice, normalize_jit  # noqa: E402
 
@@ -198,7 +199,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
             callbacks=[checkpoint.callback()],
             verbose=1 if sys.stderr.isatty() else 2,
         )
-    _finalize(model, opts, out, speed, macs, history, checkpoint.best, val_ds, held)
+    _finalize(model, opts, out, speed, macs, history, checkpoint.best, val_ds, held, seen_mask(val_ds.x, train_ds.x))
     return out
 
 
@@ -314,8 +315,9 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
 
 
 def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: int, history: dict, best: float, val_ds,
-              held=None) -> None:
-    """The best epoch's model as float32 emotion.keras, labels.json, history, evaluation, export and card."""
+              held=None, seen=None) -> None:
+    """The best epoch's model as float32 emotion.keras, labels.json, history, evaluation, export and card;
+    `seen` marks the validation faces that are copies of this run's training faces."""
     best_model = load_keras(out / BEST_NAME) if (out / BEST_NAME).exists() else model
     final = _float32_copy(best_model, opts.arch, len(opts.classes))
     save_model_atomic(final, out / FINAL_NAME)
@@ -336,7 +338,7 @@ def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: in
 
     from models.evaluate import evaluate_model
 
-    evaluate_model(final, val_ds, out, history=history, flip_tta=False)
+    evaluate_model(final, val_ds, out, history=history, flip_tta=False, seen=seen)
     if held is not None:
         from models.kfold import ANSWERS_NAME, write_answers
 
