@@ -39,7 +39,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="a model file, or an export directory (the --backend/--precision file is picked); shipped: "
                         "models/zoo/emonet_f (fast, the default: 2x fer's model per face even on plain AVX2 and a Pi 4), "
-                        "models/parents/emonet_n (the previous fast net: 0.03 points more accurate in int8, about half as fast), "
+                        "in a checkout also models/parents/emonet_n (the previous fast net: 0.03 points more accurate in int8, about half as fast), "
                         "models/zoo/emonet_s (accurate and steady: 68.4%% int8, the best engine accuracy, ~20x the "
                         "fast net's time per face) [models/zoo/emonet_f]")
     m.add_argument("--precision", default="int8", help=f"which export to pick from a directory: {', '.join(PRECISIONS)} [int8]")

@@ -122,15 +122,13 @@ def quality_rows(m: dict, report: dict | None, crop: dict | None) -> list[str]:
     """Card rows beyond plain accuracy: balanced accuracy and the rare classes' recall (float and the
     int8 file the engine runs), speed with its CPU class, and agreement through the engine on the
     hard crop benchmark when it was measured."""
-    from models.evaluate import balanced_accuracy
+    from models.evaluate import balanced_accuracy, unseen_text
 
     rows = [f"| balanced accuracy | {balanced_accuracy(m['confusion']) * 100:.2f}% (mean per-class recall; "
             f"{_recall_text({c: v['recall'] for c, v in m['per_class'].items()})} recall) |"]
-    u = m.get("unseen")
-    if u and u.get("seen_faces"):
-        rows.append(f"| faces not copied from training | {u['accuracy'] * 100:.2f}% of {u['faces']:,} (balanced "
-                    f"{u['balanced_accuracy'] * 100:.2f}%); {u['seen_accuracy'] * 100:.1f}% on the {u['seen_faces']} validation "
-                    f"faces that are pixel copies of training faces (what memorising scores) |")
+    unseen = unseen_text(m.get("unseen"))
+    if unseen:
+        rows.append(f"| faces not copied from training | {unseen} |")
     int8 = (report or {}).get("artifacts", {}).get("tflite-int8")
     if int8:
         bal = f", balanced {int8['balanced_accuracy'] * 100:.2f}%" if int8.get("balanced_accuracy") is not None else ""

@@ -132,12 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data:
         from engine.keras_io import load_keras
         from models.data import load_split
-        from models.evaluate import evaluate_model
+        from models.evaluate import evaluate_model, seen_in_train
 
         ds = load_split(args.data, "validation", parse_classes(",".join(spec.labels)))
         model = load_keras(out / FINAL_NAME)
+        seen = seen_in_train(args.data, ds)
         for tta in (False, True) if args.tta else (False,):
-            m = evaluate_model(model, ds, out, flip_tta=tta)
+            m = evaluate_model(model, ds, out, flip_tta=tta, seen=seen)
             print(f"validation accuracy{' (flip TTA)' if tta else ''}: {m['accuracy'] * 100:.2f}%")
     return 0
 

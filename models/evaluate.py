@@ -58,17 +58,42 @@ def unseen_report(y_true: np.ndarray, y_pred: np.ndarray, seen: np.ndarray, labe
     """Accuracy apart on the faces that are copies of training faces (`seen`, models.data.seen_mask) and on
     the rest: what a net learnt, not what it memorised (FER2013's PublicTest holds 280 training faces)."""
     rest = classification_report(y_true[~seen], y_pred[~seen], labels)
-    return {"faces": rest["n"], "accuracy": rest["accuracy"], "balanced_accuracy": rest["balanced_accuracy"],
+    some = rest["n"] > 0  # none left: every face is a copy (a CSV without a Usage column puts each row in every split)
+    return {"faces": rest["n"], "accuracy": rest["accuracy"] if some else None,
+            "balanced_accuracy": rest["balanced_accuracy"] if some else None,
             "seen_faces": int(seen.sum()), "seen_accuracy": float((y_true[seen] == y_pred[seen]).mean()) if seen.any() else None}
+
+
+def unseen_text(u: dict | None) -> str | None:
+    """The one sentence the report and the card print about `unseen_report`'s figures (None: nothing to say)."""
+    if not u or not u.get("seen_faces"):
+        return None
+    if u["accuracy"] is None:
+        return f"all {u['seen_faces']} faces are copies of training faces ({u['seen_accuracy'] * 100:.1f}% right): no unseen figure"
+    return (f"{u['accuracy'] * 100:.2f}% on the {u['faces']:,} faces that are not copies of training faces (balanced "
+            f"{u['balanced_accuracy'] * 100:.2f}%); {u['seen_accuracy'] * 100:.1f}% on the {u['seen_faces']:,} copies "
+            f"(what memorising scores)")
+
+
+def seen_in_train(data: str | Path, ds, cache_dir: str | Path | None = None) -> np.ndarray | None:
+    """`seen` for `unseen_report`: which faces of `ds` (a validation or test split) are pixel copies of `data`'s
+    training faces; None with a one-line note where `data` has no training split. The one place evaluate,
+    interpolate and ensemble find them."""
+    from models.data import load_split, seen_mask
+
+    try:
+        return seen_mask(ds.x, load_split(data, "train", ds.labels, cache_dir, quiet=True).x)
+    except UserError as exc:  # the plain figures still stand
+        print(f"note: no accuracy on unseen faces ({exc})", file=sys.stderr)
+        return None
 
 
 def format_report(metrics: dict) -> str:
     lines = [f"accuracy {metrics['accuracy'] * 100:.2f}% on {metrics['n']} faces (balanced accuracy "
              f"{balanced_accuracy(metrics['confusion']) * 100:.2f}%, macro F1 {metrics['macro_f1']:.3f})"]
-    u = metrics.get("unseen")
-    if u and u["seen_faces"]:
-        lines.append(f"accuracy {u['accuracy'] * 100:.2f}% on the {u['faces']} faces that are not copies of training faces "
-                     f"(balanced {u['balanced_accuracy'] * 100:.2f}%; {u['seen_accuracy'] * 100:.1f}% on the {u['seen_faces']} copies)")
+    unseen = unseen_text(metrics.get("unseen"))
+    if unseen:
+        lines.append(f"accuracy {unseen}")
     lines += [f"{'class':<10}{'precision':>10}{'recall':>8}{'f1':>7}{'support':>9}"]
     for name, v in metrics["per_class"].items():
         lines.append(f"{name:<10}{v['precision']:>10.3f}{v['recall']:>8.3f}{v['f1']:>7.3f}{v['support']:>9d}")
@@ -174,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from engine.keras_io import load_keras
-    from models.data import load_split, seen_mask
+    from models.data import SPLIT_ALIASES, load_split
 
     model_path = Path(args.model)
     if not model_path.is_file():
@@ -185,12 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else model_path.parent
     hist_path = model_path.parent / "history.json"
     history = json.loads(hist_path.read_text()) if hist_path.exists() else None
-    seen = None
-    if args.split != "train" and not args.no_unseen:
-        try:
-            seen = seen_mask(ds.x, load_split(args.data, "train", ds.labels, args.cache_dir, quiet=True).x)
-        except UserError as exc:  # a source with this split only: the plain figures still stand
-            print(f"note: no accuracy on unseen faces ({exc})", file=sys.stderr)
+    is_train = args.split.lower() in SPLIT_ALIASES["train"]
+    seen = None if is_train or args.no_unseen else seen_in_train(args.data, ds, args.cache_dir)
     evaluate_model(model, ds, out, history=history, flip_tta=args.tta, seen=seen)
     print(f"wrote {out / ('metrics_tta.json' if args.tta else 'metrics.json')}")
     return 0

@@ -155,10 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (f", logits + {np.round(shift, 3).tolist()}" if shift.any() else ""))
     if args.data:
         from models.data import load_split
-        from models.evaluate import evaluate_model
+        from models.evaluate import evaluate_model, seen_in_train
 
-        m = evaluate_model(load_keras(out / "emotion.keras"), load_split(args.data, "validation", tuple(labels), args.cache_dir,
-                                                                          quiet=True), out)
+        val = load_split(args.data, "validation", tuple(labels), args.cache_dir, quiet=True)
+        m = evaluate_model(load_keras(out / "emotion.keras"), val, out, seen=seen_in_train(args.data, val, args.cache_dir))
         print(f"validation accuracy {m['accuracy'] * 100:.2f}%, balanced {m['balanced_accuracy'] * 100:.2f}%")
     return 0
 

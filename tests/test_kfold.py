@@ -65,9 +65,8 @@ def test_a_keras_fold_holds_out_the_gpu_tools_fold_and_answers_only_it(kfold_run
 
 
 def test_oof_merges_keras_folds_alone_and_beside_a_gpu_fold(kfold_runs, tmp_path):
-    from models.data import load_split
+    from models.data import face_keys, load_split
     from models.distill import soft_labels
-    from models.data import face_keys
     from models.gpu_teacher import load, merge_oof
     from models.kfold import ANSWERS_NAME
 

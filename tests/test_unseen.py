@@ -33,7 +33,7 @@ def test_seen_mask_finds_exact_copies_only(fer_root):
 
 
 def test_unseen_report_splits_the_faces():
-    from models.evaluate import format_report, unseen_report, classification_report
+    from models.evaluate import classification_report, format_report, unseen_report
 
     y = np.array([0, 1, 2, 0, 1])
     pred = np.array([0, 1, 0, 1, 1])
@@ -43,7 +43,13 @@ def test_unseen_report_splits_the_faces():
     assert u["accuracy"] == pytest.approx(1 / 3)
     assert u["balanced_accuracy"] == pytest.approx((0 + 1 + 0) / 3)
     m = {**classification_report(y, pred, ("a", "b", "c")), "unseen": u}
-    assert "33.33% on the 3 faces that are not copies of training faces" in format_report(m)
+    assert "accuracy 33.33% on the 3 faces that are not copies of training faces" in format_report(m)
+    every = unseen_report(y, pred, np.ones(5, bool), ("a", "b", "c"))  # e.g. a CSV without Usage: one set in every split
+    assert every["faces"] == 0 and every["accuracy"] is None and every["seen_accuracy"] == pytest.approx(0.6)
+    assert "all 5 faces are copies of training faces" in format_report({**m, "unseen": every})
+    none = unseen_report(y, pred, np.zeros(5, bool), ("a", "b", "c"))
+    assert none["seen_faces"] == 0 and none["seen_accuracy"] is None
+    assert "copies" not in format_report({**m, "unseen": none})
 
 
 @pytest.mark.skipif(not HAVE_TF, reason="training needs tensorflow (pip install '.[train]')")
@@ -75,7 +81,8 @@ def test_training_and_evaluate_report_accuracy_on_faces_not_copied_from_training
     u = json.loads((run / "metrics.json").read_text())["unseen"]
     assert u["seen_faces"] == expected and u["faces"] == 7 * 4 + 2 - expected
     card = write_card(run).read_text()
-    assert f"on the {expected} validation faces that are pixel copies of training faces" in card
+    assert f"| faces not copied from training | {u['accuracy'] * 100:.2f}% on the {u['faces']} faces" in card
+    assert f"on the {expected} copies (what memorising scores) |" in card
 
     r = subprocess.run([sys.executable, "-m", "models.evaluate", "--model", str(run / "emotion.keras"), "--data", str(tree),
                         "--out", str(tmp_path / "ev"), "--cache-dir", str(tmp_path / "cache")],
@@ -87,3 +94,22 @@ def test_training_and_evaluate_report_accuracy_on_faces_not_copied_from_training
                         "--out", str(tmp_path / "ev2"), "--cache-dir", str(tmp_path / "cache"), "--no-unseen"],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "unseen" not in json.loads((tmp_path / "ev2" / "metrics.json").read_text())
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="evaluation of a Keras model needs tensorflow")
+def test_evaluate_without_a_training_split_says_so_in_one_note(fer_root, tmp_path):
+    """Only validation/ here (a user's own labelled set): the usual report, one note, no unseen figure."""
+    from models.train import TrainOptions, train
+
+    run = train(TrainOptions(data=str(fer_root), out=str(tmp_path / "run"), arch="seed5", epochs=1, limit=10,
+                             precision="float32", jit=False, cache_dir=str(tmp_path / "cache")))
+    only_val = tmp_path / "only_val"
+    shutil.copytree(fer_root / "validation", only_val / "validation")
+    r = subprocess.run([sys.executable, "-m", "models.evaluate", "--model", str(run / "emotion.keras"), "--data", str(only_val),
+                        "--out", str(tmp_path / "ev"), "--cache-dir", str(tmp_path / "cache")],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "no accuracy on unseen faces" in notes[0] and "Traceback" not in r.stderr
+    assert "accuracy" in r.stdout and "not copies" not in r.stdout
+    assert "unseen" not in json.loads((tmp_path / "ev" / "metrics.json").read_text())
