@@ -162,7 +162,20 @@ def _nets():
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop), nn.Linear(cin, len(CLASSES))]
         return nn.Sequential(*layers)
 
-    return {"resnet": resnet}
+    def vgg(width: int, drop: float = 0.4):
+        """VGG layout (two 3x3 convs per stage, max-pooling, a wide dense head; no skip connections), the
+        design behind FER2013's best published single nets: a second architecture whose mistakes differ
+        from the ResNet's, so that out-of-fold labels averaged over both are better than either's."""
+        w = [width, 2 * width, 4 * width, 8 * width]
+        layers, cin = [], 1
+        for c in w:
+            layers += [*conv_bn(cin, c), nn.ReLU(inplace=True), *conv_bn(c, c), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            cin = c
+        layers += [nn.Flatten(), nn.Dropout(drop), nn.Linear(cin * 3 * 3, 16 * width), nn.BatchNorm1d(16 * width),
+                   nn.ReLU(inplace=True), nn.Dropout(drop), nn.Linear(16 * width, len(CLASSES))]
+        return nn.Sequential(*layers)
+
+    return {"resnet": resnet, "vgg": vgg}
 
 
 def build(arch: str, width: int):
@@ -459,8 +472,9 @@ def run(argv=None) -> None:
     a = sub.add_parser("train", help="train one net for a fixed time (GPU if there is one)")
     a.add_argument("--data", type=Path, required=True, help="the .npz that `pack` wrote")
     a.add_argument("--out", type=Path, required=True, help=".npz with the kept weights and validation probabilities")
-    a.add_argument("--arch", choices=("resnet",), default="resnet",
-                   help="a VGG (2 convs x 4 stages, 512-wide head) was tried and stuck at chance (lr 0.05): removed")
+    a.add_argument("--arch", choices=("resnet", "vgg"), default="resnet",
+                   help="resnet (ResNet-18 layout) or vgg (2 convs x 4 stages, BatchNorm after every layer and in the "
+                        "dense head: an earlier VGG without it stuck at chance at lr 0.05)")
     a.add_argument("--width", type=int, default=48, help="first stage's channels (doubling per stage)")
     a.add_argument("--minutes", type=float, default=6.0, help="training time; the cosine schedule runs on this clock")
     a.add_argument("--lr", type=float, default=0.1)

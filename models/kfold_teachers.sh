@@ -16,19 +16,24 @@ PACK=${PACK:-runs/fer_pack.npz}
 K=${K:-4}
 MINUTES=${MINUTES:-7}
 WIDTH=${WIDTH:-48}
+ARCHS=${ARCHS:-resnet}   # several ("resnet vgg"): K folds each, all at once; the labels average every net that never saw a face
 OUT=${OUT:-runs/kfold}
 mkdir -p "$OUT"
 [ -f "$PACK" ] || { echo "error: no pack at $PACK (python -m models.gpu_teacher pack --data DATA --out $PACK)" >&2; exit 2; }
 pids=()
-for i in $(seq 0 $((K - 1))); do
-  $PY -m models.gpu_teacher train --data "$PACK" --out "$OUT/fold$i.npz" --folds "$K" --fold "$i" --seed "$i" \
-    --minutes "$MINUTES" --width "$WIDTH" ${LIMIT:+--limit "$LIMIT"} > "$OUT/fold$i.log" 2>&1 &
-  pids+=($!)
+folds=""
+for a in $ARCHS; do
+  for i in $(seq 0 $((K - 1))); do
+    name=$( [ "$a" = resnet ] && echo "fold$i" || echo "${a}_fold$i" )   # resnet keeps the names of the first leases
+    $PY -m models.gpu_teacher train --data "$PACK" --out "$OUT/$name.npz" --arch "$a" --folds "$K" --fold "$i" --seed "$i" \
+      --minutes "$MINUTES" --width "$WIDTH" ${LIMIT:+--limit "$LIMIT"} > "$OUT/$name.log" 2>&1 &
+    pids+=($!)
+    folds="$folds $OUT/$name.npz"
+  done
 done
 fail=0
 for p in "${pids[@]}"; do wait "$p" || fail=1; done
-tail -n 3 "$OUT"/fold*.log
+tail -n 3 "$OUT"/*fold*.log
 [ "$fail" = 0 ] || { echo "error: a fold failed (logs in $OUT)" >&2; exit 1; }
-folds=$(for i in $(seq 0 $((K - 1))); do echo "$OUT/fold$i.npz"; done)
 $PY -m models.gpu_teacher oof $folds --data "$PACK" --out "$OUT/oof.npz" | tee "$OUT/oof.log"
 $PY -m models.gpu_teacher onnx $folds --out "$OUT/teacher/emotion.onnx"

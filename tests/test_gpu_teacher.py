@@ -140,11 +140,15 @@ def test_kfold_script_trains_labels_and_exports_on_the_cpu(tmp_path, faces):
     root = _jpeg_tree(tmp_path / "fer", faces)
     pack = tmp_path / "fer.npz"
     assert cli_main(run, ["pack", "--data", str(root), "--out", str(pack)]) == 0
-    env = dict(os.environ, PY=sys.executable, PACK=str(pack), K="2", MINUTES="0.02", WIDTH="4", OUT=str(tmp_path / "kf"))
+    env = dict(os.environ, PY=sys.executable, PACK=str(pack), K="2", MINUTES="0.02", WIDTH="4", OUT=str(tmp_path / "kf"),
+               ARCHS="resnet vgg")
     r = subprocess.run(["bash", "models/kfold_teachers.sh"], env=env, capture_output=True, text=True, timeout=600,
                        cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "kf" / "oof.npz").is_file() and (tmp_path / "kf" / "teacher" / "emotion.onnx").is_file()
+    # two architectures x two folds: every face labelled by the two nets that never saw it, averaged
+    assert sorted(p.name for p in (tmp_path / "kf").glob("*fold?.npz")) == ["fold0.npz", "fold1.npz", "vgg_fold0.npz", "vgg_fold1.npz"]
+    assert "resnet" in r.stdout and "vgg" in r.stdout
 
 
 def test_identical_faces_share_a_fold():
