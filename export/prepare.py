@@ -131,11 +131,12 @@ class Faces:
     calib_x: np.ndarray  #: class-stratified training faces for int8 calibration (0 and 255 present)
     pixel_range: list[int]  #: their pixel range before pinning
     val: Dataset  #: the validation faces every file is verified on
+    val_seen: np.ndarray | None = None  #: which of them are pixel copies of training faces (models.data.seen_mask)
 
 
 def load_faces(calib_path: Path, labels: tuple[str, ...], calib_size: int, verify_size: int | None,
                cache_dir: str | os.PathLike | None) -> Faces:
-    from models.data import load_split
+    from models.data import load_split, seen_mask
 
     log(f"loading calibration and validation faces from {calib_path}...")
     train = load_split(calib_path, "train", labels, cache_dir, quiet=True)
@@ -151,4 +152,4 @@ def load_faces(calib_path: Path, labels: tuple[str, ...], calib_size: int, verif
         # 0..255 (one pixel each) gives scale 1.0 / zero point 0 so raw bytes go straight in.
         calib_x[0, 0, 0, 0], calib_x[0, 0, 1, 0] = 0, 255
         log(f"  calibration faces span {pixel_range[0]}..{pixel_range[1]}; pinned one pixel each to 0 and 255")
-    return Faces(calib_x, pixel_range, val)
+    return Faces(calib_x, pixel_range, val, seen_mask(val.x, train.x))

@@ -130,6 +130,12 @@ def format_markdown(report: dict) -> str:
             f"| {fmt} | {r['file']} | {r['size_kb']:.1f} | {r['accuracy'] * 100:.2f}% | {_balanced_text(r)} | {r['agreement'] * 100:.2f}% "
             f"| {r['max_abs_dp']:.2g} | {_ms_text(r)} |"
         )
+    unseen = {fmt: r for fmt, r in report["artifacts"].items() if r.get("unseen_accuracy") is not None}
+    if unseen:
+        n = next(iter(unseen.values()))["unseen_faces"]
+        lines += ["", f"On the {n:,} of those faces that are not pixel copies of training faces (FER2013 repeats some across "
+                      "its splits; a memorising net is right on nearly all copies): "
+                  + ", ".join(f"{fmt} {r['unseen_accuracy'] * 100:.2f}%" for fmt, r in unseen.items()) + "."]
     lines.append("")
     if report["failures"]:
         lines.append("**Checks failed (exported with --no-check):**")

@@ -157,7 +157,7 @@ def export_model(
 
         job = Job(model, model_path.name, labels, faces.calib_x, tmp, work)
         convert_all(job, formats)
-        rows = verify_all(job.files, val, keras_probs, threads, job.io)
+        rows = verify_all(job.files, val, keras_probs, threads, job.io, faces.val_seen)
         failures = check_rows(rows, keras_acc)
         if failures and check:
             raise UserError(

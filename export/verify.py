@@ -18,7 +18,7 @@ from engine.formats import FLOAT_TIE_MARGIN, by_name
 from engine.logs import log, quiet
 from engine.timing import BATCH, ms_per_face
 from models.data import Dataset
-from models.evaluate import classification_report
+from models.evaluate import classification_report, unseen_report
 
 
 def keras_probabilities(model, faces: np.ndarray) -> np.ndarray:
@@ -35,8 +35,10 @@ def cpu_class() -> str:
     return isa_class()
 
 
-def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: int = 1) -> dict:
-    """Run an exported file with its own runtime on the validation faces and compare with Keras."""
+def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: int = 1,
+                    seen: np.ndarray | None = None) -> dict:
+    """Run an exported file with its own runtime on the validation faces and compare with Keras; with `seen`
+    (validation faces that are copies of training faces) also its accuracy on the others."""
     with quiet():
         clf = open_model_file(path, threads)
     try:
@@ -54,6 +56,7 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
     same = pred == keras_probs.argmax(1)
     top2 = np.sort(keras_probs, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > FLOAT_TIE_MARGIN
+    unseen = unseen_report(val.y, pred, seen, val.labels) if seen is not None and seen.any() else None
     return {
         "file": path.name,
         "bytes": path.stat().st_size,
@@ -61,6 +64,7 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
         "accuracy": quality["accuracy"],
         "balanced_accuracy": quality["balanced_accuracy"],
         "recall": {c: round(v["recall"], 4) for c, v in quality["per_class"].items()},
+        **({"unseen_accuracy": unseen["accuracy"], "unseen_faces": unseen["faces"]} if unseen else {}),
         "agreement": float(same.mean()),
         "agreement_clear": float(same[clear].mean()) if clear.any() else 1.0,
         "max_abs_dp": float(np.abs(probs - keras_probs).max()),
@@ -72,14 +76,14 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
 
 
 def verify_all(files: dict[str, Path], val: Dataset, keras_probs: np.ndarray, threads: int,
-               io: dict[str, dict]) -> dict[str, dict]:
+               io: dict[str, dict], seen: np.ndarray | None = None) -> dict[str, dict]:
     """format -> its verification row (with its sha256 and input facts); a file that answers
     differently at batch 1/4 than in larger batches is a UserError."""
     rows: dict[str, dict] = {}
     for fmt, path in files.items():
         art = by_name(fmt)
         log(f"verifying {fmt} with {art.runtime} on {len(val)} faces...")
-        row = verify_artifact(path, val, keras_probs, threads)
+        row = verify_artifact(path, val, keras_probs, threads, seen)
         row.update(io.get(fmt, {}))
         row["sha256"] = sha256_file(path)
         if row["batch_1_4_max_dp"] > art.max_batch_dp:

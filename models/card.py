@@ -133,6 +133,8 @@ def quality_rows(m: dict, report: dict | None, crop: dict | None) -> list[str]:
     if int8:
         bal = f", balanced {int8['balanced_accuracy'] * 100:.2f}%" if int8.get("balanced_accuracy") is not None else ""
         rec = f"; {_recall_text(int8['recall'])} recall" if int8.get("recall") else ""
+        if int8.get("unseen_accuracy") is not None:
+            rec += f"; {int8['unseen_accuracy'] * 100:.2f}% on the {int8['unseen_faces']:,} faces not copied from training"
         rows.append(f"| int8 TFLite (what the engine runs) | {int8['accuracy'] * 100:.2f}%{bal}{rec}; "
                     f"{int8['ms_per_face']:.3f} ms/face at batch 4 ({int8.get('cpu_class') or 'CPU class not recorded'}) |")
     measured_on = {a.get("file"): a.get("sha256") for a in (report or {}).get("artifacts", {}).values()}

@@ -113,3 +113,36 @@ def test_evaluate_without_a_training_split_says_so_in_one_note(fer_root, tmp_pat
     assert len(notes) == 1 and "no accuracy on unseen faces" in notes[0] and "Traceback" not in r.stderr
     assert "accuracy" in r.stdout and "not copies" not in r.stdout
     assert "unseen" not in json.loads((tmp_path / "ev" / "metrics.json").read_text())
+
+
+def test_export_verification_reports_each_file_on_faces_not_copied_from_training(fer_root):
+    """export's row for a file (here the shipped fast int8 model, run by LiteRT) carries its accuracy on the
+    faces that are not copies; the markdown report and the card say it."""
+    from engine.classifier import open_model_file
+    from export.report import format_markdown
+    from export.verify import verify_artifact
+    from models.card import quality_rows
+    from models.data import load_split
+
+    model = REPO / "models" / "zoo" / "emonet_f" / "emotion_int8.tflite"
+    val = load_split(fer_root, "validation", quiet=True)
+    seen = np.zeros(len(val), bool)
+    seen[::3] = True
+    clf = open_model_file(model, 1)
+    try:
+        pred = clf.predict(val.x).argmax(1)
+    finally:
+        clf.close()
+    row = verify_artifact(model, val, np.full((len(val), 7), 1 / 7), seen=seen)
+    assert row["unseen_faces"] == int((~seen).sum())
+    assert row["unseen_accuracy"] == pytest.approx(float((pred[~seen] == val.y[~seen]).mean()))
+    assert "unseen_accuracy" not in verify_artifact(model, val, np.full((len(val), 7), 1 / 7))
+    report = {"model": "m", "settings": {"calib": "c", "threads": 1}, "verify_faces": len(val), "calib_faces": 1,
+              "keras": {"file": "emotion.keras", "size_kb": 1.0, "accuracy": 0.5}, "artifacts": {"tflite-int8": row},
+              "failures": [], "versions": {}, "date": "today"}
+    md = format_markdown(report)
+    assert f"On the {int((~seen).sum()):,} of those faces that are not pixel copies" in md
+    assert f"tflite-int8 {row['unseen_accuracy'] * 100:.2f}%" in md
+    metrics = {"confusion": np.eye(7, dtype=int).tolist(), "per_class": {c: {"recall": 1.0} for c in FER_CLASSES}}
+    card = "\n".join(quality_rows(metrics, report, None))
+    assert f"{row['unseen_accuracy'] * 100:.2f}% on the {int((~seen).sum()):,} faces not copied from training" in card
