@@ -165,7 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     modes = {"1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"]}
     if not args.no_ray:
         modes["Ray local, 2 actors"] = ["--ray", "--workers", "2"]
+    from engine.classifier import DEFAULT_MODEL
+
     result = {"benchmark": "batch_scale", "when": now_utc(), "machine": machine_info(), "packages": package_versions(["ray"]),
+              "model": f"{DEFAULT_MODEL.name} int8",  # the default the runs used (engine.batch's own default)
               "inputs": f"{args.clips} clips x {args.clip_seconds:g} s, 854x480 30 FPS mp4v (from ../shared/media)", "runs": []}
     with tempfile.TemporaryDirectory(prefix="batch_scale_") as tmp:
         tmp = Path(tmp)
@@ -222,7 +225,7 @@ def report(res: dict) -> str:
 
 Machine: {m['cpu']}, CPU class **{m['isa_class']}**, {m['cores']} cores; load average at start {m.get('load_avg_1m_at_start')}
 (other jobs shared the CPU: every figure here is a lower bound). Inputs: {res['inputs']}. Default engine options,
-shipped fast model (emonet_n int8, LiteRT BlazeFace short range, detect every 2nd frame). Produced by
+shipped fast model ({res.get('model', 'emonet_n int8')}, LiteRT BlazeFace short range, detect every 2nd frame). Produced by
 `python benchmarks/batch_scale.py`.
 
 ## Throughput (video-seconds per wall-second, launch to exit)
