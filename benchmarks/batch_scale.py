@@ -225,7 +225,7 @@ def report(res: dict) -> str:
 
 Machine: {m['cpu']}, CPU class **{m['isa_class']}**, {m['cores']} cores; load average at start {m.get('load_avg_1m_at_start')}
 (other jobs shared the CPU: every figure here is a lower bound). Inputs: {res['inputs']}. Default engine options,
-shipped fast model ({res.get('model', 'emonet_n int8')}, LiteRT BlazeFace short range, detect every 2nd frame). Produced by
+the engine's default model at the time ({res.get('model', 'emonet_n int8')}, LiteRT BlazeFace short range, detect every 2nd frame). Produced by
 `python benchmarks/batch_scale.py`.
 
 ## Throughput (video-seconds per wall-second, launch to exit)

@@ -45,6 +45,12 @@ def flip_average(fn, faces: np.ndarray) -> np.ndarray:
     engine still makes one batched classifier call per frame. Evaluation and the engine share it:
     `models.evaluate --tta` measures (on the Keras model) the same method `engine.run --tta` runs.
     """
+    return flip_answers(fn, faces)[1]
+
+
+def flip_answers(fn, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, flip-averaged) probabilities from one call of `fn` on the faces and their mirror
+    images: for callers that keep both answers (out-of-fold labels) without running the net twice."""
     n = len(faces)
     probs = np.asarray(fn(np.concatenate([faces, faces[:, :, ::-1]])), dtype=np.float32)
-    return (probs[:n] + probs[n:]) / 2
+    return probs[:n], (probs[:n] + probs[n:]) / 2

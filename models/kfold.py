@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.contract import FER_CLASSES
 from engine.errors import UserError
-from engine.preprocess import flip_average
+from engine.preprocess import flip_answers
 from models.data import Dataset, face_keys
 from models.gpu_teacher import fold_of
 
@@ -48,7 +48,7 @@ def write_answers(model, held: Dataset, val: Dataset, meta: dict, path: Path) ->
     from export.verify import keras_probabilities
 
     def answers(x):
-        return keras_probabilities(model, x), flip_average(lambda b: keras_probabilities(model, b), x)
+        return flip_answers(lambda b: keras_probabilities(model, b), x)
 
     hp, hf = answers(held.x)
     vp, vf = answers(val.x)

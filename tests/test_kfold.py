@@ -58,6 +58,17 @@ def test_a_keras_fold_holds_out_the_gpu_tools_fold_and_answers_only_it(kfold_run
         assert set(d["oof_keys"].tolist()) == set(keys[fold == i].tolist())
         assert d["oof_probs_tta"].shape == (len(d["oof_keys"]), 7)
         np.testing.assert_allclose(d["oof_probs_tta"].sum(1), 1, rtol=1e-4)
+        # both answers come from one pass over faces + mirrors: the same as the net run on each alone
+        from engine.keras_io import load_keras
+        from engine.preprocess import flip_average
+        from export.verify import keras_probabilities
+        from models.data import load_split
+
+        net = load_keras(r / "emotion.keras")
+        val = load_split(root, "validation", cache_dir=r.parent / "cache")
+        np.testing.assert_allclose(d["val_probs"], keras_probabilities(net, val.x), atol=1e-5)
+        np.testing.assert_allclose(d["val_probs_tta"], flip_average(lambda b: keras_probabilities(net, b), val.x), atol=1e-5)
+        assert not np.allclose(d["val_probs"], d["val_probs_tta"], atol=1e-5)
         spec = json.loads((r / "labels.json").read_text())
         assert spec["extra"]["options"]["folds"] == 2 and spec["extra"]["options"]["fold"] == i
         # the card's recipe repeats the fold flags
