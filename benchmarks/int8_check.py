@@ -34,14 +34,27 @@ REFERENCE = ("tflite", "fp32")
 SEED = 0
 
 
-def sample_faces(data: Path, labels: tuple[str, ...], n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+def sample_faces(data: Path, labels: tuple[str, ...], n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """n validation faces drawn at random (fixed seed) from the model's classes: accuracy on them
-    estimates validation accuracy, and every CPU sees the same faces."""
+    estimates validation accuracy, and every CPU sees the same faces. Third: their FER+ majority labels
+    (-1 where left out; models.ferplus), or None where the data folder has no ferplus.csv."""
     from models.data import load_split
 
     ds = load_split(data, "validation", labels, quiet=True)
     idx = np.sort(np.random.default_rng(seed).permutation(len(ds.y))[: min(n, len(ds.y))])
-    return ds.x[idx], ds.y[idx]
+    majority = None
+    if (data / "ferplus.csv").is_file():
+        from models.ferplus import dataset_votes
+
+        majority = dataset_votes(ds.subset(idx)).majority
+    return ds.x[idx], ds.y[idx], majority
+
+
+def _majority_accuracy(probs: np.ndarray, majority: np.ndarray | None) -> float | None:
+    if majority is None or not (majority >= 0).any():
+        return None
+    m = majority >= 0
+    return float((probs[m].argmax(1) == majority[m]).mean())
 
 
 def _predict(model_dir: Path, backend: str, precision: str, x: np.ndarray) -> np.ndarray:
@@ -52,20 +65,28 @@ def _predict(model_dir: Path, backend: str, precision: str, x: np.ndarray) -> np
         clf.close()
 
 
-def check_model(model_dir: Path, x: np.ndarray, y: np.ndarray, max_drop: float, min_agreement: float) -> list[dict]:
-    """One row per int8 file: accuracy, the float file's accuracy, label agreement, max |dp|, ok."""
+def check_model(model_dir: Path, x: np.ndarray, y: np.ndarray, max_drop: float, min_agreement: float,
+                majority: np.ndarray | None = None) -> list[dict]:
+    """One row per int8 file: accuracy (FER2013 labels, and the FER+ majority where known), the float file's,
+    label agreement, max |dp|, ok (both drops within max_drop points)."""
     ref = _predict(model_dir, *REFERENCE, x)
     ref_acc = float((ref.argmax(1) == y).mean())
+    ref_fp = _majority_accuracy(ref, majority)
     rows = []
     for backend, precision in INT8_FILES:
         probs = _predict(model_dir, backend, precision, x)
         acc = float((probs.argmax(1) == y).mean())
         agree = float((probs.argmax(1) == ref.argmax(1)).mean())
         ok = round((ref_acc - acc) * 100, 6) <= max_drop and agree >= min_agreement  # one face = 1/n, not float noise
+        fp = _majority_accuracy(probs, majority)
+        if fp is not None:
+            ok = ok and round((ref_fp - fp) * 100, 6) <= max_drop
         rows.append({
             "model": model_dir.name, "file": f"emotion_{precision}.{backend}", "faces": int(len(y)),
             "float_accuracy": round(ref_acc, 4), "accuracy": round(acc, 4), "drop_points": round((ref_acc - acc) * 100, 2),
             "agreement": round(agree, 4), "max_abs_dp": round(float(np.abs(probs - ref).max()), 4), "ok": bool(ok),
+            **({"ferplus_faces": int((majority >= 0).sum()), "float_ferplus_accuracy": round(ref_fp, 4), "ferplus_accuracy": round(fp, 4),
+                "ferplus_drop_points": round((ref_fp - fp) * 100, 2)} if fp is not None else {}),
         })
     return rows
 
@@ -90,21 +111,25 @@ def run(args: argparse.Namespace) -> int:
     if args.faces < 10:
         raise UserError("--faces must be at least 10")
     rows: list[dict] = []
-    faces: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}  # per label set: decoded once, not per model
+    faces: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}  # per label set: decoded once, not per model
     for model_dir in zoo_models(args.models):
         labels = tuple(ModelSpec.load(model_dir).labels)
         if labels not in faces:
             faces[labels] = sample_faces(data, labels, args.faces)
-        rows += check_model(model_dir, *faces[labels], args.max_drop, args.min_agreement)
+        x, y, majority = faces[labels]
+        rows += check_model(model_dir, x, y, args.max_drop, args.min_agreement, majority)
     machine = machine_info()
     result = {
         "benchmark": "int8_check", "date": now_utc(), "machine": machine, "versions": package_versions(),
         "data": rel(str(data)), "faces": args.faces, "max_drop_points": args.max_drop,
         "min_agreement": args.min_agreement, "rows": rows, "ok": all(r["ok"] for r in rows),
     }
+    fp = lambda r, k: f"{r[k]:.2%}" if k in r else "-"  # noqa: E731
     table = md_table(
-        ["model", "file", "float acc.", "int8 acc.", "drop (points)", "agreement", "max abs dp", "ok"],
-        [[r["model"], r["file"], f"{r['float_accuracy']:.2%}", f"{r['accuracy']:.2%}", f"{r['drop_points']:+.2f}",
+        ["model", "file", "float FER+", "int8 FER+", "FER+ drop", "float acc.", "int8 acc.", "drop (points)", "agreement", "max abs dp", "ok"],
+        [[r["model"], r["file"], fp(r, "float_ferplus_accuracy"), fp(r, "ferplus_accuracy"),
+          f"{r['ferplus_drop_points']:+.2f}" if "ferplus_drop_points" in r else "-",
+          f"{r['float_accuracy']:.2%}", f"{r['accuracy']:.2%}", f"{r['drop_points']:+.2f}",
           f"{r['agreement']:.2%}", f"{r['max_abs_dp']:.3f}", "yes" if r["ok"] else "**NO**"] for r in rows])
     where = machine["isa_class"] + (f", emulated: {machine['emulated']}" if machine.get("emulated") else "")
     print(f"int8 vs float32 on {args.faces} validation faces, CPU class {where} ({machine['cpu']})\n\n{table}")

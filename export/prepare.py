@@ -123,7 +123,7 @@ def stratified_indices(y: np.ndarray, n: int, n_classes: int, seed: int = SEED) 
 
 
 def _subset(ds: Dataset, idx: np.ndarray) -> Dataset:
-    return Dataset(x=ds.x[idx], y=ds.y[idx], labels=ds.labels, source=ds.source)
+    return ds.subset(idx)
 
 
 @dataclass
@@ -132,6 +132,7 @@ class Faces:
     pixel_range: list[int]  #: their pixel range before pinning
     val: Dataset  #: the validation faces every file is verified on
     val_seen: np.ndarray | None = None  #: which of them are pixel copies of training faces (models.data.seen_mask)
+    val_votes: object | None = None  #: their FER+ votes (models.ferplus.Votes) where the data folder has ferplus.csv
 
 
 def load_faces(calib_path: Path, labels: tuple[str, ...], calib_size: int, verify_size: int | None,
@@ -152,4 +153,6 @@ def load_faces(calib_path: Path, labels: tuple[str, ...], calib_size: int, verif
         # 0..255 (one pixel each) gives scale 1.0 / zero point 0 so raw bytes go straight in.
         calib_x[0, 0, 0, 0], calib_x[0, 0, 1, 0] = 0, 255
         log(f"  calibration faces span {pixel_range[0]}..{pixel_range[1]}; pinned one pixel each to 0 and 255")
-    return Faces(calib_x, pixel_range, val, seen_mask(val.x, train.x))
+    from models.evaluate import ferplus_votes
+
+    return Faces(calib_x, pixel_range, val, seen_mask(val.x, train.x), ferplus_votes(val) if val.files else None)

@@ -95,17 +95,43 @@ def _ms_text(r: dict) -> str:
     return f"{r['ms_per_face']:.3f} ({r.get('cpu_class') or 'CPU class not recorded'})"
 
 
+def _fp_text(r: dict, width: int = 8) -> str:
+    """FER+ majority accuracy of a row, or '-' where the data had no votes."""
+    f = r.get("ferplus")
+    return f"{f['accuracy'] * 100:>{width - 1}.2f}%" if f else f"{'-':>{width}}"
+
+
 def format_table(report: dict) -> str:
-    head = f"{'format':<13}{'size KB':>9}{'accuracy':>10}{'agreement':>11}{'max|dp|':>10}  ms/face (CPU class)"
+    head = f"{'format':<13}{'size KB':>9}{'FER+':>9}{'ECE':>7}{'FER2013':>9}{'agreement':>11}{'max|dp|':>10}  ms/face (CPU class)"
     lines = [head, "-" * len(head)]
     k = report["keras"]
-    lines.append(f"{'keras':<13}{k['size_kb']:>9.1f}{k['accuracy'] * 100:>9.2f}%{'(ref)':>11}{'-':>10}{'-':>9}")
+    ece = lambda r: f"{r['ferplus']['ece']:>7.3f}" if r.get("ferplus") else f"{'-':>7}"  # noqa: E731
+    lines.append(f"{'keras':<13}{k['size_kb']:>9.1f}{_fp_text(k, 9)}{ece(k)}{k['accuracy'] * 100:>8.2f}%{'(ref)':>11}{'-':>10}{'-':>9}")
     for fmt, r in report["artifacts"].items():
         lines.append(
-            f"{fmt:<13}{r['size_kb']:>9.1f}{r['accuracy'] * 100:>9.2f}%{r['agreement'] * 100:>10.2f}%"
+            f"{fmt:<13}{r['size_kb']:>9.1f}{_fp_text(r, 9)}{ece(r)}{r['accuracy'] * 100:>8.2f}%{r['agreement'] * 100:>10.2f}%"
             f"{r['max_abs_dp']:>10.2g}  {_ms_text(r)}"
         )
     return "\n".join(lines)
+
+
+def _ferplus_markdown(report: dict) -> list[str]:
+    """The table that leads the report: what people see (FER+ majority of ten annotators), calibration included."""
+    rows = [("keras (reference)", report["keras"])] + list(report["artifacts"].items())
+    rows = [(name, r["ferplus"]) for name, r in rows if r.get("ferplus")]
+    if not rows:
+        return []
+    labels = list(rows[0][1]["recall"])
+    n = rows[0][1]["faces"]
+    out = [f"**FER+ majority accuracy** (what people see: the majority of ten annotators per face, on the {n:,} validation "
+           "faces with a clear majority; models.ferplus), balanced accuracy, recall per class and expected calibration "
+           "error (15 bins) of `confidence`:", "",
+           "| format | FER+ accuracy | balanced | ECE | " + " | ".join(f"{c} recall" for c in labels) + " |",
+           "|---|---:|---:|---:|" + "---:|" * len(labels)]
+    for name, f in rows:
+        out.append(f"| {name} | {f['accuracy'] * 100:.2f}% | {f['balanced_accuracy'] * 100:.2f}% | {f['ece']:.3f} | "
+                   + " | ".join(f"{f['recall'][c]:.3f}" for c in labels) + " |")
+    return out + ["", "FER2013-label figures (the original single, noisier labels) follow.", ""]
 
 
 def format_markdown(report: dict) -> str:
@@ -114,6 +140,7 @@ def format_markdown(report: dict) -> str:
     lines = [
         f"# Export report: {report['model']}",
         "",
+        *_ferplus_markdown(report),
         "Balanced accuracy = mean per-class recall (each emotion counts the same, however rare).",
         "",
         f"Verified on {report['verify_faces']} validation faces of `{s['calib']}`; int8 calibrated on "
@@ -121,7 +148,7 @@ def format_markdown(report: dict) -> str:
         f"(LiteRT / ONNX Runtime), {s['threads']} thread(s); ms/face at batch 4 on the CPU class named "
         f"(engine.cpu.ISA_CLASSES: milliseconds carry only between machines of one class; MACs carry everywhere).",
         "",
-        "| format | file | size KB | accuracy | balanced accuracy | agreement with Keras | max abs dp | ms/face (CPU class) |",
+        "| format | file | size KB | FER2013-label accuracy | balanced accuracy | agreement with Keras | max abs dp | ms/face (CPU class) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
         f"| keras (reference) | {k['file']} | {k['size_kb']:.1f} | {k['accuracy'] * 100:.2f}% | {_balanced_text(k)} | - | - | - |",
     ]

@@ -37,7 +37,7 @@ from export.prepare import (
 from export.report import (
     REPORT_JSON, REPORT_MD, build_report, export_record, format_markdown, format_table,
 )
-from export.verify import check_rows, keras_probabilities, verify_all, verify_artifact
+from export.verify import check_rows, ferplus_row, keras_probabilities, verify_all, verify_artifact
 from models.evaluate import classification_report
 
 #: What other code and tests import from here (most of it lives in the step modules now).
@@ -157,7 +157,7 @@ def export_model(
 
         job = Job(model, model_path.name, labels, faces.calib_x, tmp, work)
         convert_all(job, formats)
-        rows = verify_all(job.files, val, keras_probs, threads, job.io, faces.val_seen)
+        rows = verify_all(job.files, val, keras_probs, threads, job.io, faces.val_seen, faces.val_votes)
         failures = check_rows(rows, keras_acc)
         if failures and check:
             raise UserError(
@@ -175,6 +175,8 @@ def export_model(
         report = build_report(model_path=model_path, out=out, spec=spec, keras_file=keras_name, keras_acc=keras_acc,
                               calib_faces=len(faces.calib_x), pixel_range=faces.pixel_range, verify_faces=len(val),
                               rows=rows, failures=failures, settings=settings, keras_balanced=keras_balanced)
+        if faces.val_votes is not None:
+            report["keras"]["ferplus"] = ferplus_row(keras_probs, faces.val_votes)
         spec.extra["export"] = export_record(report)
         kept = _keep_earlier_exports(previous, spec.source_sha256, job.files, out)
         if kept:

@@ -35,10 +35,19 @@ def cpu_class() -> str:
     return isa_class()
 
 
+def ferplus_row(probs: np.ndarray, votes, fer_y: np.ndarray | None = None) -> dict:
+    """The FER+ figures a report row carries (models.ferplus.report, without the bins and the confusion)."""
+    from models.ferplus import report
+
+    r = report(probs, votes, fer_y)
+    return {k: r[k] for k in ("faces", "accuracy", "balanced_accuracy", "recall", "ece", "clear")}
+
+
 def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: int = 1,
-                    seen: np.ndarray | None = None) -> dict:
+                    seen: np.ndarray | None = None, votes=None) -> dict:
     """Run an exported file with its own runtime on the validation faces and compare with Keras; with `seen`
-    (validation faces that are copies of training faces) also its accuracy on the others."""
+    (validation faces that are copies of training faces) also its accuracy on the others; with `votes` (FER+,
+    models.ferplus) its accuracy against the ten annotators' majority, calibration included."""
     with quiet():
         clf = open_model_file(path, threads)
     try:
@@ -65,6 +74,7 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
         "balanced_accuracy": quality["balanced_accuracy"],
         "recall": {c: round(v["recall"], 4) for c, v in quality["per_class"].items()},
         **({"unseen_accuracy": unseen["accuracy"], "unseen_faces": unseen["faces"]} if unseen else {}),
+        **({"ferplus": ferplus_row(probs, votes)} if votes is not None else {}),
         "agreement": float(same.mean()),
         "agreement_clear": float(same[clear].mean()) if clear.any() else 1.0,
         "max_abs_dp": float(np.abs(probs - keras_probs).max()),
@@ -76,14 +86,14 @@ def verify_artifact(path: Path, val: Dataset, keras_probs: np.ndarray, threads: 
 
 
 def verify_all(files: dict[str, Path], val: Dataset, keras_probs: np.ndarray, threads: int,
-               io: dict[str, dict], seen: np.ndarray | None = None) -> dict[str, dict]:
+               io: dict[str, dict], seen: np.ndarray | None = None, votes=None) -> dict[str, dict]:
     """format -> its verification row (with its sha256 and input facts); a file that answers
     differently at batch 1/4 than in larger batches is a UserError."""
     rows: dict[str, dict] = {}
     for fmt, path in files.items():
         art = by_name(fmt)
         log(f"verifying {fmt} with {art.runtime} on {len(val)} faces...")
-        row = verify_artifact(path, val, keras_probs, threads, seen)
+        row = verify_artifact(path, val, keras_probs, threads, seen, votes)
         row.update(io.get(fmt, {}))
         row["sha256"] = sha256_file(path)
         if row["batch_1_4_max_dp"] > art.max_batch_dp:

@@ -23,13 +23,14 @@ def class_weights(y, n: int, mode: str):
 
 
 def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=None, soft=None,
-                 skip_batches: int = 0, fixed=None):
+                 skip_batches: int = 0, fixed=None, mix: float | None = None):
     """Batches of (faces, targets[, weights]) for a models.train.TrainOptions `opts`. `teacher`: a Keras
     model run on each augmented batch; `soft`: teacher probabilities already computed for `x` (a teacher
     pool, whose faces are augmented already: only a random mirror is added), repeated without end; a
     resumed run skips the batches its earlier epochs used, so it goes on through the pool instead of
     replaying its start; `fixed`: one soft label per face of `x` (out-of-fold teachers), the faces
-    augmented as without a teacher (the label is the face's, whatever its framing)."""
+    augmented as without a teacher (the label is the face's, whatever its framing), e.g. FER+ vote shares;
+    `mix`: the weight of those answers against the one-hot label (default opts.teacher_weight)."""
     if sum(v is not None for v in (soft, fixed, teacher)) > 1:
         raise ValueError("make_dataset: one source of teacher answers: a teacher, a pool (soft) or fixed soft labels")
     import tensorflow as tf
@@ -62,7 +63,8 @@ def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=
         elif teacher is not None:
             pb = teacher(xb, training=False)
         if pb is not None:
-            target = opts.teacher_weight * tf.cast(pb, tf.float32) + (1 - opts.teacher_weight) * target
+            w = opts.teacher_weight if mix is None else mix
+            target = w * tf.cast(pb, tf.float32) + (1 - w) * target
         if train and opts.mixup > 0:
             lam = tf.random.uniform([], 0.0, opts.mixup)
             idx = tf.random.shuffle(tf.range(tf.shape(xb)[0]))

@@ -24,7 +24,7 @@ NOTES_NAME = "NOTES.md"
 #: card quotes how often the engine's label equals the direct 48x48 label (what users see as flicker)
 CROP_NAME = "crop_hard.json"
 SHIP_FILES = ("emotion.keras", SPEC_NAME, "metrics.json", "metrics_tta.json", "history.json", "confusion.png", "curves.png",
-              "export_report.json", "export_report.md", CROP_NAME, NOTES_NAME, CARD_NAME)
+              "reliability.png", "confusion_ferplus.png", "export_report.json", "export_report.md", CROP_NAME, NOTES_NAME, CARD_NAME)
 #: the emotions a model goes blind to first (FER2013: 1.5% disgust, fear confused with sad and surprise)
 RARE = ("disgust", "fear")
 SHIP_GLOBS = ("emotion_*.tflite", "emotion_*.onnx")
@@ -34,14 +34,14 @@ _FLAGS = (("arch", "--arch"), ("epochs", "--epochs"), ("batch", "--batch"), ("op
           ("weight_decay", "--weight-decay"), ("warmup", "--warmup"), ("schedule", "--schedule"),
           ("label_smoothing", "--label-smoothing"), ("class_weight", "--class-weight"), ("augment", "--augment"),
           ("mixup", "--mixup"), ("resample", "--resample"), ("init", "--init"), ("teacher", "--teacher"), ("teacher_weight", "--teacher-weight"),
-          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("soft_labels", "--soft-labels"), ("consistency", "--consistency"), ("folds", "--folds"), ("fold", "--fold"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
+          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("soft_labels", "--soft-labels"), ("votes", "--votes"), ("votes_weight", "--votes-weight"), ("consistency", "--consistency"), ("folds", "--folds"), ("fold", "--fold"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
 
 
 def retrain_command(options: dict, out: str) -> str:
     parts = ["python -m models.train", f"--data {options.get('data', 'DATA')}", f"--classes {','.join(options.get('classes', []))}"]
     for key, flag in _FLAGS:
         value = options.get(key)
-        if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key in ("resample", "teacher_pool", "consistency", "folds") and not value) \
+        if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key == "votes_weight" and not options.get("votes")) or (key in ("resample", "teacher_pool", "consistency", "folds") and not value) \
                 or (key == "fold" and not options.get("folds")) \
                 or (key == "pool_targets" and (value == "view" or not options.get("teacher_pool"))):
             continue
@@ -118,6 +118,29 @@ def _recall_text(recall: dict) -> str:
     return ", ".join(f"{c} {recall[c]:.3f}" for c in RARE if c in recall)
 
 
+def ferplus_rows(m: dict, report: dict | None, extra: dict) -> list[str]:
+    """The rows that lead a card: FER+ majority accuracy (what people see), balanced, neutral recall, calibration,
+    clear expressions, for the Keras model and the int8 file the engine runs; none for a model evaluated without votes."""
+    f = m.get("ferplus")
+    if not f:
+        return []
+    rec = ", ".join(f"{c} {v:.2f}" for c, v in f["recall"].items())
+    rows = [f"| **FER+ majority accuracy** (validation) | **{f['accuracy'] * 100:.2f}%** on {f['faces']:,} faces with a clear majority "
+            f"of ten annotators; balanced {f['balanced_accuracy'] * 100:.2f}%; recall {rec} |",
+            f"| calibration | expected calibration error **{f['ece']:.3f}** ({f['ece_bins']} bins, confidence = top probability; "
+            + (f"logits divided by a temperature of {extra['temperature']:.3f} fitted on the validation majorities; " if extra.get("temperature") else "")
+            + "see reliability.png) |"]
+    c = f.get("clear") or {}
+    if c.get("faces"):
+        rows.append(f"| clear expressions | {c['accuracy'] * 100:.2f}% of the {c['faces']} faces where >= {c['min_votes']} of 10 chose "
+                    "one non-neutral emotion; recall " + ", ".join(f"{k} {v['recall']:.2f}" for k, v in c["recall"].items()) + " |")
+    int8 = ((report or {}).get("artifacts", {}).get("tflite-int8") or {}).get("ferplus")
+    if int8:
+        rows.append(f"| FER+ int8 TFLite (what the engine runs) | {int8['accuracy'] * 100:.2f}%, balanced {int8['balanced_accuracy'] * 100:.2f}%, "
+                    f"neutral recall {int8['recall'].get('neutral', float('nan')):.3f}, ECE {int8['ece']:.3f} |")
+    return rows
+
+
 def quality_rows(m: dict, report: dict | None, crop: dict | None) -> list[str]:
     """Card rows beyond plain accuracy: balanced accuracy and the rare classes' recall (float and the
     int8 file the engine runs), speed with its CPU class, and agreement through the engine on the
@@ -180,7 +203,8 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
         f"| architecture | `{spec.arch}` ({extra.get('params', 0):,} parameters, {extra.get('macs', 0) / 1e6:.1f}M multiply-accumulates per face) |",
         f"| input | {'x'.join(map(str, spec.input_shape))} raw gray pixels 0..255 (scaling is inside the model) |",
         f"| output | probabilities over: {', '.join(spec.labels)} |",
-        f"| validation accuracy | **{m['accuracy'] * 100:.2f}%** on {m['n']:,} faces (macro F1 {m['macro_f1']:.3f}), no test-time augmentation |",
+        *ferplus_rows(m, report, extra),
+        f"| FER2013-label accuracy | **{m['accuracy'] * 100:.2f}%** on {m['n']:,} faces (the original single, noisier labels; macro F1 {m['macro_f1']:.3f}), no test-time augmentation |",
     ]
     lines += quality_rows(m, report, crop)
     if tta:
@@ -208,16 +232,21 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
         "",
         f"Trained on `{opts.get('data') or (members[0]['options'].get('data') if members else '?')}` split `train` (FER2013 'Training' rows: 48x48 gray faces),",
         "validated on its `validation` split (FER2013 'PublicTest'). The held-out 'PrivateTest' split was not",
-        "used here; the project's published test figure is measured on it elsewhere.",
+        "used here; the project's published test figure is measured on it elsewhere."
+        + (" Targets: the FER+ vote distribution of ten annotators per face (`ferplus.csv`; models.ferplus): unknown / "
+           "not-a-face votes and classes outside the model's dropped, faces without votes keep their FER2013 label." if opts.get("votes") else ""),
         "",
-        "## Per-class report (validation)",
+        "## Per-class report (validation, FER2013 labels)",
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---:|---:|---:|---:|",
     ]
     for cls, v in m["per_class"].items():
         lines.append(f"| {cls} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
-    lines += ["", "![confusion matrix](confusion.png)", ""]
+    lines += ["", "![confusion matrix against the FER2013 labels](confusion.png)", ""]
+    if m.get("ferplus"):
+        lines += ["FER+ majority (rows: the ten annotators' majority) and reliability of `confidence`:", "",
+                  "![confusion matrix against the FER+ majority](confusion_ferplus.png) ![reliability](reliability.png)", ""]
     if (run / "curves.png").is_file():
         lines += ["![loss and accuracy per epoch](curves.png)", ""]
     if members:

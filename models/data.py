@@ -36,12 +36,19 @@ class Dataset:
     y: np.ndarray  # (N,) int32 index into `labels`
     labels: tuple[str, ...]
     source: str
+    #: each face's file relative to `source` (folder sources; None for a CSV): how FER+ votes find their face
+    files: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def counts(self) -> dict[str, int]:
         return {c: int((self.y == i).sum()) for i, c in enumerate(self.labels)}
+
+    def subset(self, keep) -> "Dataset":
+        """The faces at `keep` (indices or a mask), with their file names."""
+        files = None if self.files is None else tuple(np.asarray(self.files, dtype=object)[keep])
+        return Dataset(x=self.x[keep], y=self.y[keep], labels=self.labels, source=self.source, files=files)
 
 
 def default_cache_dir() -> Path:
@@ -70,6 +77,11 @@ def _folder_files(split_dir: Path, classes: tuple[str, ...]) -> list[tuple[Path,
     if missing:
         raise UserError(f"no folder for class {missing[0]!r} in {split_dir}")
     return [(f, classes.index(c)) for c in classes for f in found[c]]
+
+
+def split_files(root: str | Path, split: str, classes: tuple[str, ...] = FER_CLASSES) -> list[tuple[Path, int]]:
+    """(image path, class index) of a folder split, in the order load_split decodes it."""
+    return _folder_files(_split_dir(Path(root), split), classes)
 
 
 def cache_key(parts: list[str]) -> str:
@@ -167,12 +179,14 @@ def load_split(
     if src.is_file():
         st = src.stat()
         key = cache_key([f"v{CACHE_VERSION}", "csv", str(src.resolve()), str(st.st_size), str(st.st_mtime_ns), split, *classes])
+        names = None
         loader = lambda: _load_csv(src, split, classes)  # noqa: E731
     else:
         files = _folder_files(_split_dir(src, split), classes)
         listing = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}:{lab}" for p, lab in files]
         key = cache_key([f"v{CACHE_VERSION}", "dir", str(src.resolve()), split, *classes, *listing])
         loader = lambda: _decode_folder(files, quiet)  # noqa: E731
+        names = tuple(p.relative_to(src).as_posix() for p, _ in files)
     path = cache / f"{src.name}-{split}-{key}.npz"
     hit = load_arrays(path)
     if hit is None:
@@ -182,7 +196,7 @@ def load_split(
         save_npz(path, x=x, y=y)
     else:
         x, y = hit
-    return Dataset(x=x, y=y, labels=tuple(classes), source=str(src))
+    return Dataset(x=x, y=y, labels=tuple(classes), source=str(src), files=names)
 
 
 def face_keys(x: np.ndarray) -> np.ndarray:

@@ -156,14 +156,36 @@ def predict_batches(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
-def evaluate_model(model, dataset, out_dir: Path, history: dict | None = None, flip_tta: bool = False,
-                   seen: np.ndarray | None = None) -> dict:
-    """Evaluate a Keras model on a Dataset and write metrics.json + plots into out_dir; with `seen` (which
-    faces are copies of training faces) also the accuracy on the others (`unseen_report`)."""
+def keras_probs(model, x: np.ndarray, flip_tta: bool = False) -> np.ndarray:
+    """A Keras model's probabilities for every face (batched, one traced function)."""
     import tensorflow as tf
 
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    probs = predict_batches(lambda xb: call(tf.constant(xb, tf.float32)).numpy(), dataset.x, flip_tta=flip_tta)
+    return predict_batches(lambda xb: call(tf.constant(xb, tf.float32)).numpy(), x, flip_tta=flip_tta)
+
+
+def ferplus_votes(dataset, votes: str | None = "auto"):
+    """The FER+ votes for `dataset` (models.ferplus) or None, with a note, where there are none: evaluation
+    without votes still gives the FER2013-label figures."""
+    if votes is None:
+        return None
+    from models.ferplus import dataset_votes
+
+    try:
+        return dataset_votes(dataset, None if votes == "auto" else votes)
+    except UserError as exc:
+        if votes != "auto":
+            raise
+        print(f"note: no FER+ figures ({exc})", file=sys.stderr)
+        return None
+
+
+def evaluate_model(model, dataset, out_dir: Path, history: dict | None = None, flip_tta: bool = False,
+                   seen: np.ndarray | None = None, votes: str | None = "auto") -> dict:
+    """Evaluate a Keras model on a Dataset and write metrics.json + plots into out_dir; with `seen` (which
+    faces are copies of training faces) also the accuracy on the others (`unseen_report`); with FER+ votes
+    (models.ferplus; `votes` a CSV, "auto" = the data folder's, None = none) the FER+ report leads."""
+    probs = keras_probs(model, dataset.x, flip_tta)
     metrics = classification_report(dataset.y, probs.argmax(1), dataset.labels)
     metrics["flip_tta"] = flip_tta
     if seen is not None:
@@ -171,11 +193,20 @@ def evaluate_model(model, dataset, out_dir: Path, history: dict | None = None, f
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "_tta" if flip_tta else ""
+    vv = ferplus_votes(dataset, votes)
+    if vv is not None:
+        from models.ferplus import plot_reliability, report, report_text
+
+        metrics["ferplus"] = report(probs, vv, dataset.y)
+        plot_reliability(metrics["ferplus"], out_dir / f"reliability{suffix}.png")
+        plot_confusion({**metrics["ferplus"], "accuracy": metrics["ferplus"]["accuracy"]}, out_dir / f"confusion_ferplus{suffix}.png",
+                       title=f"FER+ majority: accuracy {metrics['ferplus']['accuracy'] * 100:.1f}% (rows: recall)")
+        print(report_text(metrics["ferplus"]))
     (out_dir / f"metrics{suffix}.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_confusion(metrics, out_dir / f"confusion{suffix}.png")
+    plot_confusion(metrics, out_dir / f"confusion{suffix}.png", title=f"FER2013 labels: accuracy {metrics['accuracy'] * 100:.1f}% (rows: recall)")
     if history:
         plot_curves(history, out_dir / "curves.png")
-    print(format_report(metrics))
+    print(("FER2013-label " if vv is not None else "") + format_report(metrics))
     return metrics
 
 
@@ -191,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where to write metrics.json and the PNGs (default: the model's folder)")
     p.add_argument("--tta", action="store_true", help="also average in the horizontally flipped face")
     p.add_argument("--cache-dir", default=None, help="decoded-dataset cache folder")
+    p.add_argument("--votes", default="auto", metavar="CSV",
+                   help="FER+ votes to score against (auto: DATA/ferplus.csv when there; the FER+ report then leads)")
+    p.add_argument("--no-votes", dest="votes", action="store_const", const=None, help="FER2013 labels only")
     p.add_argument("--no-unseen", action="store_true",
                    help="skip the accuracy on faces that are not copies of training faces (needs the train split)")
     return p
@@ -212,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     history = json.loads(hist_path.read_text()) if hist_path.exists() else None
     is_train = args.split.lower() in SPLIT_ALIASES["train"]
     seen = None if is_train or args.no_unseen else seen_in_train(args.data, ds, args.cache_dir)
-    evaluate_model(model, ds, out, history=history, flip_tta=args.tta, seen=seen)
+    evaluate_model(model, ds, out, history=history, flip_tta=args.tta, seen=seen, votes=args.votes)
     print(f"wrote {out / ('metrics_tta.json' if args.tta else 'metrics.json')}")
     return 0
 

@@ -38,8 +38,7 @@ def split(ds: Dataset, folds: int, fold: int) -> tuple[Dataset, Dataset]:
     """(faces to train on, held-out fold I) of a training set; see the module docstring."""
     check_classes(ds.labels)
     f = fold_of(ds.y.astype(np.int64), folds, face_keys(ds.x))
-    part = lambda keep: Dataset(x=ds.x[keep], y=ds.y[keep], labels=ds.labels, source=ds.source)  # noqa: E731
-    return part(f != fold), part(f == fold)
+    return ds.subset(f != fold), ds.subset(f == fold)
 
 
 def write_answers(model, held: Dataset, val: Dataset, meta: dict, path: Path) -> dict:

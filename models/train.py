@@ -72,6 +72,11 @@ class TrainOptions:
     #: one soft label per training face from teachers that never trained on it (`python -m
     #: models.gpu_teacher oof`), mixed in at teacher_weight; faces augmented afresh every epoch
     soft_labels: str | None = None
+    #: FER+ votes (a ferplus.csv, or "auto": the one in --data): train on the ten annotators' vote distribution
+    #: (models.ferplus; faces without votes keep their FER2013 label), mixed with the FER2013 label at
+    #: votes_weight; validation accuracy (and the best epoch) is then against the vote majority
+    votes: str | None = None
+    votes_weight: float = 1.0
     #: >0: stability training (models.consistency): each face also as an engine-like second view,
     #: and this weight x the KL between the net's two answers added to the loss (2x the compute)
     consistency: float = 0.0
@@ -173,6 +178,9 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     resuming = state is not None and (out / LAST_NAME).exists()
     _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
     fixed = soft_labels(train_ds, opts.soft_labels) if opts.soft_labels else None  # so is a wrong --soft-labels
+    val_fixed = None
+    if opts.votes:
+        fixed, val_fixed = _vote_targets(opts, train_ds, val_ds)
     speed = _choose_speed(opts, state, asked_precision, jit_override, len(train_ds))
     keras.utils.set_random_seed(opts.seed)
     keras.mixed_precision.set_global_policy(speed.precision)
@@ -187,7 +195,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
         f"{label(speed.precision, speed.jit)} ({speed.how})",
         file=sys.stderr,
     )
-    tr, va, steps = _build_inputs(opts, train_ds, val_ds, teacher, initial_epoch, fixed)
+    tr, va, steps = _build_inputs(opts, train_ds, val_ds, teacher, initial_epoch, fixed, val_fixed)
     checkpoint = Checkpoint(model, out, opts, history, lambda epoch: lr_at(epoch, opts))
     if initial_epoch < opts.epochs:
         model.fit(
@@ -297,7 +305,18 @@ def _build_model(opts: TrainOptions, out: Path, state: dict | None, speed: Speed
     return model, 0, {}
 
 
-def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: int, fixed=None):
+def _vote_targets(opts: TrainOptions, train_ds, val_ds):
+    """(training targets, validation targets) from the FER+ votes (models.ferplus), with what was matched said."""
+    from models.ferplus import dataset_votes, targets
+
+    csv_path = None if opts.votes == "auto" else opts.votes
+    tv, vv = dataset_votes(train_ds, csv_path), dataset_votes(val_ds, csv_path)
+    print(f"FER+ votes: {int(tv.has.sum())} of {len(train_ds)} training faces (the rest keep their FER2013 label), "
+          f"{int(vv.scored.sum())} of {len(val_ds)} validation faces with a majority", file=sys.stderr)
+    return targets(tv, train_ds.y), targets(vv, val_ds.y)
+
+
+def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: int, fixed=None, val_fixed=None):
     """(training batches, validation batches, steps per epoch or None): targets with class weights and the
     teacher's answers mixed in, or a teacher pool labelled once (models.distill)."""
     n = len(opts.classes)
@@ -309,8 +328,9 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
         steps = max(len(train_ds) // opts.batch, 1)  # an epoch is still one training set's worth of faces
         tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp, skip_batches=initial_epoch * steps)
     else:
-        tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights, fixed=fixed)
-    va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False)
+        mix = opts.votes_weight if opts.votes else None
+        tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights, fixed=fixed, mix=mix)
+    va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False, fixed=val_fixed, mix=1.0)
     return tr, va, steps
 
 
@@ -320,6 +340,7 @@ def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: in
     `seen` marks the validation faces that are copies of this run's training faces."""
     best_model = load_keras(out / BEST_NAME) if (out / BEST_NAME).exists() else model
     final = _float32_copy(best_model, opts.arch, len(opts.classes))
+    temperature = _calibrate(final, opts, val_ds) if opts.votes else None
     save_model_atomic(final, out / FINAL_NAME)
     spec = ModelSpec(labels=list(opts.classes), arch=opts.arch)
     spec.extra = {
@@ -331,6 +352,7 @@ def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: in
         "options": {**{k: v for k, v in asdict(opts).items() if k not in ("extra",)},
                     "precision": speed.precision, "jit": "on" if speed.jit else "off"},
         "speed": asdict(speed),
+        **({"temperature": temperature} if temperature else {}),
     }
     spec.source_sha256 = sha256_file(out / FINAL_NAME)
     spec.save(out)
@@ -338,7 +360,8 @@ def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: in
 
     from models.evaluate import evaluate_model
 
-    evaluate_model(final, val_ds, out, history=history, flip_tta=False, seen=seen)
+    evaluate_model(final, val_ds, out, history=history, flip_tta=False, seen=seen,
+                   votes=(None if opts.votes == "auto" else opts.votes) or "auto")
     if held is not None:
         from models.kfold import ANSWERS_NAME, write_answers
 
@@ -357,10 +380,21 @@ def _finalize(model, opts: TrainOptions, out: Path, speed: SpeedChoice, macs: in
     write_card(out)
 
 
+def _calibrate(model, opts: TrainOptions, val_ds) -> float:
+    """Fold a temperature fitted on the validation majorities into the last layer (models.ferplus.fit_temperature):
+    trained on vote shares, the net's confidence is the annotators' spread, not how often it is right."""
+    from models.evaluate import keras_probs
+    from models.ferplus import apply_temperature, dataset_votes, fit_temperature
+
+    votes = dataset_votes(val_ds, None if opts.votes == "auto" else opts.votes)
+    t = fit_temperature(keras_probs(model, val_ds.x), votes.majority)
+    apply_temperature(model, t)
+    print(f"calibration: logits divided by {t:.3f} (fitted on {int(votes.scored.sum())} validation majorities)", file=sys.stderr)
+    return t
+
+
 def _limit(ds, per_class: int, seed: int):
     import numpy as np
-
-    from models.data import Dataset
 
     rng = np.random.default_rng(seed)
     keep = []
@@ -368,7 +402,7 @@ def _limit(ds, per_class: int, seed: int):
         idx = np.flatnonzero(ds.y == i)
         keep.extend(rng.permutation(idx)[:per_class])
     keep = np.sort(np.asarray(keep))
-    return Dataset(x=ds.x[keep], y=ds.y[keep], labels=ds.labels, source=ds.source)
+    return ds.subset(keep)
 
 
 #: Deprecated alias: Keras loading lives in engine.keras_io.load_keras (its one public home).
@@ -431,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soft-labels", default=None, metavar="NPZ",
                    help="one soft label per training face from k-fold teachers that never trained on it (`python -m "
                         "models.gpu_teacher oof`), mixed in at --teacher-weight; the faces still get --augment every epoch")
+    p.add_argument("--votes", nargs="?", const="auto", default=None, metavar="CSV",
+                   help="train on the FER+ vote distribution (ten annotators per face; `--votes` alone: DATA/ferplus.csv): "
+                        "unknown / not-a-face votes and classes outside --classes dropped, faces without votes keep their "
+                        "FER2013 label; validation accuracy and the best epoch are then against the vote majority")
+    p.add_argument("--votes-weight", type=fraction, default=TrainOptions.votes_weight, metavar="W",
+                   help="with --votes: target = W x vote shares + (1 - W) x the (smoothed) FER2013 label")
     p.add_argument("--consistency", type=float, default=d.consistency, metavar="W",
                    help="stability training: each face also as an engine-like second view (zoom, shift, turn, mirror, "
                         "resampling) and W x the KL between the two answers added to the loss, so a change of framing "
@@ -492,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.folds and args.soft_labels:
         raise UserError("--folds makes a teacher that never saw its fold: not with --soft-labels (out-of-fold labels of "
                         "other folds' nets, which trained on this fold's faces)")
+    if args.votes and (args.soft_labels or args.teacher or args.teacher_pool):
+        raise UserError("--votes are the training targets: not with --soft-labels / --teacher / --teacher-pool")
     if args.soft_labels and (args.teacher or args.teacher_pool):
         raise UserError("--soft-labels are a teacher's answers already: not with --teacher / --teacher-pool")
     if args.teacher and not args.teacher_pool and not args.resume and Path(args.teacher).suffix != ".keras":
@@ -502,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
         augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_pool=args.teacher_pool,
-        pool_targets=args.pool_targets, soft_labels=args.soft_labels, consistency=args.consistency, rep=args.rep,
+        pool_targets=args.pool_targets, soft_labels=args.soft_labels, votes=args.votes, votes_weight=args.votes_weight, consistency=args.consistency, rep=args.rep,
         folds=args.folds, fold=args.fold or 0,
         precision=args.precision or TrainOptions.precision, jit=args.jit or TrainOptions.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,
