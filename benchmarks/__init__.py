@@ -1,12 +1,8 @@
 """Benchmarks: `fps.py` (the real threaded pipeline, end to end), `zoo.py` (per exported model: size,
 accuracy, MACs, ms/face), `stage_profile.py` (one frame's CPU time, part by part) and the others. Each
-runs as a script (`python benchmarks/fps.py`) or as a module (`python -m benchmarks.fps`).
-`models.py` and `profile.py` are deprecated wrappers of zoo.py and stage_profile.py (the old names
-shadowed the project's `models` package and the standard `profile` module).
-
-Each script's first lines put the repository root first on sys.path and drop benchmarks/ from it:
-`python benchmarks/X.py` puts benchmarks/ there, where those two wrappers would still shadow `models` and
-`profile`, and `import benchmarks` needs the root.
+runs as a script (`python benchmarks/fps.py`, with the project installed: `pip install -e .`) or as a module
+(`python -m benchmarks.fps`). No script is named like a package or a standard module (`models`, `profile`), so
+running one from benchmarks/ shadows nothing and no script rewrites sys.path.
 
 This package holds light helpers shared by the scripts (machine and package facts, percentiles,
 tables, result files); nothing heavy is imported here. `fps.py`'s parts live beside it: `fps_plan.py`
@@ -22,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from engine.memory import peak_rss_mb  # noqa: F401 (re-exported: the scripts import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"

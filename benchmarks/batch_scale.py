@@ -27,13 +27,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-from benchmarks import RESULTS, SHARED, fmt, load_avg_1m, machine_info, md_table, now_utc, package_versions, write_json, write_text  # noqa: E402
-from engine.cliargs import Parser, positive_int  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
+from benchmarks import REPO, RESULTS, SHARED, fmt, load_avg_1m, machine_info, md_table, now_utc, package_versions, write_json, write_text
+from engine.cliargs import Parser, positive_int
+from engine.errors import UserError, cli_main
 
 SIZE, FPS = (854, 480), 30.0
 ARCHIVE_HOURS = 10_000
@@ -97,7 +94,7 @@ def run_batch(folder: Path, out: Path, extra: Sequence[str]) -> dict:
     cmd = [sys.executable, "-m", "engine.batch", str(folder), "--out", str(out), "--quiet", "--force", *extra]
     load0 = load_avg_1m()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise UserError(f"{' '.join(cmd[1:])} failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")

@@ -39,21 +39,17 @@ import math
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Sequence
 
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from benchmarks import crop_scenes  # noqa: E402
-from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text  # noqa: E402
-from engine.cliargs import Parser, positive_int  # noqa: E402
-from engine.contract import sha256_file  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
+from benchmarks import crop_scenes
+from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text
+from engine.cliargs import Parser, positive_int
+from engine.contract import sha256_file
+from engine.errors import UserError, cli_main
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 TARGET = 0.90  # engine label == direct 48x48 label on at least this share of detected faces

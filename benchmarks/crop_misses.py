@@ -32,18 +32,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks import SHARED, crop_scenes, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text  # noqa: E402
-from engine.cliargs import Parser, positive_int  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
+from benchmarks import SHARED, crop_scenes, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text
+from engine.cliargs import Parser, positive_int
+from engine.errors import UserError, cli_main
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 DETECTORS = ("short", "full", "tiles")  # tiles: short range on the frame and on 2x3 tiles (engine.run --tiles)

@@ -10,7 +10,8 @@ import os
 import time
 from typing import Callable
 
-from benchmarks import cpu_seconds, peak_rss_mb, percentiles
+from benchmarks import cpu_seconds, percentiles
+from engine.memory import peak_rss_mb
 from benchmarks.bench_sources import decode_frames
 from engine.errors import UserError
 

@@ -13,16 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-_HERE, _REPO = Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-import numpy as np  # noqa: E402
 
-from benchmarks import RESULTS, SHARED, machine_info, now_utc, package_versions, rel, write_json, write_text  # noqa: E402
-from engine.classifier import ZOO, ClassifierOptions, create_classifier, predict_batched  # noqa: E402
-from engine.cliargs import Parser  # noqa: E402
-from engine.contract import ModelSpec  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
+from benchmarks import RESULTS, SHARED, machine_info, now_utc, package_versions, rel, write_json, write_text
+from engine.classifier import ZOO, ClassifierOptions, create_classifier, predict_batched
+from engine.cliargs import Parser
+from engine.contract import ModelSpec
+from engine.errors import UserError, cli_main
 
 
 def parse_model(text: str) -> tuple[str, Path]:

@@ -28,22 +28,20 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-from benchmarks import (  # noqa: E402
-    SHARED, load_avg_1m, machine_info, now_utc, package_versions, peak_rss_mb, rel, write_json, write_text,
+from engine.memory import peak_rss_mb
+from benchmarks import (
+    SHARED, load_avg_1m, machine_info, now_utc, package_versions, rel, write_json, write_text,
 )
-from benchmarks.bench_sources import MemorySource, PacedSource, count_frames, decode_frames  # noqa: E402
-from benchmarks.fer_peer import FER_INSTALL, FER_TARGET, run_fer, versus  # noqa: E402
-from benchmarks.fps_plan import DETECTORS, PROGRESS, engine_options, max_frames, pipeline_job, plan, spawn  # noqa: E402
-from benchmarks.fps_report import format_markdown, format_text, label, write_plot  # noqa: E402
-from benchmarks.fps_stats import LATENCY_TARGET, THROUGHPUT_TARGET, FrameRecorder  # noqa: E402
-from engine.cliargs import Parser, nonneg_int, positive_int  # noqa: E402
-from engine.detect import DetectorOptions  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
-from engine.types import RunningMode  # noqa: E402
+from benchmarks.bench_sources import MemorySource, PacedSource, count_frames, decode_frames
+from benchmarks.fer_peer import FER_INSTALL, FER_TARGET, run_fer, versus
+from benchmarks.fps_plan import DETECTORS, PROGRESS, engine_options, max_frames, pipeline_job, plan, spawn
+from benchmarks.fps_report import format_markdown, format_text, label, write_plot
+from benchmarks.fps_stats import LATENCY_TARGET, THROUGHPUT_TARGET, FrameRecorder
+from engine.cliargs import Parser, nonneg_int, positive_int
+from engine.detect import DetectorOptions
+from engine.errors import UserError, cli_main
+from engine.types import RunningMode
 
 DEFAULT_SOURCE = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
 SINKS = ("video", "jsonl", "none")

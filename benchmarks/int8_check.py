@@ -17,16 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text  # noqa: E402
-from engine.classifier import ZOO, ClassifierOptions, create_classifier, predict_batched  # noqa: E402
-from engine.cliargs import Parser, positive_int  # noqa: E402
-from engine.contract import ModelSpec  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
+from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text
+from engine.classifier import ZOO, ClassifierOptions, create_classifier, predict_batched
+from engine.cliargs import Parser, positive_int
+from engine.contract import ModelSpec
+from engine.errors import UserError, cli_main
 
 #: the int8 files each model is checked for, and the float file they are compared with
 INT8_FILES = (("tflite", "int8"), ("onnx", "int8"))

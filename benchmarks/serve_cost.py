@@ -35,13 +35,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-from benchmarks import RESULTS, SHARED, fmt, load_avg_1m, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text  # noqa: E402
-from engine.cliargs import Parser, positive_int  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
+from benchmarks import REPO, RESULTS, SHARED, fmt, load_avg_1m, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text
+from engine.cliargs import Parser, positive_int
+from engine.errors import UserError, cli_main
 
 CLIP = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
 SETTINGS = ("off", "0 viewers", "1 viewer", "4 viewers")
@@ -174,7 +171,7 @@ def spawn(source: Path, model: str | None, serve: bool, jsonl: Path, extra: Sequ
     cmd = [sys.executable, "-m", "engine.run", "--source", str(source), "--loop", "100000", "--no-display", "--quiet",
            "--jsonl", str(jsonl), *(["--model", model] if model else []), *(["--serve", "127.0.0.1:0"] if serve else []), *extra]
     err = open(jsonl.with_suffix(".err"), "w+")
-    proc = subprocess.Popen(cmd, cwd=_REPO, stdout=subprocess.DEVNULL, stderr=err)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
     port = None
     counter = LineCounter(jsonl)
     deadline = time.monotonic() + 120
@@ -311,7 +308,7 @@ print(json.dumps({"import_ms": round((t1 - t0) * 1000, 1), "bind_and_start_ms": 
 """
     runs = []
     for _ in range(3):
-        out = subprocess.run([sys.executable, "-c", code], cwd=_REPO, capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
         if out.returncode:
             raise UserError(f"server start-up check failed: {out.stderr[-300:]}")
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -348,7 +345,7 @@ def summarise(runs: list[dict]) -> dict:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# Live view cost (`engine.run --serve`)", "",
+    lines = ["# Live view cost (`engine.run --serve`)", "",
              f"Measured {report['when']} on {m['cpu']} (CPU class **{m['isa_class']}**, {m['cores']} cores), "
              f"1-minute load average {report['load_avg_1m_range'][0]}-{report['load_avg_1m_range'][1]} during the runs "
              f"(a training job shared the cores). Face detector: {', '.join(report['detectors']) or '?'}. "

@@ -25,13 +25,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-from benchmarks import SHARED, fmt, machine_info, now_utc, package_versions, percentiles, rel, text_table, write_json  # noqa: E402
-from engine.cliargs import positive_int  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
+from benchmarks import SHARED, fmt, machine_info, now_utc, package_versions, percentiles, rel, text_table, write_json
+from engine.cliargs import positive_int
+from engine.errors import UserError, cli_main
 
 DEFAULT_CLIP = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
 PARTS = ("decode", "detect", "crop", "classify", "track", "overlay")

@@ -21,17 +21,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
-from benchmarks import (  # noqa: E402
+from benchmarks import (
     SHARED, fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text,
 )
-from engine.cliargs import Parser, positive_int_list  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
-from engine.formats import BACKENDS, PRECISIONS, by_name, exported  # noqa: E402
-from engine.timing import WARMUP, ms_per_call, ms_per_face  # noqa: E402
+from engine.cliargs import Parser, positive_int_list
+from engine.errors import UserError, cli_main
+from engine.formats import BACKENDS, PRECISIONS, by_name, exported
+from engine.timing import WARMUP, ms_per_call, ms_per_face
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 #: ms/face at batch 4, one thread, in the model's fastest precision; keyed by the shipped name

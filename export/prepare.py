@@ -14,7 +14,8 @@ from engine.errors import UserError
 from engine.formats import names as format_names
 from engine.keras_io import load_keras
 from engine.logs import log, quiet
-from models.data import IMAGE_EXTS, Dataset
+from engine.sources import IMAGE_EXTS
+from models.data import Dataset
 
 #: export's format names, in the order it writes them (engine/formats.py's table)
 FORMATS: tuple[str, ...] = format_names()

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Iterable
 
@@ -38,7 +39,7 @@ from export.report import (
     REPORT_JSON, REPORT_MD, build_report, export_record, format_markdown, format_table,
 )
 from export.verify import check_rows, ferplus_row, keras_probabilities, verify_all, verify_artifact
-from models.evaluate import classification_report
+from models.metrics import classification_report
 
 #: What other code and tests import from here (most of it lives in the step modules now).
 __all__ = [
@@ -97,6 +98,57 @@ def _remove_stale_exports(out: Path, files: dict, kept: set[str]) -> None:
             log(f"warning: could not remove {stale} ({exc.strerror or exc}): it belongs to another model, delete it")
 
 
+# --------------------------------------------------------------------------- checked before any slow work
+
+#: the first bytes of an HDF5 file (a legacy Keras .h5 model)
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_model_file(model_path: Path) -> None:
+    """A cheap look (no TensorFlow) at whether the model file is a Keras model at all: a .keras zip
+    archive holding config.json, or an HDF5 (.h5) file.
+
+    Why: a corrupt model given without --calib was first told "no calibration data" (or waited for
+    TensorFlow to load): the file the user named is what to name first. The full load later still
+    checks everything else (the contract, the weights)."""
+    try:
+        with open(model_path, "rb") as f:
+            head = f.read(len(HDF5_SIGNATURE))
+        if head == HDF5_SIGNATURE:
+            return
+        if zipfile.is_zipfile(model_path):
+            with zipfile.ZipFile(model_path) as z:
+                if "config.json" in z.namelist():
+                    return
+            reason = "a zip archive without config.json"
+        else:
+            reason = "neither a .keras archive nor an HDF5 file"
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    except zipfile.BadZipFile:
+        reason = "a damaged zip archive"
+    raise UserError(f"{model_path} is not a loadable Keras model ({reason})")
+
+
+def check_out_writable(out: Path) -> None:
+    """--out must be a folder this user can create and write (and so must the folder that receives the
+    temporary export next to it), checked before TensorFlow loads and the faces decode.
+
+    Why: `--out /proc/x` converted for most of a minute, then failed with an OSError traceback and exit 1
+    (which reads as "the export failed"), not one sentence and exit 2 (a flag to fix)."""
+    target = Path(os.path.abspath(out))
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: {parent} is not a folder")
+    for folder in ([target] if target.is_dir() else []) + [parent]:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".export-probe-", dir=folder))
+        except OSError as exc:
+            raise UserError(f"--out {out} cannot be written: no folder can be made in {folder} ({exc.strerror or exc})") from None
+
+
 # --------------------------------------------------------------------------- the export
 
 
@@ -131,6 +183,8 @@ def export_model(
     """
     formats = parse_formats(formats)
     model_path, out = check_options(model_path, out_dir, calib_size, verify_size, threads)
+    check_out_writable(out)
+    check_model_file(model_path)
     spec_src = source_spec(model_path)
     calib_path = calib_source(calib, spec_src, model_path)
 

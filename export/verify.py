@@ -18,7 +18,8 @@ from engine.formats import FLOAT_TIE_MARGIN, by_name
 from engine.logs import log, quiet
 from engine.timing import BATCH, ms_per_face
 from models.data import Dataset
-from models.evaluate import classification_report, unseen_report
+from models.evaluate import unseen_report
+from models.metrics import classification_report
 
 
 def keras_probabilities(model, faces: np.ndarray) -> np.ndarray:

@@ -2,8 +2,6 @@
 
 It builds on the runtime below it: the model contract, preprocessing, errors, command-line
 argument types and log silencing live in `engine/` (engine.contract, engine.preprocess,
-engine.errors, engine.cliargs, engine.logs) so that the engine never imports this package.
-`models.contract`, `models.preprocess`, `models.errors`, `models.cli` and `models.logs`
-remain as deprecated aliases of those modules. Nothing here imports TensorFlow at import
+engine.errors, engine.cliargs, engine.logs) so that the engine never imports this package. Nothing here imports TensorFlow at import
 time except `models.train`, `models.archs` and `models.evaluate`, which pull in Keras.
 """

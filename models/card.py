@@ -145,7 +145,8 @@ def quality_rows(m: dict, report: dict | None, crop: dict | None) -> list[str]:
     """Card rows beyond plain accuracy: balanced accuracy and the rare classes' recall (float and the
     int8 file the engine runs), speed with its CPU class, and agreement through the engine on the
     hard crop benchmark when it was measured."""
-    from models.evaluate import balanced_accuracy, unseen_text
+    from models.evaluate import unseen_text
+    from models.metrics import balanced_accuracy
 
     rows = [f"| balanced accuracy | {balanced_accuracy(m['confusion']) * 100:.2f}% (mean per-class recall; "
             f"{_recall_text({c: v['recall'] for c, v in m['per_class'].items()})} recall) |"]

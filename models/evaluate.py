@@ -21,37 +21,7 @@ from engine.cliargs import Parser  # noqa: E402
 from engine.contract import ModelSpec, parse_classes  # noqa: E402
 from engine.errors import UserError, cli_main  # noqa: E402
 from engine.preprocess import flip_average  # noqa: E402
-
-
-def balanced_accuracy(confusion) -> float:
-    """Mean per-class recall over the classes present. Why beside accuracy: FER2013 is 25% happy and
-    1.5% disgust, so a model can gain accuracy while going blind to the rare emotions; this does not."""
-    cm = np.asarray(confusion, dtype=np.float64)
-    support = cm.sum(axis=1)
-    present = support > 0
-    return float((np.diag(cm)[present] / support[present]).mean()) if present.any() else 0.0
-
-
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict:
-    n = len(labels)
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    per_class = {}
-    for i, name in enumerate(labels):
-        tp = cm[i, i]
-        prec = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
-        rec = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per_class[name] = {"precision": float(prec), "recall": float(rec), "f1": float(f1), "support": int(cm[i, :].sum())}
-    return {
-        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
-        "balanced_accuracy": balanced_accuracy(cm),
-        "macro_f1": float(np.mean([v["f1"] for v in per_class.values()])),
-        "per_class": per_class,
-        "confusion": cm.tolist(),
-        "labels": list(labels),
-        "n": int(len(y_true)),
-    }
+from models.metrics import balanced_accuracy, classification_report  # noqa: E402
 
 
 def unseen_report(y_true: np.ndarray, y_pred: np.ndarray, seen: np.ndarray, labels: Sequence[str]) -> dict:
@@ -165,12 +135,14 @@ def keras_probs(model, x: np.ndarray, flip_tta: bool = False) -> np.ndarray:
 
 
 def ferplus_votes(dataset, votes: str | None = "auto"):
-    """The FER+ votes for `dataset` (models.ferplus) or None, with a note, where there are none: evaluation
-    without votes still gives the FER2013-label figures."""
+    """The FER+ votes for `dataset` (models.ferplus), or None where its folder has none ("auto") or, with a note,
+    where its ferplus.csv does not fit: evaluation without votes still gives the FER2013-label figures."""
     if votes is None:
         return None
-    from models.ferplus import dataset_votes
+    from models.ferplus import CSV_NAME, dataset_votes
 
+    if votes == "auto" and (dataset.files is None or not (Path(dataset.source) / CSV_NAME).is_file()):
+        return None  # a data folder without votes: the FER2013-label figures alone, nothing to note
     try:
         return dataset_votes(dataset, None if votes == "auto" else votes)
     except UserError as exc:

@@ -152,7 +152,7 @@ def calibration(conf: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> 
 def report(probs: np.ndarray, votes: Votes, fer_y: np.ndarray | None = None) -> dict:
     """FER+ scoring of one model's probabilities on a split: majority accuracy, balanced accuracy, per-class
     recall, calibration, recall on clear expressions (>= CLEAR_VOTES of ten), and FER2013-label accuracy beside."""
-    from models.evaluate import classification_report
+    from models.metrics import classification_report
 
     m = votes.scored
     pred = probs.argmax(1)

@@ -30,7 +30,7 @@ from engine.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_cl
 from engine.errors import UserError, cli_main  # noqa: E402
 from engine.keras_io import load_keras  # noqa: E402
 from models.augment import LEVELS  # noqa: E402
-from models.batches import class_weights, make_dataset  # noqa: E402,F401 - make_dataset: also imported from here
+from models.batches import class_weights, make_dataset  # noqa: E402
 from models.checkpoint import BEST_NAME, FINAL_NAME, LAST_NAME, STATE_NAME, Checkpoint, load_state, save_model_atomic, write_json  # noqa: E402
 from models.data import seen_mask  # noqa: E402
 from models.distill import TARGETS, soft_labels, teacher_pool  # noqa: E402
@@ -403,10 +403,6 @@ def _limit(ds, per_class: int, seed: int):
         keep.extend(rng.permutation(idx)[:per_class])
     keep = np.sort(np.asarray(keep))
     return ds.subset(keep)
-
-
-#: Deprecated alias: Keras loading lives in engine.keras_io.load_keras (its one public home).
-_load_keras = load_keras
 
 
 def _check_fold_init(init: str, folds: int, fold: int) -> None:

@@ -263,13 +263,3 @@ def test_profile_parts_add_up(model_dir, clip, tmp_path):
 
 def test_profile_refuses_a_camera_in_one_line():
     assert "profile a file or folder" in _one_error_line(_run("stage_profile.py", "--source", "0"))
-
-
-def test_the_old_script_names_still_run():
-    """benchmarks/models.py and profile.py were renamed zoo.py and stage_profile.py (they shadowed the `models`
-    package and the standard `profile` module); the old names are wrappers that run the new scripts."""
-    assert "does not exist" in _one_error_line(_run("models.py", "--model", "/nonexistent/model"))
-    assert "profile a file or folder" in _one_error_line(_run("profile.py", "--source", "0"))
-    for module in ("benchmarks.models", "benchmarks.profile"):
-        r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0 and "usage: python benchmarks/" in r.stdout, r.stderr[-2000:]

@@ -182,53 +182,6 @@ def test_no_import_cycles():
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
 
 
-#: old import path -> (new home, the names that moved). The old modules stay as deprecated aliases.
-MOVED = {
-    "models.errors": ("engine.errors", ["UserError", "cli_main"]),
-    "models.cli": ("engine.cliargs", ["Parser", "csv_list", "fraction", "nonneg_float", "nonneg_int", "positive_int", "positive_int_list"]),
-    "models.logs": ("engine.logs", ["log", "quiet"]),
-    "models.contract": ("engine.contract", ["ALIASES", "FACE_SIZE", "FER_CLASSES", "PRESETS", "SPEC_NAME", "ModelSpec",
-                                            "canonical_class", "parse_classes", "sha256_file"]),
-    "models.preprocess": ("engine.preprocess", ["flip_average", "to_face48", "to_gray"]),
-    "models.data": ("engine.contract", ["ALIASES", "canonical_class"]),
-}
-
-
-def test_old_import_paths_give_the_very_same_objects():
-    import importlib
-
-    for old, (new, names) in MOVED.items():
-        old_mod, new_mod = importlib.import_module(old), importlib.import_module(new)
-        for name in names:
-            assert getattr(old_mod, name) is getattr(new_mod, name), f"{old}.{name} is not {new}.{name}"
-    import engine.keras_io
-    import engine.sources
-    import models.data
-    import models.train
-
-    assert models.train._load_keras is engine.keras_io.load_keras
-    assert models.data.IMAGE_EXTS is engine.sources.IMAGE_EXTS
-
-
-def test_except_user_error_catches_errors_raised_from_either_path():
-    from engine.contract import parse_classes
-    from engine.errors import UserError as New
-    from models.errors import UserError as Old
-
-    for raised in (Old, New):
-        for caught in (Old, New):
-            try:
-                raise raised("x")
-            except caught:
-                pass
-    try:
-        parse_classes("happy")  # raises engine.errors.UserError
-    except Old as exc:
-        assert "at least two" in str(exc)
-    else:
-        raise AssertionError("no UserError")
-
-
 def summary() -> str:
     found = _found()
     edges = {(s, d) for s, d, _, _ in found if s != d}

@@ -294,7 +294,8 @@ def test_teacher_pool_labels_augmented_copies_once_and_trains_on_them(fer_root, 
     assert "--teacher-pool 2" in (tmp_path / "b" / "MODEL_CARD.md").read_text()  # the recipe repeats it
 
     # a resumed pool run continues the pool where it stopped: epoch 2 sees other batches than epoch 1 did
-    from models.train import TrainOptions, make_dataset
+    from models.batches import make_dataset
+    from models.train import TrainOptions
 
     opts = TrainOptions(data="", out="", batch=8, seed=3, teacher_pool=2)
     targets = lambda ds: [t.numpy() for _, t in ds]  # noqa: E731 - which faces a batch holds (the mirror is random)
@@ -508,7 +509,8 @@ def test_consistency_training_pairs_every_batch_and_resumes(fer_root, tmp_path):
     """--consistency: the batches hold each face and its engine-like view (validation: the face
     twice), the run saves, resumes from a checkpoint compiled with the custom loss under
     safe_mode, and the card's recipe repeats the flag."""
-    from models.train import TrainOptions, make_dataset
+    from models.batches import make_dataset
+    from models.train import TrainOptions
 
     faces = np.random.default_rng(0).integers(0, 256, (10, 48, 48, 1), dtype=np.uint8)
     labels = np.arange(10) % 7
@@ -539,7 +541,7 @@ def test_consistency_training_pairs_every_batch_and_resumes(fer_root, tmp_path):
 def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
     """Beside accuracy in metrics, export reports and cards: a net that always says 'happy' scores FER2013's happy
     share in accuracy but 1/7 here; a class absent from the data does not count."""
-    from models.evaluate import balanced_accuracy, classification_report
+    from models.metrics import balanced_accuracy, classification_report
 
     y = np.array([3] * 8 + [1] * 2 + [2] * 2)
     always_happy = classification_report(y, np.full_like(y, 3), FER_CLASSES)
