@@ -111,7 +111,7 @@ def engine_args(args: argparse.Namespace) -> dict:
 
 
 #: OutputOptions field -> the engine.run flag that sets it (what a sink error says instead of the field).
-OUTPUT_FLAGS = {"video": "--output", "images": "--output", "jsonl": "--jsonl"}
+OUTPUT_FLAGS = {"video": "--output", "images": "--output", "jsonl": "--jsonl", "sound": "--sound-out"}
 
 
 def output_options(args: argparse.Namespace, mode: RunningMode, display: bool) -> OutputOptions:

@@ -11,6 +11,11 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
+
+#: One redirection of fds 1/2 at a time: two threads swapping fd 2 in turn could leave it pointing at a
+#: closed temp file (the capture thread's decoder notes vs a recognizer loading under `quiet()`).
+_FD_LOCK = threading.RLock()
 
 
 def log(msg: str) -> None:
@@ -27,7 +32,7 @@ def quiet(label: str = ""):
     sys.stdout.flush()
     sys.stderr.flush()
     saved = []
-    with tempfile.TemporaryFile(mode="w+b") as sink:
+    with _FD_LOCK, tempfile.TemporaryFile(mode="w+b") as sink:
         try:
             for fd in (1, 2):
                 try:
@@ -48,6 +53,35 @@ def quiet(label: str = ""):
             raise
         finally:
             _restore(saved)
+
+
+@contextlib.contextmanager
+def native_stderr(lines: list[str]):
+    """Collect what is printed on file descriptor 2 inside the block into `lines` instead of showing it.
+
+    Why: C libraries (libjpeg's "Corrupt JPEG data: 3 extraneous bytes", libpng) write their warnings
+    straight to fd 2, once per file; the caller decides what to keep (and re-prints lines that are not
+    its library's). With EMOTION_DEBUG=1 nothing is collected: everything shows as printed.
+    """
+    if os.environ.get("EMOTION_DEBUG"):
+        yield lines
+        return
+    with _FD_LOCK, tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            sys.stderr.flush()
+        except Exception:  # a closed stream: nothing buffered to lose
+            pass
+        try:
+            saved = [(2, os.dup(2))]
+            os.dup2(sink.fileno(), 2)
+        except OSError:  # no fd 2 (embedded use): nothing to collect
+            saved = []
+        try:
+            yield lines
+        finally:
+            _restore(saved)
+            sink.seek(0)
+            lines.extend(ln for ln in sink.read().decode("utf-8", "replace").splitlines() if ln.strip())
 
 
 def _restore(saved: list[tuple[int, int]]) -> None:

@@ -8,6 +8,7 @@ the command does, never a copy that could drift from it.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,11 +18,11 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.pipeline import Packet
-from engine.sinks import ImageSink, JsonlSink, OutputError, OutputOptions, VideoSink, WindowSink
-from engine.sources import Source, mode_of
+from engine.sinks import VIDEO_OUT_EXTS, ImageSink, JsonlSink, OutputError, OutputOptions, VideoSink, WindowSink
+from engine.sources import IMAGE_EXTS, URL_SOURCE, Source, mode_of
 from engine.types import RunningMode
 
-__all__ = ["OutputError", "OutputOptions", "Outputs", "frame_event"]
+__all__ = ["OutputError", "OutputOptions", "Outputs", "check_targets", "frame_event"]
 
 
 def frame_event(pkt: Packet) -> dict:
@@ -31,6 +32,95 @@ def frame_event(pkt: Packet) -> dict:
     if pkt.name:
         event["image"] = pkt.name
     return event
+
+
+# --------------------------------------------------------------------------- checked before anything opens
+
+
+def check_targets(options: OutputOptions, source: str, mode: RunningMode) -> None:
+    """Refuse outputs that would destroy the input or that cannot hold what the source gives, before
+    anything is opened (so a refused run leaves every file as it was).
+
+    Why: `--jsonl p.jpg` on the photo p.jpg truncated it and `--output c.mp4` on the clip c.mp4
+    overwrote it, both with exit 0; a video written under `x.jpg` is an MPEG-4 stream no viewer opens.
+
+    Args:
+      options: the outputs asked for (their paths).
+      source: the --source text (a file, a folder, a camera, a URL).
+      mode: the source's RunningMode (`engine.sources.planned_mode` before it is opened).
+    Raises:
+      OutputError: naming the OutputOptions field (engine.run says its flag).
+    """
+    files, folder = _input_files(source)
+    for field, target in _targets(options):
+        _refuse_input(field, Path(target), files, folder)
+    _check_kind(options, mode)
+
+
+def _input_files(source: str) -> tuple[list[Path], Path | None]:
+    """The local files a source reads and the folder they come from (none for cameras and URLs)."""
+    spec = str(source).strip()
+    if URL_SOURCE.match(spec) or spec.isdigit() or spec in ("sample", "picam") or spec.startswith("/dev/"):
+        return [], None
+    path = Path(spec)
+    if path.is_dir():
+        try:
+            return [p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS], path
+        except OSError:
+            return [], path
+    return ([path] if path.exists() else []), None
+
+
+def _targets(options: OutputOptions) -> list[tuple[str, str | os.PathLike]]:
+    """(field, path) of every file output: video, images, jsonl, the rendered sound WAV."""
+    wav = getattr(options.sound, "out_wav", None) if options.sound is not None else None
+    pairs = [("video", options.video), ("images", options.images), ("jsonl", options.jsonl), ("sound", wav)]
+    return [(field, path) for field, path in pairs if path]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names (the same path, a symlink or a hard link)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, RuntimeError):  # a symlink loop: not our input
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def _refuse_input(field: str, target: Path, files: list[Path], folder: Path | None) -> None:
+    """An output that is an input file, would overwrite one (an image folder receiving files of the same
+    names), or puts annotated photos inside the folder being read."""
+    if folder is not None and field == "images" and _same_file(target, folder):  # (Outputs.open's words)
+        raise OutputError(field, "must not be the source folder: the annotated images would replace the photos")
+    for f in files:
+        if _same_file(target, f):
+            raise OutputError(field, f"{target} is the source {f}: writing it would destroy the input")
+        if field == "images" and target.suffix.lower() not in IMAGE_EXTS and _same_file(target / f.name, f):
+            raise OutputError(field, f"{target} holds the source {f.name}: the annotated photo would replace it")
+    if folder is not None and field == "images" and _inside(target, folder):
+        raise OutputError(field, f"{target} is inside the source folder {folder}: the annotated images would mix "
+                                 f"with (or replace) the photos; write them elsewhere")
+
+
+def _check_kind(options: OutputOptions, mode: RunningMode) -> None:
+    """--output's file type must fit the source: a video (its suffix) for a video or stream, an image
+    file, a folder or a video for photos."""
+    if not options.video:
+        return
+    path = Path(options.video)
+    kinds = ", ".join(VIDEO_OUT_EXTS)
+    if path.suffix.lower() in VIDEO_OUT_EXTS and not path.is_dir():
+        return
+    if mode is RunningMode.IMAGE:
+        raise OutputError("video", f"{path} is not an image ({', '.join(sorted(IMAGE_EXTS))}), a folder or a video ({kinds}) name")
+    what = "stream" if mode is RunningMode.LIVE else "video"
+    raise OutputError("video", f"{path} is not a video file name: the annotated {what} is written as {kinds}")
 
 
 @contextmanager

@@ -45,6 +45,9 @@ class PipelineOptions:
     watchdog_s: float = 20.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 5.0
+    #: a source that came back and was lost again sooner than this never really came back: the back-off goes
+    #: on (a web server that answers every reopen at once would otherwise be asked thousands of times a minute)
+    reconnect_healthy_s: float = 10.0
     progress_every_s: float = 2.0
     quiet: bool = False
 
@@ -140,6 +143,8 @@ class Pipeline:
         self._q2: queue.Queue = queue.Queue(depth)
         self._q3: queue.Queue = queue.Queue(depth)
         self._reconnecting = threading.Event()
+        self._backoff_s = opts.reconnect_min_s  # the next wait, carried over a reopen that did not last
+        self._back_at: float | None = None  # time.monotonic() when the source last came back
 
     # ---------------- control ----------------
     def stop(self, reason: str = "stop") -> None:
@@ -217,17 +222,26 @@ class Pipeline:
         # _guard hands _END downstream (a blocking put here raised queue.Full on a stop)
 
     def _reconnect_loop(self) -> None:
-        """Camera gone: keep the process alive, say so, retry with exponential back-off."""
+        """Camera gone: keep the process alive, say so, retry with exponential back-off.
+
+        The back-off counts every loss, not only the reopens that fail: a source lost again within
+        `reconnect_healthy_s` of coming back waits the carried-over delay before its next reopen."""
         o = self.opts
         self._reconnecting.set()
-        delay, attempt = o.reconnect_min_s, 0
+        delay, attempt = self._first_delay(), 0
         self.status = f"{self.source.name} lost - reconnecting"
         self.log(f"warning: {self.source.name} stopped delivering frames; reconnecting")
+        if delay is not None:
+            self.log(f"warning: {self.source.name} was lost again soon after coming back; next try in {delay:.1f}s")
+            self._stop.wait(delay)
+            delay = min(o.reconnect_max_s, delay * 2)
+        delay = o.reconnect_min_s if delay is None else delay
         while not self._stop.is_set():
             attempt += 1
             if self.source.reopen():
                 self.stats.reconnects += 1
                 self.status = ""
+                self._back_at, self._backoff_s = time.monotonic(), delay
                 self.log(f"{self.source.name} is back (after {attempt} attempt{'s' if attempt > 1 else ''})")
                 break
             self.status = f"{self.source.name} lost - retry {attempt} in {delay:.1f}s"
@@ -235,6 +249,12 @@ class Pipeline:
             self._stop.wait(delay)
             delay = min(o.reconnect_max_s, delay * 2)
         self._reconnecting.clear()
+
+    def _first_delay(self) -> float | None:
+        """The wait before the first reopen of this loss: None (reopen at once) unless the source came back
+        less than `reconnect_healthy_s` ago, then the back-off it had reached."""
+        recent = self._back_at is not None and time.monotonic() - self._back_at < self.opts.reconnect_healthy_s
+        return self._backoff_s if recent else None
 
     def _detect(self) -> None:
         while True:

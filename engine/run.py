@@ -24,6 +24,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
 import argparse
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -31,10 +32,11 @@ from engine.api import EmotionRecognizer
 from engine.cliopts import OUTPUT_FLAGS, STILL_VIEWS, add_engine_options, options_from_args, output_options  # noqa: F401 (STILL_VIEWS: re-exported)
 from engine.cliargs import Parser, nonneg_float, positive_int
 from engine.errors import UserError, cli_main
-from engine.outputs import OutputError, Outputs
+from engine.outputs import OutputError, Outputs, check_targets
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.sinks import display_available
-from engine.sources import SourceOptions, open_source
+from engine.sources import SourceOptions, open_source, planned_mode
+from engine.types import RunningMode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src = p.add_argument_group("source")
     src.add_argument("--source", default="0",
-                     help="camera index (0), /dev/videoN, picam, a video file, an image, a folder of images, an rtsp/http URL, "
-                          "or 'sample' (a packaged photo) [default: 0]")
+                     help="camera index (0), /dev/videoN, picam, a video file, an image, a folder of images, an rtsp/http URL "
+                          "(an http(s) video file plays once, like a file), or 'sample' (a packaged photo) [default: 0]")
     src.add_argument("--width", type=positive_int, help="camera capture width (USB/V4L2, Pi camera)")
     src.add_argument("--height", type=positive_int, help="camera capture height")
     src.add_argument("--fps", type=float, help="camera frame rate to request")
@@ -107,18 +109,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     serve = serve_options_from_args(args)
     t_launch = _T_START
+    planned = planned_mode(args.source)
+    with _flag_errors():  # nothing is open yet: a refused output leaves the input (and every file) untouched
+        check_targets(output_options(args, planned, False), args.source, planned)
     source = open_source(SourceOptions(args.source, args.width, args.height, args.fps, args.loop))
     closers = [source.close]
     try:
-        return _run(args, source, closers, t_launch, serve)
-    except OutputError as exc:  # the library names the OutputOptions field; the user typed a flag
-        raise UserError(f"{OUTPUT_FLAGS.get(exc.field, exc.field)}: {exc.detail}") from None
+        with _flag_errors():
+            if (source.mode is RunningMode.IMAGE) != (planned is RunningMode.IMAGE):  # a URL that opened otherwise
+                check_targets(output_options(args, source.mode, False), args.source, source.mode)
+            return _run(args, source, closers, t_launch, serve)
     finally:
         for close in reversed(closers):
             try:
                 close()
             except Exception as exc:  # closing must not hide the real outcome
                 print(f"warning: while closing: {exc}", file=sys.stderr)
+
+
+@contextmanager
+def _flag_errors():
+    """The library names the OutputOptions field (`OutputError`); the user typed a flag: say the flag."""
+    try:
+        yield
+    except OutputError as exc:
+        raise UserError(f"{OUTPUT_FLAGS.get(exc.field, exc.field)}: {exc.detail}") from None
 
 
 def _run(args, source, closers: list, t_launch: float, serve=None) -> int:
@@ -168,10 +183,21 @@ def _run(args, source, closers: list, t_launch: float, serve=None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+    if stats.frames == 0 and stats.stopped_by == "end":  # every photo unreadable: not a success with "nan" timings
+        raise UserError(f"no frame could be read from {source.name}")
     startup = outputs.first_out - t_launch if outputs.first_out is not None else float("nan")
     log(f"done: {stats.frames} frames, {stats.faces} faces, {stats.fps:.1f} FPS"
         f" (stopped by {stats.stopped_by}; first frame {startup:.2f}s after launch)")
+    _decoder_note(source)
     return 0
+
+
+def _decoder_note(source) -> None:
+    """One counted line for the photos libjpeg complained about (its own per-file warnings are kept off stderr)."""
+    notes = getattr(source, "notes", None)
+    note = notes.summary() if notes is not None else None
+    if note:
+        print(note, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ import numpy as np
 from engine.errors import UserError
 from engine.sources import IMAGE_EXTS
 
+#: The file names VideoSink writes a playable video under (mp4v, or MJPG for .avi); others (.webm, .gif)
+#: fail in OpenCV's writer, and an image name (.jpg) would hold an MPEG-4 stream no viewer opens.
+VIDEO_OUT_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+
 if TYPE_CHECKING:
     from engine.sound import SoundOptions
 
