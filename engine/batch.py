@@ -9,8 +9,17 @@ Examples:
 Per input, under --out (mirroring the input's relative path): NAME.jsonl (engine.run's JSONL),
 NAME.csv (one row per frame per face), NAME.png (emotion timeline per tracked face); per batch:
 summary.csv, summary.json and index.html. Outputs appear complete or not at all (temp name, then
-rename); a re-run skips inputs whose outputs are complete for the same options (--force redoes).
-Exit status: 0 all inputs ok, 1 some failed (or were not run), 2 a usage error, 130 interrupted.
+rename); temporary files a killed worker left are deleted as a batch starts and ends; a re-run
+skips inputs whose outputs are complete for the same options (--force redoes). A file is named the
+same whether a folder, a glob or a list gave it (so switching forms resumes); a URL's folder is
+urls/HOST_PORT/PATH-KEY (KEY: a hash of the whole URL), and no user, password or token from a URL
+reaches a file name, the summary, index.html or a progress line.
+An input fails when no frame of it decodes, or only part of it does: a video that ends before the
+frames its header announces, a JPEG photo cut short ("truncated or damaged: partly decoded").
+Symbolic links that lead nowhere (dangling, loops) and links to folders (not followed) are listed
+as "skipped" in the summary and on stderr; they do not change the exit status.
+Exit status: 0 all inputs ok, 1 some failed (or were not run), 2 a usage error (an unreachable
+--ray address fails within 30 s: 3 s when nothing listens there), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -31,11 +40,12 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.batch_inputs import find_inputs
-from engine.batch_job import empty_row, is_done, options_key
+from engine.batch_job import empty_row, is_done, options_key, sweep_temp
 from engine.batch_report import Progress, totals, write_summary
 from engine.cliargs import Parser, positive_int
 from engine.cliopts import add_engine_options, engine_args
 from engine.errors import UserError, cli_main
+from engine.urls import redact
 
 RAY_ADDRESS = re.compile(r"^(auto|local|ray://.+|[\w.\-]*:\d+)$")
 
@@ -61,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "; with --ray: the cluster's CPUs]")
     b.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run on Ray (pip install 'emotion-engine[ray]'): no ADDRESS starts Ray on this machine; auto, HOST:6379 "
-                        "or ray://HOST:10001 joins a cluster (inputs and --out on a path every node sees)")
+                        "or ray://HOST:10001 joins a cluster (inputs and --out on a path every node sees); an ADDRESS where "
+                        "nothing listens fails in 3 s, one that does not answer as Ray in 30 s")
     b.add_argument("--force", action="store_true", help="redo inputs whose outputs are already complete")
     b.add_argument("--max-failures", type=positive_int, metavar="N", help="start no new input after N inputs failed")
     b.add_argument("--quiet", action="store_true", help="no progress bar (for logs): failures and the final line only")
@@ -81,6 +92,11 @@ def _check_out(out: str) -> Path:
     return path.resolve()
 
 
+def _skipped_row(path: str, why: str) -> dict:
+    """The summary row of a path the batch could not even try (a broken symbolic link): listed, not dropped."""
+    return {**empty_row({"label": path, "src": path, "kind": "link"}, "skipped", why), "name": ""}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     args = build_parser().parse_args(argv)
@@ -92,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if importlib.util.find_spec("matplotlib") is None:
         raise UserError("engine.batch draws its timelines with matplotlib: pip install matplotlib")
     out = _check_out(args.out)
-    inputs = find_inputs(args.inputs)
+    skipped: list[tuple[str, str]] = []
+    inputs = find_inputs(args.inputs, skipped=skipped)
+    sweep_temp(out)  # what a killed worker of an earlier run left
     engine = engine_args(args)
     key = options_key(engine)
     jobs = [i.to_job() for i in inputs]
@@ -110,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        + f" -> {out}")
     if not pending:
         progress.announce()
+    for path, why in skipped:
+        progress.line(f"skipped: {path}: {why}")
     failed = [0]
 
     def on_event(kind: str, k: int, payload) -> None:
@@ -143,23 +163,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
         progress.close()
+        sweep_temp(out)  # what a worker killed during this run left
     reason = "interrupted (Ctrl-C or SIGTERM)" if interrupted else f"not started: --max-failures {args.max_failures} reached"
     rows = [r if r is not None else {**empty_row(jobs[i], "not-run", reason), "name": jobs[i]["name"]} for i, r in enumerate(rows)]
+    rows += [_skipped_row(path, why) for path, why in skipped]
     wall = time.perf_counter() - t0
     from engine.cpu import isa_class
 
-    run = {"command": "python -m engine.batch", "argv": list(argv if argv is not None else sys.argv[1:]),
+    run = {"command": "python -m engine.batch", "argv": [redact(a) for a in (argv if argv is not None else sys.argv[1:])],
            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mode": mode,
            "workers": cluster.get("actors", min(workers, max(1, len(pending)))), "cpu_class": isa_class(), **cluster,
            "options": engine, "options_key": key, "interrupted": interrupted}
     run["totals"] = t = totals(rows, wall)
     write_summary(out, rows, run)
     progress.line(f"{'interrupted' if interrupted else 'done'}: {t['ok']} ok ({t['reused']} from an earlier run), {t['failed']} failed, "
-                  f"{t['not_run']} not run; {t['video_s_per_s']} video-s/s, {wall:.1f} s -> {out / 'index.html'}")
+                  f"{t['not_run']} not run{f', {len(skipped)} skipped' if skipped else ''}; {t['video_s_per_s']} video-s/s, {wall:.1f} s -> {out / 'index.html'}")
     if interrupted:
         return 130
     return 1 if t["failed"] or t["not_run"] else 0
 
 
+def _exit(code: int) -> None:
+    """Exit with `code`; at once (no exit hooks) when engine.batch_ray says so: a ray.init given up on still blocks
+    in Ray's C++ client and Ray's exit hook would wait on it for minutes; after Ctrl-C, Ray is already shut down."""
+    ray_driver = sys.modules.get("engine.batch_ray")
+    if ray_driver is not None and ray_driver.exit_now():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(cli_main(main))
+    _exit(cli_main(main))

@@ -9,7 +9,10 @@ timeline's bins, per-face counters), so a 2-hour video costs no more memory than
 
 Every file is written under a temporary name and renamed when complete; `<name>.meta.json`
 (the options, the input's size and mtime, the summary row) is renamed last, so its presence with
-matching options is what "done" means on a re-run (`is_done`).
+matching options is what "done" means on a re-run (`is_done`). A URL's secrets (user:password@,
+`?token=`) never reach these files or the summary row: the row and meta.json name it by
+`engine.urls.redact` (plus `url_key`, so two URLs still differ), and an error message has them
+masked (`scrub`).
 """
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ import glob
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import cv2
 
@@ -39,6 +44,7 @@ from engine.sinks import JsonlSink
 from engine.sources import SourceOptions, VideoCaptureSource, mode_of, open_source
 from engine.timeline import Timeline
 from engine.types import RunningMode
+from engine.urls import REDACTED, SECRET_KEYS, is_url, redact, url_key
 
 META_VERSION = 1
 OUTPUTS = ("jsonl", "csv", "png")
@@ -62,6 +68,31 @@ def _stat(path: str) -> list:
         return []
 
 
+def shown(src: str) -> str:
+    """What a summary, meta.json or message may say of a source: a path as is, a URL without its secrets."""
+    return redact(src) if is_url(src) else src
+
+
+def identity(src: str) -> list:
+    """What meta.json records of an input to know it again on a re-run: a path (byte-identical to earlier
+    versions) with its size and mtime; a URL as its redacted form and a long hash of the whole (secrets included)."""
+    return [f"{redact(src)} #{url_key(src, 32)}"] if is_url(src) else [src, *_stat(src)]
+
+
+def scrub(text: str, src: str) -> str:
+    """`text` (an error message that may quote the URL) with the URL's password, user and secret query values masked."""
+    if not is_url(src):
+        return text
+    text = text.replace(src, redact(src))
+    secrets = set(re.findall(r"://([^/@?#]+)@", src))  # the whole userinfo, then its parts
+    for userinfo in list(secrets):
+        secrets.update(q for q in unquote(userinfo).split(":", 1) + userinfo.split(":", 1))
+    secrets.update(v for k, v in parse_qsl(urlsplit(src).query, keep_blank_values=True) if any(w in k.lower() for w in SECRET_KEYS))
+    for secret in sorted((x for x in secrets if len(x) >= 3), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def options_key(engine_args: dict) -> str:
     """What makes two runs' outputs the same: the engine flags and the model files' sizes and times."""
     model = Path(engine_args["model"]).expanduser().resolve()
@@ -82,6 +113,37 @@ def remove_temp(out: str | Path, name: str) -> None:
                 stale.unlink(missing_ok=True)
 
 
+#: a temporary file of this batch: .NAME.EXT.PID.tmp (an input's outputs; summary.csv/json, index.html)
+TEMP = re.compile(r"^\..+\.(jsonl|csv|png|meta\.json|json|html)\.(\d+)\.tmp$")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, someone else's
+        return True
+    return True
+
+
+def sweep_temp(out: str | Path) -> int:
+    """Delete the temporary files under `out` whose writer is gone (a worker killed with SIGKILL, a lost node):
+    called as a batch starts and as it ends, so none is left until some later run of the same input. A file of
+    a process still running here is kept (a batch that shares --out). Returns how many went."""
+    gone = 0
+    for folder, _dirs, files in os.walk(out):
+        for name in files:
+            m = TEMP.match(name)
+            if m and int(m.group(2)) != os.getpid() and not _running(int(m.group(2))):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    gone += 1
+                except OSError:
+                    pass
+    return gone
+
+
 def is_done(job: dict, out: str | Path, key: str) -> dict | None:
     """The summary row of an earlier complete run of `job` with the same options and input, else None."""
     paths = out_paths(out, job["name"])
@@ -89,7 +151,7 @@ def is_done(job: dict, out: str | Path, key: str) -> dict | None:
         meta = json.loads(paths["meta.json"].read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if meta.get("version") != META_VERSION or meta.get("options") != key or meta.get("input") != [job["src"], *_stat(job["src"])]:
+    if meta.get("version") != META_VERSION or meta.get("options") != key or meta.get("input") != identity(job["src"]):
         return None
     sizes = meta.get("sizes", {})
     if any(not paths[ext].is_file() or paths[ext].stat().st_size != sizes.get(ext) for ext in OUTPUTS):
@@ -99,9 +161,34 @@ def is_done(job: dict, out: str | Path, key: str) -> dict | None:
 
 def empty_row(job: dict, status: str, error: str, worker: str = "") -> dict:
     """The summary row of an input that produced nothing (failed before any frame, or never started)."""
-    return {"input": job["label"], "path": job["src"], "kind": job["kind"], "status": status, "error": error,
+    return {"input": job["label"], "path": shown(job["src"]), "kind": job["kind"], "status": status, "error": scrub(error, job["src"]),
             "duration_s": 0.0, "frames": 0, "faces": 0, "tracked_faces": 0,
             "fps": 0.0, "seconds": 0.0, "worker": worker, "rss_mb": 0.0, "rss_now_mb": 0.0, "reused": False}
+
+
+JPEG_EXTS = {".jpg", ".jpeg", ".jpe", ".jfif"}
+
+
+def _check_whole_jpeg(path: str) -> None:
+    """UserError for a JPEG photo cut short: OpenCV decodes what is there, greys the rest and says nothing but a
+    libjpeg warning, so its faces would be counted from a damaged picture; a photo that is only partly there
+    fails, as a video with missing frames does. Pillow (matplotlib's own dependency) is what notices."""
+    if Path(path).suffix.lower() not in JPEG_EXTS:
+        return
+    try:
+        from PIL import Image, ImageFile
+    except ImportError:  # without Pillow: not checked
+        return
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        return
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except OSError as exc:
+        if "truncated" in str(exc) or "broken data stream" in str(exc):
+            raise UserError("truncated or damaged: the JPEG ends before its picture does (partly decoded)") from None
+    except Exception:  # noqa: BLE001 - anything else is for the decoder to report
+        pass
 
 
 class BatchWorker:
@@ -154,7 +241,7 @@ class BatchWorker:
                 os.replace(tmp[ext], paths[ext])
             row["status"] = "ok"
             self._timing(row, t0)
-            meta = {"version": META_VERSION, "options": self.key, "input": [job["src"], *_stat(job["src"])],
+            meta = {"version": META_VERSION, "options": self.key, "input": identity(job["src"]),
                     "sizes": {ext: paths[ext].stat().st_size for ext in OUTPUTS}, "row": row}
             tmp["meta.json"].write_text(json.dumps(meta, indent=1), encoding="utf-8")
             os.replace(tmp["meta.json"], paths["meta.json"])  # last: "done" from now on
@@ -168,6 +255,7 @@ class BatchWorker:
             for p in tmp.values():
                 p.unlink(missing_ok=True)
         if row["status"] != "ok":
+            row["error"] = scrub(row["error"], job["src"])
             self._timing(row, t0)
         return row
 
@@ -183,6 +271,8 @@ class BatchWorker:
             raise UserError(f"{src} does not exist")
         if "://" not in src and os.path.getsize(src) == 0:
             raise UserError("empty file (0 bytes)")
+        if "://" not in src and job["kind"] == "image":
+            _check_whole_jpeg(src)
         caps = []
 
         def opener(target):  # engine.sources' own hook: keeps the capture to ask its frame count

@@ -1,6 +1,7 @@
 """What a batch writes about itself: `summary.csv`, `summary.json`, `index.html`, and its progress bar.
 
-Summary columns, one row per input: input, path, kind, status (ok | failed | not-run), error,
+Summary columns, one row per input: input, path, kind, status (ok | failed | not-run | skipped: a
+broken symbolic link, kind "link"), error,
 duration_s (video seconds), frames, faces (face detections over all frames), tracked_faces,
 share_<emotion> (the share of face-time showing each emotion), dominant, and the run-dependent
 TIMING_COLUMNS (processing fps, seconds, which worker, its peak and current RSS, whether an earlier
@@ -42,8 +43,9 @@ def totals(rows: list[dict], wall_s: float) -> dict:
     video_s = sum(r.get("duration_s") or 0.0 for r in ok)
     fresh = [r for r in ok if not r.get("reused")]
     fresh_video_s = sum(r.get("duration_s") or 0.0 for r in fresh)
-    return {"inputs": len(rows), "ok": len(ok), "failed": sum(r["status"] == "failed" for r in rows),
-            "not_run": sum(r["status"] == "not-run" for r in rows), "reused": len(ok) - len(fresh),
+    return {"inputs": sum(r["status"] != "skipped" for r in rows), "ok": len(ok), "failed": sum(r["status"] == "failed" for r in rows),
+            "not_run": sum(r["status"] == "not-run" for r in rows), "skipped": sum(r["status"] == "skipped" for r in rows),
+            "reused": len(ok) - len(fresh),
             "video_s": round(video_s, 3), "frames": sum(r.get("frames") or 0 for r in ok), "wall_s": round(wall_s, 3),
             "video_s_per_s": round(fresh_video_s / wall_s, 2) if wall_s > 0 else 0.0}
 
@@ -83,7 +85,7 @@ def index_html(rows: list[dict], run: dict) -> str:
 body {{ font: 14px system-ui, sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }}
-tr.failed td, tr.not-run td {{ background: #fff0f0; }}
+tr.failed td, tr.not-run td, tr.skipped td {{ background: #fff0f0; }}
 img {{ width: 600px; max-width: 100%; }}
 </style></head><body>
 <h1>emotion-engine batch</h1>
