@@ -5,9 +5,11 @@ and what the engine finds, without a second program. Routes:
 
     /              one self-contained page (inline JS/CSS, nothing fetched from elsewhere: works offline)
     /stream.mjpg   the annotated video, multipart/x-mixed-replace JPEG
-    /events        Server-Sent Events: one message per frame, the very object a --jsonl line holds
+    /events        Server-Sent Events: one message per frame, the very object a --jsonl line holds, and an
+                   `event: stopped` message (wall-clock time, frames) as the engine stops
     /snapshot.jpg  the newest annotated frame
     /healthz       JSON: uptime, frames, fps, source state, model, detector, viewers
+    /favicon.ico   a 16 px icon, the one path served without the token (browsers ask for it without one)
 
 Why the standard library's ThreadingHTTPServer: it adds no dependency to a Pi's install, imports in a few
 milliseconds and a few MB (benchmarks/serve_cost.py measures both), and a thread per connection is the
@@ -26,9 +28,14 @@ How it keeps the pipeline's pace (the rules the issue sets):
   neither crash nor stall the pipeline. `close()` unblocks every connection, so a stop takes well under 2 s.
 
 Security: 127.0.0.1 unless a host is given; a token (`--serve-token`), when set, is required on every path
-(`?token=` or `Authorization: Bearer`), compared with `hmac.compare_digest`; at most `max_clients` video
-streams and as many event streams (a page opens one of each), 503 beyond; unknown paths 404; nothing is
-ever read from disk.
+but /favicon.ico (`?token=` or `Authorization: Bearer`), compared with `hmac.compare_digest`; a token with
+`+` or `&` may be pasted into the address bar as it is (engine.serve_http.token_candidates reads the raw
+query both ways; only `#` must be written %23); at most `max_clients` video streams and as many event
+streams (a page opens one of each), 503 beyond; unknown paths 404; nothing is ever read from disk.
+Strangers cannot lock the token holder out (issue #35's slowloris): a connection that has not finished
+its headers (so has shown no token) gets 2.5 s for them, and such connections are capped per client
+address and in all, the oldest cut to make room for a newcomer; the listen backlog is 128 (see
+engine.serve_http.Server; benchmarks/serve_slowloris.py measures the attack).
 
 Here: the options, the address, the frame state (`_Hub`) and `LiveServer` with its encoder thread. The
 HTTP server and handler (auth, routes, client limits) are engine.serve_http; the page is engine.serve_page.
@@ -42,8 +49,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -64,12 +71,14 @@ class ServeOptions:
     Args:
         host: address to bind; 127.0.0.1 (this machine only) unless the user names another.
         port: TCP port; 0 picks a free one (the URL printed at start says which).
-        token: when set, every request must carry it (`?token=` or `Authorization: Bearer`).
+        token: when set, every request must carry it (`?token=` or `Authorization: Bearer`); in the URL it
+            may be percent-encoded or pasted raw, `+` and `&` included (`#` only as %23).
         max_clients: concurrent video streams, and separately event streams, before 503.
         stream_fps: the most JPEGs a second the video stream gets (a camera gives ~30; a file plays faster
             than any browser shows, and encoding every frame would cost the pipeline its pace).
         jpeg_quality: 0-100 for the stream and snapshot.
-        timeout_s: socket timeout: a client that sends nothing, or stops reading, is dropped after it.
+        timeout_s: socket timeout: a client that sends nothing, or stops reading, is dropped after it
+            (its request line and headers get min(timeout_s, 2.5 s) in all).
         bars: draw the probability bars on the served video (as --bars does on the window).
     """
 
@@ -227,6 +236,7 @@ class LiveServer:
     """
 
     POLL_S = 0.1  # how often serve_forever looks at its stop flag: close() returns within this
+    LAST_WORD_S = 0.3  # the most close() waits for event streams to send their 'stopped' message
 
     def __init__(self, opts: ServeOptions, httpd: Server):
         self.opts = opts
@@ -242,7 +252,7 @@ class LiveServer:
         httpd.attach(self)
 
     @classmethod
-    def start(cls, opts: ServeOptions, log: Callable[[str], None] | None = None) -> "LiveServer":
+    def start(cls, opts: ServeOptions, log: Callable[[str], None] | None = None) -> LiveServer:
         """Bind, start the server and encoder threads, and print the URL (always, even with --quiet:
         with port 0 it is the only way to learn the port).
 
@@ -289,11 +299,14 @@ class LiveServer:
             hub.closed.wait(max(0.0, period - (time.monotonic() - t0)))
 
     def close(self) -> None:
-        """Stop serving and drop every connection (blocked sends included); returns within ~0.5 s."""
+        """Tell every event stream the engine stopped, then stop serving and drop every connection (blocked
+        sends included); returns within ~0.8 s."""
         hub = self.hub
         if hub.closed.is_set():
             return
         hub.close()
+        with hub.new_viewer:  # each event stream sends its 'stopped' message as it ends: let them (briefly)
+            hub.new_viewer.wait_for(lambda: hub.event_viewers == 0, timeout=self.LAST_WORD_S)
         self._httpd.shutdown()  # serve_forever returns within POLL_S
         self._httpd.server_close()
         self._httpd.drop_connections()

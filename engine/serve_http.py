@@ -11,29 +11,54 @@ from __future__ import annotations
 import hmac
 import http.client
 import json
+import re
+import select
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from engine.serve_page import CSS_COLOURS, PAGE, PAGE_CSP
+from engine.serve_page import CSS_COLOURS, ICON, PAGE, PAGE_CSP
 
 
 class Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer with a connection cap, quiet errors and a list of live sockets to drop."""
+    """ThreadingHTTPServer with connection caps that a stranger cannot use against the token holder, quiet
+    errors and a list of live sockets to drop.
+
+    Why (issue #35): a thread per connection and one cap for all of them let 32 slow sockets that never
+    finish their headers fill every slot, token holder locked out. Now a connection is *pending* until its
+    request line and headers are in (nobody has shown the token before that), and pending ones are cheap to
+    lose: they get HEADER_DEADLINE_S in all (a browser sends its ~1 KB in one packet), at most
+    `max_pending_per_host` per client address and `max_pending` in all; a newcomer past either cap cuts the
+    oldest pending connection (of its own address, else of the address holding the most) instead of being
+    refused. A connection younger than PENDING_MIN_AGE_S, or whose whole header block already waits in the
+    kernel, is never cut: that is the token holder's request in flight, not a slow one. Only
+    `max_connections` (threads, in all) refuses, and strangers alone cannot reach it while they are capped
+    at `max_pending`. The listen backlog is 128, not 5: a burst of connects is queued, not stalled 1 s.
+    """
 
     daemon_threads = True  # a stuck client never keeps the process alive
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog (socketserver's 5 made bursts wait for SYN retries)
+    HEADER_DEADLINE_S = 2.5  # request line + headers, all of them, or the connection is cut
+    PENDING_MIN_AGE_S = 0.5  # a pending connection this young is not cut to make room
+    REAP_EVERY_S = 0.1  # how often the serving thread looks for pending connections past the deadline
 
     def __init__(self, opts, hub):
         self.opts = opts  # engine.serve.ServeOptions
         self.hub = hub  # engine.serve's frame state: the newest JPEG, the recent events, the viewer counts
         self.live = None  # the engine.serve.LiveServer (see attach): /healthz shows its `info`
         self._conns: dict[socket.socket, threading.Thread] = {}
+        self._pending: dict[socket.socket, tuple[str, float]] = {}  # still sending headers: (address, accepted at)
         self._conns_lock = threading.Lock()
-        #: connections of any kind (page, snapshot, streams, silent ones) before new ones are refused
-        self.max_connections = 4 * opts.max_clients + 16
+        self._reaped_at = 0.0
+        #: connections still sending their headers (no token seen yet) before the oldest is cut for a newcomer
+        self.max_pending = 4 * opts.max_clients + 16
+        self.max_pending_per_host = max(4, self.max_pending // 2)
+        #: connections of any kind (page, snapshot, streams, pending ones) before new ones are refused
+        self.max_connections = 8 * self.max_pending
+        self.header_deadline_s = min(self.HEADER_DEADLINE_S, opts.timeout_s)
         info = socket.getaddrinfo(opts.host, opts.port, type=socket.SOCK_STREAM)[0]
         self.address_family = info[0]
         super().__init__(info[4][:2], Handler)
@@ -47,11 +72,57 @@ class Server(ThreadingHTTPServer):
         self.live = live
 
     def verify_request(self, request, client_address) -> bool:
+        now = time.monotonic()
         with self._conns_lock:
             if len(self._conns) >= self.max_connections:
                 return False
+            self._make_room(client_address[0], now)
             self._conns[request] = threading.current_thread()
+            self._pending[request] = (client_address[0], now)
         return True
+
+    def _make_room(self, host: str, now: float) -> None:
+        """Cut one pending connection if the newcomer from `host` would pass a pending cap (lock held)."""
+        mine = [(t, s) for s, (h, t) in self._pending.items() if h == host]
+        if len(mine) >= self.max_pending_per_host:
+            self._cut_oldest(mine, now)
+        elif len(self._pending) >= self.max_pending:
+            counts: dict[str, int] = {}
+            for h, _ in self._pending.values():
+                counts[h] = counts.get(h, 0) + 1
+            busiest = max(counts, key=counts.get)
+            self._cut_oldest([(t, s) for s, (h, t) in self._pending.items() if h == busiest], now)
+
+    def _cut_oldest(self, candidates: list, now: float) -> None:
+        for t, sock in sorted(candidates, key=lambda c: c[0]):
+            if now - t < self.PENDING_MIN_AGE_S:
+                return  # all the others are younger still
+            if not _headers_waiting(sock):
+                self._cut(sock)
+                return
+
+    def _cut(self, sock: socket.socket) -> None:
+        """Drop a pending connection (lock held): its thread's read ends and it answers nothing."""
+        self._pending.pop(sock, None)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def headers_done(self, sock: socket.socket) -> bool:
+        """The handler read its request line and headers: no longer pending. False if it was cut meanwhile."""
+        with self._conns_lock:
+            return self._pending.pop(sock, None) is not None
+
+    def service_actions(self) -> None:
+        """Cut pending connections past the header deadline (serve_forever calls this every loop)."""
+        now = time.monotonic()
+        if now - self._reaped_at < self.REAP_EVERY_S:
+            return
+        self._reaped_at = now
+        with self._conns_lock:
+            for sock in [s for s, (_, t) in self._pending.items() if now - t > self.header_deadline_s]:
+                self._cut(sock)
 
     def process_request_thread(self, request, client_address):
         with self._conns_lock:
@@ -62,6 +133,7 @@ class Server(ThreadingHTTPServer):
     def shutdown_request(self, request) -> None:
         with self._conns_lock:
             self._conns.pop(request, None)
+            self._pending.pop(request, None)
         super().shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:
@@ -81,6 +153,18 @@ class Server(ThreadingHTTPServer):
                 pass
 
 
+def _headers_waiting(sock: socket.socket) -> bool:
+    """Whether a whole header block sits unread in the kernel for `sock` (its handler has not read it yet):
+    such a connection is about to be served, whatever its age. Peeks without blocking or consuming."""
+    try:
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        data = sock.recv(MAX_HEADER_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (OSError, ValueError):
+        return False
+    return b"\r\n\r\n" in data or b"\n\n" in data
+
+
 #: Bytes of request line + headers read from a client before it is answered 431: a browser sends ~1 KB,
 #: and the standard library alone would read up to 100 headers of 64 KB each (before the token check).
 MAX_HEADER_BYTES = 16 * 1024
@@ -88,22 +172,43 @@ MAX_HEADER_BYTES = 16 * 1024
 
 class _CappedReader:
     """The connection's read side, with a byte budget for the request line and headers (the only
-    things read: GET requests have no body). Past the budget a read raises LineTooLong, which
-    BaseHTTPRequestHandler answers with 431 and a closed connection."""
+    things read: GET requests have no body). A line that reaches the budget unfinished raises
+    LineTooLong, which the handler answers with a 431 status line and a closed connection (before, a
+    request line cut at the budget was read as an HTTP/0.9 request and answered without a status line)."""
 
     def __init__(self, raw, budget: int):
         self._raw = raw
         self._left = budget
+        self.over = False  # the budget ran out: the handler answered 431
 
     def readline(self, limit: int = -1) -> bytes:
-        if self._left <= 0:
-            raise http.client.LineTooLong(f"request headers over {MAX_HEADER_BYTES} bytes")
-        line = self._raw.readline(self._left if limit < 0 else min(limit, self._left))
-        self._left -= len(line)
-        return line
+        if self._left > 0:
+            line = self._raw.readline(self._left if limit < 0 else min(limit, self._left))
+            self._left -= len(line)
+            if self._left > 0 or line.endswith(b"\n"):
+                return line
+        self.over = True
+        raise http.client.LineTooLong(f"request headers over {MAX_HEADER_BYTES} bytes")
 
     def __getattr__(self, name):  # read, close, ...: the real file's
         return getattr(self._raw, name)
+
+
+def token_candidates(query: str) -> list[str]:
+    """The ways `?token=` in a raw query string may be meant, each compared with the token.
+
+    A token typed or pasted into the address bar is not URL-encoded: `a+b&c` arrives as `token=a+b&c`,
+    which standard decoding reads as "a b" (with a separate `c` parameter). So besides the decoded value,
+    the raw text after `token=` counts, percent-decoded but with `+` kept, both up to the next `&` and to
+    the end of the query (the page puts its own parameters first, so a raw `&` in the token still works).
+    Only `#` cannot be pasted raw (the browser never sends what follows it): write it as %23.
+    """
+    out = [(parse_qs(query).get("token") or [""])[0]]
+    m = re.search(r"(?:^|&)token=(.*)", query)
+    if m:
+        raw = m.group(1)
+        out += [unquote(raw.split("&", 1)[0]), unquote(raw)]
+    return out
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -113,38 +218,50 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
-        self.timeout = self.server.opts.timeout_s  # socket timeout for reads and sends
+        # The socket timeout bounds each read and send of a stream; the request line and headers have the
+        # server's shorter deadline on top (Server.service_actions cuts a connection that trickles them).
+        self.timeout = self.server.opts.timeout_s
         super().setup()
         self.rfile = _CappedReader(self.rfile, MAX_HEADER_BYTES)
-        # The socket timeout bounds each read, not the request: a client trickling a header byte every few
-        # seconds would hold a connection slot forever (and enough of them would lock everyone out, token
-        # holder included). The request line and headers get one deadline; past it the connection is cut.
-        self._header_timer = threading.Timer(self.server.opts.timeout_s, self._headers_too_slow)
-        self._header_timer.daemon = True
-        self._header_timer.start()
 
-    def _headers_too_slow(self) -> None:
+    def handle_one_request(self) -> None:
         try:
-            self.connection.shutdown(socket.SHUT_RDWR)
+            super().handle_one_request()
+        except http.client.LineTooLong:  # the request line itself passed the budget (a 100 KB ?token=...)
+            self.requestline, self.request_version, self.command = "", "HTTP/1.0", ""
+            self.close_connection = True
+            if self.server.headers_done(self.connection):
+                self.send_error(431, "Request line too long", f"request line over {MAX_HEADER_BYTES} bytes")
+                self._drain()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()  # reads the headers; past the budget it answers 431 itself
+        if not self.server.headers_done(self.connection):
+            return False  # cut while pending (too slow, or room made for a newcomer): answer nothing
+        if not ok and self.rfile.over:
+            self._drain()
+        return ok
+
+    def _drain(self) -> None:
+        """After a 431, read (and drop) what the client still sends for up to 0.5 s: closing with unread
+        bytes would reset the connection, and a reset can discard the answer before the client reads it."""
+        try:
+            self.wfile.flush()
+            self.connection.settimeout(0.5)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and self.connection.recv(65536):
+                pass
         except OSError:
             pass
 
-    def parse_request(self) -> bool:
-        try:
-            return super().parse_request()  # reads the headers
-        finally:
-            self._header_timer.cancel()
-
-    def finish(self) -> None:
-        self._header_timer.cancel()
-        super().finish()
-
-    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format, *args) -> None:
         """No access log on the engine's stderr (its lines are the user's progress report)."""
 
     # ---- routing ----
-    def do_GET(self) -> None:  # noqa: N802 - http.server's spelling
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if url.path == "/favicon.ico":  # before the token check: browsers ask for it without ?token=
+            return self._reply(200, ICON, "image/png", {"Cache-Control": "max-age=86400"})
         if not self._authorised(url.query):
             return self._reply(401, b"unauthorised: pass ?token=... or an Authorization: Bearer header\n", "text/plain",
                                {"WWW-Authenticate": 'Bearer realm="emotion-engine"'})
@@ -154,18 +271,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(404, b"not found\n", "text/plain")
         route()
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._reply(405, b"", "text/plain", {"Allow": "GET"})
 
     def _authorised(self, query: str) -> bool:
         token = self.server.opts.token
         if not token:
             return True
-        given = (parse_qs(query).get("token") or [""])[0]
         auth = self.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
+        given = [auth[7:].strip()] if auth[:7].lower() == "bearer " else token_candidates(query)
+        want = token.encode("utf-8")
+        # every candidate is compared (no early exit): the time taken does not say which one came close
+        return sum(hmac.compare_digest(g.encode("utf-8", "replace"), want) for g in given) > 0
 
     def _reply(self, code: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
         try:
@@ -178,10 +295,11 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def _common_headers(self, extra: dict | None = None) -> None:
-        self.send_header("Cache-Control", "no-store")
+        extra = dict(extra or {})
+        self.send_header("Cache-Control", extra.pop("Cache-Control", "no-store"))
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")  # the token may be in the URL
-        for k, v in (extra or {}).items():
+        for k, v in extra.items():
             self.send_header(k, v)
         self.end_headers()
 
@@ -224,6 +342,7 @@ class Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         with hub.new_viewer:
             setattr(hub, kind, getattr(hub, kind) - 1)
+            hub.new_viewer.notify_all()  # LiveServer.close waits for the event streams' last word
 
     def _busy(self) -> None:
         self._reply(503, f"at most {self.server.opts.max_clients} streams of this kind at once (--serve-max-clients)\n".encode(),
@@ -276,7 +395,16 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b": idle\n\n")
                     last_beat = time.monotonic()
                 hub.closed.wait(self.EVENT_FLUSH_S)
+            self.wfile.write(stopped_event(hub))
         except OSError:
             pass
         finally:
             self._release("event_viewers")
+
+
+def stopped_event(hub) -> bytes:
+    """The event stream's last message, sent as the engine stops: `event: stopped` with the wall-clock time
+    and the frames done. Without it a page cannot tell a stopped engine from a network blip and says
+    "connection lost - retrying" forever; with it the page says "the engine has stopped (at 14:02:11)"."""
+    body = json.dumps({"time": round(time.time(), 3), "frames": hub.frames}, separators=(",", ":"))
+    return b"event: stopped\ndata: " + body.encode() + b"\n\n"
