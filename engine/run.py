@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the annotated video, the per-face emotions and the JSONL events over HTTP at http://HOST:PORT/ "
                         "(HOST defaults to 127.0.0.1, this machine only; 0.0.0.0 for the whole network; port 0 picks a free one)")
     w.add_argument("--serve-token", metavar="TOKEN", help="require this token on every request (?token=TOKEN or "
-                   "'Authorization: Bearer TOKEN'); use it whenever HOST is not 127.0.0.1")
+                   "'Authorization: Bearer TOKEN'); use it whenever HOST is not 127.0.0.1. A token may be pasted raw into "
+                   "the URL, + and & included; only # must be written %%23")
     w.add_argument("--serve-max-clients", type=positive_int, default=4, metavar="N",
                    help="video streams (and, separately, event streams) served at once; more get 503 [4]")
 

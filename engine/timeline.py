@@ -13,6 +13,7 @@ matplotlib (Agg, no display) is imported only there.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -125,6 +126,11 @@ class Timeline:
         from matplotlib.patches import Patch
         from matplotlib.ticker import FuncFormatter, MultipleLocator
 
+        with warnings.catch_warnings():  # a title (an input's name) in a script the font lacks: boxes, not stderr noise
+            warnings.filterwarnings("ignore", message=r"(?i).*glyph.*missing")
+            return self._draw(path, title, photo, plt, Patch, FuncFormatter, MultipleLocator)
+
+    def _draw(self, path, title, photo, plt, Patch, FuncFormatter, MultipleLocator) -> tuple[int, int]:
         frames = self.face_frames()
         order = sorted(frames, key=lambda fid: (-frames[fid], fid))
         shown_ids = order[:MAX_PANELS]

@@ -211,3 +211,22 @@ def test_broken_links_are_listed_as_skipped(photo, tmp_path):
         assert f"skipped: {d / name}" in proc.stderr
     run = json.loads((out / "summary.json").read_text())["run"]
     assert run["totals"]["skipped"] == 3 and run["totals"]["inputs"] == 1 and run["totals"]["ok"] == 1
+
+
+def test_a_timeline_titled_in_a_script_the_font_lacks_warns_nothing(tmp_path):
+    """An input named in emoji or CJK gave matplotlib "Glyph ... missing" warnings on stderr for every plot."""
+    import warnings
+
+    from engine.timeline import Timeline
+    from engine.track import Face
+
+    labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    tl = Timeline(labels, 1 / 30)
+    probs = dict(zip(labels, [0.05, 0.05, 0.05, 0.6, 0.1, 0.05, 0.1]))
+    for i in range(30):
+        tl.add(i / 30, [Face(1, (0, 0, 9, 9), 0.9, "happy", 0.6, probs)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tl.draw(tmp_path / "t.png", "\U0001F600 \u6f22\u5b57 clip")
+    assert not [w for w in caught if "glyph" in str(w.message).lower()], [str(w.message) for w in caught]
+    assert (tmp_path / "t.png").stat().st_size > 1000
