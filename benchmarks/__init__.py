@@ -28,8 +28,8 @@ VERSION_PACKAGES = ("numpy", "opencv", "mediapipe", "ai-edge-litert", "tflite-ru
 
 
 def cpu_flags() -> list[str]:
-    """The SIMD features that decide which precision is fastest, from engine.cpu's one parser."""
-    from engine.cpu import cpu_info
+    """The SIMD features that decide which precision is fastest, from engine.core.cpu's one parser."""
+    from engine.core.cpu import cpu_info
 
     wanted = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8",
               "asimd", "asimddp", "atomics", "fphp", "asimdhp", "i8mm", "bf16"}
@@ -37,9 +37,9 @@ def cpu_flags() -> list[str]:
 
 
 def machine_info() -> dict:
-    """The machine a result was measured on. `isa_class` (engine.cpu.ISA_CLASSES) is what a
+    """The machine a result was measured on. `isa_class` (engine.core.cpu.ISA_CLASSES) is what a
     reader compares: milliseconds only carry between machines of the same class."""
-    from engine.cpu import cpu_record
+    from engine.core.cpu import cpu_record
 
     rec = cpu_record()
     info = {
@@ -145,7 +145,7 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write a result file, creating its folder; a clear error when that is impossible."""
-    from engine.errors import UserError
+    from engine.core.errors import UserError
 
     path = Path(path)
     try:

@@ -5,7 +5,7 @@ Why: most users' CPUs are plain AVX2 + FMA (no AVX-512, no VNNI) and this projec
 not; milliseconds do not carry between CPU classes, and MACs are a poor proxy (on AVX2, XNNPACK's int8
 path spends more instructions than its float path on our nets, and a separable net's MACs cost more
 than a dense one's). valgrind offers the program it runs an AVX2 + FMA CPU without AVX-512: numpy,
-engine.cpu and XNNPACK's own CPU detection all see class avx2, so XNNPACK picks the very kernels an
+engine.core.cpu and XNNPACK's own CPU detection all see class avx2, so XNNPACK picks the very kernels an
 AVX2 laptop runs. callgrind counts the instructions executed inside `Interpreter::Invoke`, which is
 deterministic: the same count on every run, whatever else the machine does.
 
@@ -34,22 +34,22 @@ from typing import Sequence
 
 
 from benchmarks import REPO, fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text
-from engine.cliargs import Parser, positive_int
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import Parser, positive_int
+from engine.core.errors import UserError, cli_main
 
-ZOO = REPO / "models" / "zoo"
-DETECTORS = REPO / "models" / "detector"
+ZOO = REPO / "engine" / "zoo"
+DETECTORS = REPO / "engine" / "detectors"
 #: AVX2 timings measured by hand on an AVX2 + FMA EPYC core (shared/DESIGN.md, "CPU classes", 2026-11-30;
 #: LiteRT, one thread): file -> (batch it was timed at, ms per face or per frame). "fer" = the fer
 #: package's quantized model. They turn instruction counts into milliseconds.
 CALIBRATION: dict[str, tuple[int, float]] = {
     "models/parents/emonet_n/emotion_int8.tflite": (4, 1.19),
     "models/parents/emonet_n/emotion_fp32.tflite": (4, 1.21),
-    "models/zoo/emonet_s/emotion_int8.tflite": (4, 10.3),
-    "models/zoo/emonet_s/emotion_fp32.tflite": (4, 11.6),
+    "engine/zoo/emonet_s/emotion_int8.tflite": (4, 10.3),
+    "engine/zoo/emonet_s/emotion_fp32.tflite": (4, 11.6),
     "fer": (1, 1.16),
-    "models/detector/face_detection_short_range.tflite": (1, 4.7),
-    "models/detector/face_detection_full_range_sparse.tflite": (1, 11.6),
+    "engine/detectors/face_detection_short_range.tflite": (1, 4.7),
+    "engine/detectors/face_detection_full_range_sparse.tflite": (1, 11.6),
 }
 #: the fast model must cost at most 1/this of fer's model per face (the CPUs-users-own issue)
 FER_RATIO_TARGET = 2.0
@@ -68,8 +68,8 @@ def child(path: str, batch: int, invokes: int) -> None:
     """Run inside valgrind: load one model, invoke it `invokes` times on random input, say what CPU it saw."""
     import numpy as np
 
-    from engine.cpu import isa_class
-    from engine.litert import load_tflite_interpreter
+    from engine.core.cpu import isa_class
+    from engine.core.litert import load_tflite_interpreter
 
     it = load_tflite_interpreter(path, 1)
     inp = it.get_input_details()[0]
@@ -201,7 +201,7 @@ def _run(args: argparse.Namespace, models: Sequence[str] | None) -> dict:
         per = c["instructions_per_invoke"] / batch
         rows.append({"label": label, "file": rel(str(path)), "batch": batch, "instructions": per, "calibration": key})
     for r in rows:
-        r["kind"] = "fer" if r["calibration"] == "fer" else "detector" if r["file"].startswith("models/detector") else "classifier"
+        r["kind"] = "fer" if r["calibration"] == "fer" else "detector" if r["file"].startswith("engine/detectors") else "classifier"
     rates = {r["label"]: r["instructions"] / CALIBRATION[r["calibration"]][1] / 1e6 for r in rows if r["calibration"]}
     kinds = {}
     for kind in ("classifier", "fer", "detector"):
@@ -268,7 +268,7 @@ def format_markdown(res: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python benchmarks/avx2_cost.py", description=__doc__.split("\n\n")[0],
                epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", help="an export folder or a .tflite file; repeatable [every folder under models/zoo/]")
+    p.add_argument("--model", action="append", help="an export folder or a .tflite file; repeatable [every folder under engine/zoo/]")
     p.add_argument("--arch", action="append",
                    help="a net of models.archs, counted untrained (fp32 and int8): its cost before training it; repeatable")
     p.add_argument("--invokes", type=positive_int, default=INVOKES, help=f"invokes counted per model (the count is exact) [{INVOKES}]")

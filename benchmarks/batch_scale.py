@@ -29,8 +29,8 @@ from typing import Sequence
 
 
 from benchmarks import REPO, RESULTS, SHARED, fmt, load_avg_1m, machine_info, md_table, now_utc, package_versions, write_json, write_text
-from engine.cliargs import Parser, positive_int
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import Parser, positive_int
+from engine.core.errors import UserError, cli_main
 
 SIZE, FPS = (854, 480), 30.0
 ARCHIVE_HOURS = 10_000
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     modes = {"1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"]}
     if not args.no_ray:
         modes["Ray local, 2 actors"] = ["--ray", "--workers", "2"]
-    from engine.classifier import DEFAULT_MODEL
+    from engine.classify.classifier import DEFAULT_MODEL
 
     result = {"benchmark": "batch_scale", "when": now_utc(), "machine": machine_info(), "packages": package_versions(["ray"]),
               "model": f"{DEFAULT_MODEL.name} int8",  # the default the runs used (engine.batch's own default)

@@ -1,7 +1,7 @@
-"""Frame sources that only the benchmarks use, built on the engine's own (engine.sources).
+"""Frame sources that only the benchmarks use, built on the engine's own (engine.io.sources).
 
 `PacedSource` plays a file like a camera (`fps.py --realtime`), `MemorySource` replays frames decoded
-before timing (`fps.py --predecoded`, the same frames the fer peer gets). Both are `engine.sources.Source`s,
+before timing (`fps.py --predecoded`, the same frames the fer peer gets). Both are `engine.io.sources.Source`s,
 so the real `Pipeline` reads them like any other source.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from engine.sources import Source, SourceOptions, open_source
-from engine.types import RunningMode
+from engine.io.sources import Source, SourceOptions, open_source
+from engine.core.types import RunningMode
 
 
 class PacedSource(Source):

@@ -3,7 +3,7 @@
 way the classifier saw FER2013 faces in training?
 
 FER2013 faces are 48x48, registered and cropped by the dataset's makers. The engine instead
-finds a face with BlazeFace in a whole frame and cuts its own square (`engine.crop`: the
+finds a face with BlazeFace in a whole frame and cuts its own square (`engine.faces.crop`: the
 detector's box enlarged by `margin`, moved by `shift_y`, rotated upright from the eye
 keypoints). If that crop differs from FER's, every prediction in the field is made on a face
 framed unlike the training faces. This benchmark measures the gap on faces whose answer is
@@ -29,7 +29,7 @@ Examples:
   python benchmarks/crop_agreement.py                                  # shipped model, 1000 faces
   python benchmarks/crop_agreement.py --model runs/x/export --n 500 --json out.json --md out.md
   python benchmarks/crop_agreement.py --margins 0.2,0.3 --shifts=-0.05,0 --align on --background blur
-  python benchmarks/crop_agreement.py --model models/zoo/emonet_s --views 5 --tta   # the steadiest engine setting
+  python benchmarks/crop_agreement.py --model engine/zoo/emonet_s --views 5 --tta   # the steadiest engine setting
   python benchmarks/crop_agreement.py --scenes hard --n 3589 --margins 0.05,0.1,0.15,0.25,0.35 --shifts=-0.1,-0.05,0 --align on
 """
 from __future__ import annotations
@@ -47,9 +47,9 @@ import numpy as np
 
 from benchmarks import crop_scenes
 from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text
-from engine.cliargs import Parser, positive_int
-from engine.contract import sha256_file
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import Parser, positive_int
+from engine.core.contract import sha256_file
+from engine.core.errors import UserError, cli_main
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 TARGET = 0.90  # engine label == direct 48x48 label on at least this share of detected faces
@@ -85,8 +85,8 @@ def _range(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS
-    from engine.crop import VIEW_OFFSETS
+    from engine.classify.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS
+    from engine.faces.crop import VIEW_OFFSETS
 
     p = Parser(prog="python benchmarks/crop_agreement.py", description=__doc__.split("\n\n")[0],
                 epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -195,10 +195,10 @@ def _eyes_at(box: tuple[int, int, int, int], roll: float) -> list[tuple[float, f
 
 def run(args: argparse.Namespace) -> dict:
     from engine.api import EmotionRecognizer, EngineOptions
-    from engine.classifier import ClassifierOptions
-    from engine.crop import CropOptions, crop_faces
-    from engine.detect import DetectorOptions, create_detector
-    from engine.types import Detection
+    from engine.classify.classifier import ClassifierOptions
+    from engine.faces.crop import CropOptions, crop_faces
+    from engine.faces.detect import DetectorOptions, create_detector
+    from engine.core.types import Detection
     from models.data import load_split
 
     t_start = time.time()
@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     crop_scenes.require_default_data(args.data, DEFAULT_DATA)
     if not 0.0 < args.min_face_score < 1.0:
         raise UserError("--min-face-score must be between 0 and 1")
-    if not 0.0 <= args.roll <= 75.0:  # engine.crop ignores eye lines beyond 75 degrees (max_tilt_deg)
+    if not 0.0 <= args.roll <= 75.0:  # engine.faces.crop ignores eye lines beyond 75 degrees (max_tilt_deg)
         raise UserError("--roll must be between 0 and 75 degrees")
     if args.keep_roll and min(args.keep_roll) < 0:
         raise UserError("--keep-roll values must be 0 or more degrees")

@@ -38,8 +38,8 @@ from typing import Sequence
 import numpy as np
 
 from benchmarks import SHARED, crop_scenes, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text
-from engine.cliargs import Parser, positive_int
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import Parser, positive_int
+from engine.core.errors import UserError, cli_main
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 DETECTORS = ("short", "full", "tiles")  # tiles: short range on the frame and on 2x3 tiles (engine.run --tiles)
@@ -117,9 +117,9 @@ def measure(faces: np.ndarray, seed: int, detector, screen, context: str, color:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from engine.contract import FER_CLASSES
-    from engine.detect import DetectorOptions, create_detector
-    from engine.logs import quiet
+    from engine.core.contract import FER_CLASSES
+    from engine.faces.detect import DetectorOptions, create_detector
+    from engine.core.logs import quiet
     from models.data import load_split
 
     t_start = time.time()

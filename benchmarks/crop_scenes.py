@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 #: skimage.data files: real photos with no face in them (the cat `chelsea`, `astronaut` and `camera` are out).
 BACKGROUNDS = ("coffee.png", "rocket.jpg", "coins.png", "motorcycle_left.png", "moon.png", "brick.png",

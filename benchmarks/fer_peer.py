@@ -11,9 +11,9 @@ import time
 from typing import Callable
 
 from benchmarks import cpu_seconds, percentiles
-from engine.memory import peak_rss_mb
+from engine.core.memory import peak_rss_mb
 from benchmarks.bench_sources import decode_frames
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 FER_TARGET = 5.0  # our FPS / fer's FPS
 FER_INSTALL = ("fer is not installed: pip install --no-deps fer==25.10.3 pandas requests tqdm Pillow matplotlib "
@@ -91,8 +91,8 @@ def run_fer(job: dict, log: Callable[[str], None]) -> dict:
 
 def streaming_fps(detector, job: dict, warmup: int) -> float | None:
     """fer as its users run a clip: decode a frame, detect_emotions, next. The same decoder
-    (engine.sources) and frames as the pipeline, so both sides of the ratio include decoding."""
-    from engine.sources import SourceOptions, open_source
+    (engine.io.sources) and frames as the pipeline, so both sides of the ratio include decoding."""
+    from engine.io.sources import SourceOptions, open_source
 
     src = open_source(SourceOptions(job["source"]["spec"], loop=job["loop"]))
     n, t_window = 0, None

@@ -16,10 +16,10 @@ from pathlib import Path
 
 
 from benchmarks import RESULTS, SHARED, machine_info, now_utc, package_versions, rel, write_json, write_text
-from engine.classifier import ZOO, ClassifierOptions, create_classifier, predict_batched
-from engine.cliargs import Parser
-from engine.contract import ModelSpec
-from engine.errors import UserError, cli_main
+from engine.classify.classifier import ZOO, ClassifierOptions, create_classifier, predict_batched
+from engine.core.cliargs import Parser
+from engine.core.contract import ModelSpec
+from engine.core.errors import UserError, cli_main
 
 
 def parse_model(text: str) -> tuple[str, Path]:
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python benchmarks/ferplus.py", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", action="append", metavar="NAME=DIR",
-                   help="a model folder to score (repeatable; default: every shipped model in models/zoo)")
+                   help="a model folder to score (repeatable; default: every shipped model in engine/zoo)")
     p.add_argument("--data", default=str(SHARED / "data" / "fer2013"), help="FER2013 folder with validation/ and ferplus.csv")
     p.add_argument("--backend", choices=("tflite", "onnx"), default="tflite")
     p.add_argument("--precision", default="int8", help="which file of each folder (int8, fp16, fp32)")

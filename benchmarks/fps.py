@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 
-from engine.memory import peak_rss_mb
+from engine.core.memory import peak_rss_mb
 from benchmarks import (
     SHARED, load_avg_1m, machine_info, now_utc, package_versions, rel, write_json, write_text,
 )
@@ -38,10 +38,10 @@ from benchmarks.fer_peer import FER_INSTALL, FER_TARGET, run_fer, versus
 from benchmarks.fps_plan import DETECTORS, PROGRESS, engine_options, max_frames, pipeline_job, plan, spawn
 from benchmarks.fps_report import format_markdown, format_text, label, write_plot
 from benchmarks.fps_stats import LATENCY_TARGET, THROUGHPUT_TARGET, FrameRecorder
-from engine.cliargs import Parser, nonneg_int, positive_int
-from engine.detect import DetectorOptions
-from engine.errors import UserError, cli_main
-from engine.types import RunningMode
+from engine.core.cliargs import Parser, nonneg_int, positive_int
+from engine.faces.detect import DetectorOptions
+from engine.core.errors import UserError, cli_main
+from engine.core.types import RunningMode
 
 DEFAULT_SOURCE = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
 SINKS = ("video", "jsonl", "none")
@@ -58,7 +58,7 @@ def log(msg: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.classifier import DEFAULT_MODEL
+    from engine.classify.classifier import DEFAULT_MODEL
 
     p = Parser(prog="python benchmarks/fps.py", description=__doc__.split("\n\n")[0],
                 epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="tflite", help="comma list of tflite, onnx, keras [tflite]")
     p.add_argument("--precision", default="int8", help="comma list of int8, fp16, fp32 [int8]")
     p.add_argument("--threads", default="1", help="classifier/detector threads; a comma list runs each [1]")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help=f"an export directory (or one model file) [models/zoo/{DEFAULT_MODEL.name}]")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help=f"an export directory (or one model file) [engine/zoo/{DEFAULT_MODEL.name}]")
     p.add_argument("--detector", default="short", help=f"comma list of {', '.join(DETECTORS)} [short]")
     p.add_argument("--tiles", action="store_true", help="add tiles to every --detector entry (small faces)")
     p.add_argument("--detect-every", default=str(DetectorOptions.every),
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 def open_benchmark_source(job: dict):
     """(source, mode, paced): the configuration's source and its RunningMode, fed from memory (--predecoded) or paced
     like a camera (--realtime) when asked; `paced` is the PacedSource, else None."""
-    from engine.sources import SourceOptions, open_source
+    from engine.io.sources import SourceOptions, open_source
 
     spec, loop = job["run"]["source"]["spec"], job["loop"]
     source = open_source(SourceOptions(spec, loop=loop))
@@ -132,8 +132,8 @@ def classifier_runtime(classifier) -> str:
 def run_config(job: dict) -> dict:
     """Run the pipeline once for one configuration and measure it. Runs in the worker process."""
     from engine.api import EmotionRecognizer
-    from engine.cliopts import output_target
-    from engine.outputs import OutputOptions, Outputs
+    from engine.cli.options import output_target
+    from engine.io.outputs import OutputOptions, Outputs
     from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 
     warmup, name = int(job["warmup"]), job["label"]

@@ -20,8 +20,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from engine.cliargs import csv_list, positive_int_list
-from engine.errors import UserError
+from engine.core.cliargs import csv_list, positive_int_list
+from engine.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 DETECTORS = ("short", "full", "short+tiles", "full+tiles")
@@ -35,13 +35,13 @@ def check_runtime(backend: str) -> None:
     """Fail fast, in one sentence, when a requested backend's runtime is not installed."""
     import importlib.util
 
-    from engine.classifier import BACKENDS
+    from engine.classify.classifier import BACKENDS
 
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
     if backend == "tflite":
         if not any(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tflite_runtime", "tensorflow")):
-            from engine.litert import INSTALL_HINT
+            from engine.core.litert import INSTALL_HINT
 
             raise UserError(f"--backend tflite needs a TFLite runtime: {INSTALL_HINT}")
     elif backend == "onnx" and importlib.util.find_spec("onnxruntime") is None:
@@ -52,7 +52,7 @@ def check_runtime(backend: str) -> None:
 
 def check_source(spec: str) -> dict:
     """Open the source once (one clear sentence if that fails) and describe it."""
-    from engine.sources import SourceOptions, open_source
+    from engine.io.sources import SourceOptions, open_source
 
     if spec.strip() and not spec.strip().isdigit() and "://" not in spec and spec != "picam" and spec != "sample":
         spec = str(Path(spec).expanduser().resolve())  # workers run from the repository root
@@ -78,7 +78,7 @@ def _detectors(args) -> list[tuple[str, bool]]:
 
 def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
     """(sources, configurations to run, skipped configurations with the reason)."""
-    from engine.classifier import PRECISIONS, artifact_name
+    from engine.classify.classifier import PRECISIONS, artifact_name
 
     backends, precisions = csv_list(args.backend), csv_list(args.precision)
     if not backends or not precisions:
@@ -166,8 +166,8 @@ def pipeline_job(run: dict, args, out_dir: str, label: str) -> dict:
 def engine_options(run: dict, detector_impl: str, mode):
     """The `EngineOptions` that `python -m engine.run` builds from `engine_argv(run, ...)` for a source of this
     RunningMode: the configuration's model, detector and threads, engine.run's defaults and rules for the rest
-    (engine.cliopts.engine_options: photos get more crop views and no smoothing)."""
-    from engine.cliopts import engine_options as build
+    (engine.cli.options.engine_options: photos get more crop views and no smoothing)."""
+    from engine.cli.options import engine_options as build
 
     return build(mode, model=run["model"], backend=run["backend"], precision=run["precision"], threads=run["threads"],
                  detector=run["detector"], tiles=run["tiles"], detect_every=run.get("every", 1), detector_impl=detector_impl)

@@ -10,7 +10,7 @@ from pathlib import Path
 from benchmarks import fmt, md_table, text_table
 from benchmarks.fer_peer import FER_TARGET
 from benchmarks.fps_stats import LATENCY_TARGET, STAGES, THROUGHPUT_TARGET
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 
 def label(run: dict) -> str:

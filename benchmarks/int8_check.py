@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import SHARED, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text
-from engine.classifier import ZOO, ClassifierOptions, create_classifier, predict_batched
-from engine.cliargs import Parser, positive_int
-from engine.contract import ModelSpec
-from engine.errors import UserError, cli_main
+from engine.classify.classifier import ZOO, ClassifierOptions, create_classifier, predict_batched
+from engine.core.cliargs import Parser, positive_int
+from engine.core.contract import ModelSpec
+from engine.core.errors import UserError, cli_main
 
 #: the int8 files each model is checked for, and the float file they are compared with
 INT8_FILES = (("tflite", "int8"), ("onnx", "int8"))
@@ -143,7 +143,7 @@ def _main(argv: list[str] | None = None) -> int:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(SHARED / "data" / "fer2013"), help="FER2013 folder with validation/<class>/ (default ../shared/data/fer2013)")
     p.add_argument("--faces", type=positive_int, default=400, help="validation faces to run (random, fixed seed; default 400)")
-    p.add_argument("--models", default=None, help="comma list of shipped model names or export folders (default: every model in models/zoo)")
+    p.add_argument("--models", default=None, help="comma list of shipped model names or export folders (default: every model in engine/zoo)")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest accuracy drop allowed, in points (default 1)")
     p.add_argument("--min-agreement", type=float, default=0.98, help="smallest label agreement with float allowed (default 0.98)")
     p.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. benchmarks/results/int8_check_avx2)")

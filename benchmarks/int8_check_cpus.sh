@@ -3,7 +3,7 @@
 #
 #   benchmarks/int8_check_cpus.sh [native] [avx2] [a72] [a76]      (default: all four)
 #
-#   native  this machine as it is (its class: python -m engine.cpu)
+#   native  this machine as it is (its class: python -m engine.core.cpu)
 #   avx2    qemu-x86_64 -cpu Haswell: AVX2 + FMA, no AVX-512/VNNI (apt: qemu-user)
 #   a72     tests/pi/run.sh a72: aarch64 Cortex-A72, a Raspberry Pi 4 (no dot product)
 #   a76     tests/pi/run.sh a76: aarch64 Cortex-A76, a Raspberry Pi 5 (dot product)

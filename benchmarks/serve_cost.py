@@ -16,7 +16,7 @@ Fair on a busy machine: the settings are interleaved (each round runs every sett
 repeated, and each ratio compares a setting with the `off` run of the same round; the 1-minute load average is
 recorded per run. Then a flatness run: --serve with a viewer that connects, reads for 2 s and drops, again and
 again, over `--flat-frames` frames, RSS sampled all along. And the server's own start-up: importing http.server
-and engine.serve and binding, in a fresh interpreter, with the RSS it adds.
+and engine.serve.live and binding, in a fresh interpreter, with the RSS it adds.
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ from typing import Sequence
 
 
 from benchmarks import REPO, RESULTS, SHARED, fmt, load_avg_1m, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text
-from engine.cliargs import Parser, positive_int
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import Parser, positive_int
+from engine.core.errors import UserError, cli_main
 
 CLIP = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
 SETTINGS = ("off", "0 viewers", "1 viewer", "4 viewers")
@@ -288,7 +288,7 @@ def flatness(source: Path, args, tmp: Path) -> dict:
 
 
 def server_startup() -> dict:
-    """Import http.server + engine.serve and bind, in a fresh interpreter that already holds engine.run's imports
+    """Import http.server + engine.serve.live and bind, in a fresh interpreter that already holds engine.run's imports
     (as the engine process does): the ms and MB the server itself adds."""
     code = r"""
 import json, time, resource
@@ -297,7 +297,7 @@ def rss():
 import engine.run  # what every engine process has loaded anyway: not the server's cost
 r0, t0 = rss(), time.perf_counter()
 import http.server
-from engine.serve import LiveServer, ServeOptions
+from engine.serve.live import LiveServer, ServeOptions
 t1 = time.perf_counter()
 live = LiveServer.start(ServeOptions(port=0), log=lambda m: None)
 t2 = time.perf_counter()
@@ -372,7 +372,7 @@ def markdown(report: dict) -> str:
               f"slope over the second half {f['rss_slope_mb_per_1000_frames_second_half']} MB per 1000 frames."]
     s = report["server_startup"]
     lines += ["", f"Server start-up (fresh interpreter with engine.run's own imports already loaded): importing "
-              f"http.server + engine.serve {s['import_ms']} ms, bind and start {s['bind_and_start_ms']} ms, "
+              f"http.server + engine.serve.live {s['import_ms']} ms, bind and start {s['bind_and_start_ms']} ms, "
               f"+{s['rss_added_mb']} MB RSS (median of 3)."]
     return "\n".join(lines) + "\n"
 
@@ -396,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clip = Path(args.source)
     if not clip.is_file():
         raise UserError(f"--source {clip} does not exist")
-    from engine.serve import ServeOptions
+    from engine.serve.live import ServeOptions
 
     info = machine_info()
     with tempfile.TemporaryDirectory(prefix="serve_cost_") as tmpd:

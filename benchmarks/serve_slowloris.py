@@ -34,7 +34,7 @@ _REPO = _HERE.parent
 sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
 
 CLIP = _REPO.parent / "shared" / "media" / "head-pose-face-detection-female-and-male.gif"
-MODEL = _REPO / "models" / "zoo" / "emonet_f"
+MODEL = _REPO / "engine" / "zoo" / "emonet_f"
 
 
 class Slowloris:
@@ -150,7 +150,7 @@ class Holder:
 
 
 def _cpu_class() -> str:
-    from engine.cpu import cpu_info, isa_class
+    from engine.core.cpu import cpu_info, isa_class
 
     info = cpu_info()
     return f"{isa_class(info)} ({info.get('model_name') or info.get('machine')}, {info.get('cpus')} CPUs)"

@@ -3,9 +3,9 @@
 thread, each timed, so the parts add up (the threaded pipeline overlaps them, which hides
 what each costs).
 
-The stages are the engine's own calls (engine.sources for decoding, EmotionRecognizer.detect,
-engine.crop.crop_faces + the classifier's predict, which together are
-EmotionRecognizer.classify, then EmotionRecognizer.track, engine.overlay.draw); `--cprofile`
+The stages are the engine's own calls (engine.io.sources for decoding, EmotionRecognizer.detect,
+engine.faces.crop.crop_faces + the classifier's predict, which together are
+EmotionRecognizer.classify, then EmotionRecognizer.track, engine.io.overlay.draw); `--cprofile`
 adds the functions that take the most time inside them.
 
 The sum is the CPU cost of a frame: 1000 / sum is what one core can do, and a pipeline on N
@@ -27,8 +27,8 @@ from typing import Sequence
 
 
 from benchmarks import SHARED, fmt, machine_info, now_utc, package_versions, percentiles, rel, text_table, write_json
-from engine.cliargs import positive_int
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import positive_int
+from engine.core.errors import UserError, cli_main
 
 DEFAULT_CLIP = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
 PARTS = ("decode", "detect", "crop", "classify", "track", "overlay")
@@ -55,12 +55,12 @@ def profile(args: argparse.Namespace) -> dict:
     import cProfile
     import pstats
 
-    from engine.types import RunningMode
+    from engine.core.types import RunningMode
     from engine.api import EmotionRecognizer
-    from engine.cliopts import options_from_args
-    from engine.crop import crop_faces
-    from engine.overlay import draw
-    from engine.sources import SourceOptions, open_source
+    from engine.cli.options import options_from_args
+    from engine.faces.crop import crop_faces
+    from engine.io.overlay import draw
+    from engine.io.sources import SourceOptions, open_source
 
     spec = str(args.source)
     if spec.isdigit() or spec.startswith("/dev/video") or spec == "picam" or "://" in spec:

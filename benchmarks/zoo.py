@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Per exported model: format, precision, size, validation accuracy, MACs, and milliseconds per
-face at batch 1 / 4 / 16 with 1 and 4 threads, timed through engine.classifier (the engine's
+face at batch 1 / 4 / 16 with 1 and 4 threads, timed through engine.classify.classifier (the engine's
 own predict path, nothing re-implemented).
 
 Examples:
-  python benchmarks/zoo.py                                     # every model under models/zoo/
+  python benchmarks/zoo.py                                     # every model under engine/zoo/
   python benchmarks/zoo.py --model /tmp/run/export --data ../shared/data/fer2013
   python benchmarks/zoo.py --batches 1,4 --threads 1 --json m.json --md m.md
 
@@ -25,18 +25,18 @@ from typing import Sequence
 from benchmarks import (
     SHARED, fmt, machine_info, md_table, now_utc, package_versions, rel, text_table, write_json, write_text,
 )
-from engine.cliargs import Parser, positive_int_list
-from engine.errors import UserError, cli_main
-from engine.formats import BACKENDS, PRECISIONS, by_name, exported
-from engine.timing import WARMUP, ms_per_call, ms_per_face
+from engine.core.cliargs import Parser, positive_int_list
+from engine.core.errors import UserError, cli_main
+from engine.core.formats import BACKENDS, PRECISIONS, by_name, exported
+from engine.core.timing import WARMUP, ms_per_call, ms_per_face
 
 DEFAULT_DATA = SHARED / "data" / "fer2013"
 #: ms/face at batch 4, one thread, in the model's fastest precision; keyed by the shipped name
-#: (models/zoo/<name>), else by arch
+#: (engine/zoo/<name>), else by arch
 TARGETS = {"emonet_n": ("fast", None), "emonet_n_slim": ("fast", None), "emonet_f": ("fast", None), "emonet_s": ("accurate", 3.0)}
 #: the fast model must be this many times faster per face than fer's model, same process (issue: CPUs users own)
 FER_RATIO_TARGET = 2.0
-#: (backend, precision) of every file export writes (engine/formats.py), per backend narrowest precision first
+#: (backend, precision) of every file export writes (engine/core/formats.py), per backend narrowest precision first
 FORMATS = tuple(sorted(((a.backend, a.precision) for a in exported()),
                        key=lambda k: (BACKENDS.index(k[0]), PRECISIONS.index(k[1]))))
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="Examples:" + __doc__.split("Examples:", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append",
                    help="an export directory (labels.json + emotion_*.tflite/onnx); repeat or comma-separate for several "
-                        "[every folder under models/zoo/]")
+                        "[every folder under engine/zoo/]")
     p.add_argument("--data", default=str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None,
                    help="FER2013 folders or fer2013.csv for validation accuracy; 'none' to skip [../shared/data/fer2013 when present]")
     p.add_argument("--batches", default="1,4,16", help="batch sizes to time [1,4,16]")
@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_dirs(specs: list[str] | None) -> list[Path]:
-    from engine.classifier import ZOO
-    from engine.contract import SPEC_NAME
+    from engine.classify.classifier import ZOO
+    from engine.core.contract import SPEC_NAME
 
     if specs:
         dirs = [Path(s.strip()).expanduser() for spec in specs for s in spec.split(",") if s.strip()]
@@ -95,8 +95,8 @@ def accuracy(clf, x, y, batch: int = 256) -> float:
 def bench_model(d: Path, args, batches: list[int], threads: list[int], val_cache: dict) -> list[dict]:
     import numpy as np
 
-    from engine.classifier import ClassifierOptions, artifact_name, create_classifier
-    from engine.contract import ModelSpec
+    from engine.classify.classifier import ClassifierOptions, artifact_name, create_classifier
+    from engine.core.contract import ModelSpec
 
     spec = ModelSpec.load(d)
     extra = spec.extra if isinstance(spec.extra, dict) else {}
@@ -173,7 +173,7 @@ class _FerModel:
     same LiteRT loader and thread setting as ours, so only the network differs."""
 
     def __init__(self, path: Path, threads: int):
-        from engine.litert import load_tflite_interpreter
+        from engine.core.litert import load_tflite_interpreter
 
         self._it = load_tflite_interpreter(path, threads)
         self._in = self._it.get_input_details()[0]["index"]
@@ -267,8 +267,8 @@ def format_markdown(report: dict) -> str:
            f"Machine: {m['cpu']} (CPU class **{m.get('isa_class', '?')}**), {m['cores']} cores ({', '.join(m['cpu_flags']) or 'no SIMD flags read'}), {m['os']}, "
            f"Python {m['python']}" + (f", 1-min load {m['load_avg_1m_at_start']} at start" if "load_avg_1m_at_start" in m else "") + ".",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
-           f"Timing: engine.classifier predict, best of {report['settings']['repeats']} repeats of >= "
-           f"{report['settings']['min_time_s']} s each, after {WARMUP} warm-up calls (engine.timing, as export's report); "
+           f"Timing: engine.classify.classifier predict, best of {report['settings']['repeats']} repeats of >= "
+           f"{report['settings']['min_time_s']} s each, after {WARMUP} warm-up calls (engine.core.timing, as export's report); "
            "ms per face = ms per call / batch. "
            f"Accuracy: {report['settings']['data'] or 'not measured (no --data)'}"
            + (f", {report['rows'][0]['val_faces']} validation faces" if report["rows"] and report["rows"][0]["val_faces"] else "") + ".",

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.classifier import ClassifierOptions, create_classifier
-from engine.crop import CropOptions, average_views, crop_faces
-from engine.detect import DetectorOptions, create_detector
-from engine.logs import quiet
-from engine.track import EmotionChange, Face, FaceTracker, TrackerOptions
-from engine.types import Classifier, Detection, FaceDetector
+from engine.classify.classifier import ClassifierOptions, create_classifier
+from engine.faces.crop import CropOptions, average_views, crop_faces
+from engine.faces.detect import DetectorOptions, create_detector
+from engine.core.logs import quiet
+from engine.faces.track import EmotionChange, Face, FaceTracker, TrackerOptions
+from engine.core.types import Classifier, Detection, FaceDetector
 
 
 @dataclass
@@ -70,7 +70,7 @@ class EmotionRecognizer:
     # --- stages (the pipeline threads call these) ---
     def detect(self, frame: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
         """Faces of this frame. With `detector.every = N` on a stream the detector is wrapped in
-        `engine.detect.EveryNDetector` (every Nth frame, boxes following the faces between; at once when a
+        `engine.faces.detect.EveryNDetector` (every Nth frame, boxes following the faces between; at once when a
         face is lost or something moved outside them)."""
         return self.detector.detect(frame, timestamp_ms)
 

@@ -23,11 +23,11 @@ from typing import Callable
 import numpy as np
 
 from engine.api import EmotionRecognizer, ms_since
-from engine.errors import UserError
-from engine.overlay import draw
-from engine.sources import Source, mode_of
-from engine.track import Face
-from engine.types import RunningMode
+from engine.core.errors import UserError
+from engine.io.overlay import draw
+from engine.io.sources import Source, mode_of
+from engine.faces.track import Face
+from engine.core.types import RunningMode
 
 _END = object()
 

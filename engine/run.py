@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.api import EmotionRecognizer
-from engine.cliopts import OUTPUT_FLAGS, STILL_VIEWS, add_engine_options, options_from_args, output_options  # noqa: F401 (STILL_VIEWS: re-exported)
-from engine.cliargs import Parser, nonneg_float, positive_int
-from engine.errors import UserError, cli_main
-from engine.outputs import OutputError, Outputs, check_targets
+from engine.cli.options import OUTPUT_FLAGS, STILL_VIEWS, add_engine_options, options_from_args, output_options  # noqa: F401 (STILL_VIEWS: re-exported)
+from engine.core.cliargs import Parser, nonneg_float, positive_int
+from engine.core.errors import UserError, cli_main
+from engine.io.outputs import OutputError, Outputs, check_targets
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
-from engine.sinks import display_available
-from engine.sources import SourceOptions, open_source, planned_mode
-from engine.types import RunningMode
+from engine.io.sinks import display_available
+from engine.io.sources import SourceOptions, open_source, planned_mode
+from engine.core.types import RunningMode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--loop", type=positive_int, default=1, help="play a file or folder this many times [1]")
     src.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
 
-    add_engine_options(p)  # model + faces: engine/cliopts.py, shared with engine.batch
+    add_engine_options(p)  # model + faces: engine/cli/options.py, shared with engine.batch
 
     o = p.add_argument_group("output")
     o.add_argument("--no-display", action="store_true", help="no window (headless machines, benchmarks)")
@@ -87,18 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve_address(text: str) -> tuple[str, int]:
-    from engine.serve import parse_address  # light: the standard library's http.server
+    from engine.serve.live import parse_address  # light: the standard library's http.server
 
     return parse_address(text)
 
 
 def serve_options_from_args(args: argparse.Namespace):
-    """`engine.serve.ServeOptions` from --serve/--serve-token/--serve-max-clients; None without --serve."""
+    """`engine.serve.live.ServeOptions` from --serve/--serve-token/--serve-max-clients; None without --serve."""
     if args.serve is None:
         if args.serve_token is not None:
             raise UserError("--serve-token needs --serve [HOST:]PORT")
         return None
-    from engine.serve import ServeOptions
+    from engine.serve.live import ServeOptions
 
     if args.serve_token is not None and not args.serve_token.strip():
         raise UserError("--serve-token must not be empty")
@@ -147,7 +147,7 @@ def _run(args, source, closers: list, t_launch: float, serve=None) -> int:
     opts = options_from_args(args, source.mode)
     live = None
     if serve is not None:  # bound before the models load: a busy port is one sentence, at once
-        from engine.serve import LiveServer
+        from engine.serve.live import LiveServer
 
         live = LiveServer.start(serve)
         closers.append(live.close)

@@ -5,11 +5,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from engine.cliargs import Parser
-from engine.errors import cli_main
-from engine.formats import names
+from engine.core.cliargs import Parser
+from engine.core.errors import cli_main
+from engine.core.formats import names
 
-#: --formats' default: every format export writes (engine/formats.py's table; parse_formats checks the names)
+#: --formats' default: every format export writes (engine/core/formats.py's table; parse_formats checks the names)
 FORMAT_HELP = ",".join(names())
 
 

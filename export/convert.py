@@ -1,4 +1,4 @@
-"""One converter per artefact, picked through the table's `converter` key (engine/formats.py).
+"""One converter per artefact, picked through the table's `converter` key (engine/core/formats.py).
 
 - `tflite` (tflite-fp32 / -fp16 / -int8): the TFLite converter; fp16 = float16 weights with float32
   compute/input/output; int8 = full integer, int8 weights and activations calibrated on real training
@@ -19,10 +19,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.contract import FACE_SIZE
-from engine.errors import UserError
-from engine.formats import Artifact, by_name
-from engine.logs import log, quiet
+from engine.core.contract import FACE_SIZE
+from engine.core.errors import UserError
+from engine.core.formats import Artifact, by_name
+from engine.core.logs import log, quiet
 
 ONNX_OPSET = 17
 
@@ -78,7 +78,7 @@ def convert_tflite(model, precision: str, path: Path, calib_x: np.ndarray | None
 
 def tflite_io(path: Path) -> dict:
     """Input/output dtype, quantization and shape signature of a .tflite, via the runtime."""
-    from engine.litert import load_tflite_interpreter
+    from engine.core.litert import load_tflite_interpreter
 
     with quiet():
         it = load_tflite_interpreter(path, 1)

@@ -9,15 +9,15 @@ from typing import Iterable
 
 import numpy as np
 
-from engine.contract import FACE_SIZE, FER_CLASSES, SPEC_NAME, ModelSpec
-from engine.errors import UserError
-from engine.formats import names as format_names
-from engine.keras_io import load_keras
-from engine.logs import log, quiet
-from engine.sources import IMAGE_EXTS
+from engine.core.contract import FACE_SIZE, FER_CLASSES, SPEC_NAME, ModelSpec
+from engine.core.errors import UserError
+from engine.core.formats import names as format_names
+from engine.core.keras_io import load_keras
+from engine.core.logs import log, quiet
+from engine.io.sources import IMAGE_EXTS
 from models.data import Dataset
 
-#: export's format names, in the order it writes them (engine/formats.py's table)
+#: export's format names, in the order it writes them (engine/core/formats.py's table)
 FORMATS: tuple[str, ...] = format_names()
 SEED = 0
 

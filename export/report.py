@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from engine.formats import FLOAT_MIN_AGREEMENT, INT8_MAX_DROP
-from engine.timing import MIN_TIME_S, REPEATS, WARMUP
+from engine.core.formats import FLOAT_MIN_AGREEMENT, INT8_MAX_DROP
+from engine.core.timing import MIN_TIME_S, REPEATS, WARMUP
 from export.convert import ONNX_OPSET
 
 REPORT_JSON = "export_report.json"
@@ -55,7 +55,7 @@ def build_report(*, model_path: Path, out: Path, spec, keras_file: str, keras_ac
             "onnx_int8": "static QDQ, MinMax calibration, uint8 activations, per-channel uint8 weights (U8U8: exact without VNNI)",
             "float_min_agreement": FLOAT_MIN_AGREEMENT,
             "int8_max_drop": INT8_MAX_DROP,
-            "timing": f"engine.timing: batch 4, best of {REPEATS} rounds of >= {MIN_TIME_S} s after {WARMUP} warm-up calls",
+            "timing": f"engine.core.timing: batch 4, best of {REPEATS} rounds of >= {MIN_TIME_S} s after {WARMUP} warm-up calls",
         },
         "versions": versions(),
         "seconds": 0.0,
@@ -146,7 +146,7 @@ def format_markdown(report: dict) -> str:
         f"Verified on {report['verify_faces']} validation faces of `{s['calib']}`; int8 calibrated on "
         f"{report['calib_faces']} class-stratified training faces. Each file was run with its own runtime "
         f"(LiteRT / ONNX Runtime), {s['threads']} thread(s); ms/face at batch 4 on the CPU class named "
-        f"(engine.cpu.ISA_CLASSES: milliseconds carry only between machines of one class; MACs carry everywhere).",
+        f"(engine.core.cpu.ISA_CLASSES: milliseconds carry only between machines of one class; MACs carry everywhere).",
         "",
         "| format | file | size KB | FER2013-label accuracy | balanced accuracy | agreement with Keras | max abs dp | ms/face (CPU class) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

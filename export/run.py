@@ -2,11 +2,11 @@
 
 `export_model` converts into a temporary folder next to the output folder, loads every
 artifact back with its own runtime (LiteRT / ONNX Runtime through
-`engine.classifier.open_model_file`, the exact code the engine runs), compares it with
+`engine.classify.classifier.open_model_file`, the exact code the engine runs), compares it with
 Keras on held-back validation faces, and only then moves the files into place. A failed
 conversion or a failed parity check leaves the output folder as it was.
 
-The formats, their file names and parity limits are the table in `engine/formats.py`; the steps:
+The formats, their file names and parity limits are the table in `engine/core/formats.py`; the steps:
 `export/prepare.py` (arguments, the model, the faces), `export/convert.py` (one converter per
 format), `export/verify.py` (each file against Keras), `export/report.py` (export_report.json/.md).
 The names other code imported from here before the split are still importable from here.
@@ -22,12 +22,12 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
-from engine.contract import SPEC_NAME, ModelSpec, sha256_file
-from engine.errors import UserError
-from engine.formats import (
+from engine.core.contract import SPEC_NAME, ModelSpec, sha256_file
+from engine.core.errors import UserError
+from engine.core.formats import (
     BATCH_TOLERANCE, FLOAT_MIN_AGREEMENT, FLOAT_TIE_MARGIN, INT8_MAX_DROP, by_name, exported,
 )
-from engine.logs import log
+from engine.core.logs import log
 from export.convert import (
     ONNX_OPSET, Job, convert_all, convert_onnx_fp32, convert_onnx_int8, convert_tflite, import_tf, tflite_io,
 )

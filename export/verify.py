@@ -1,9 +1,9 @@
 """Run every exported file with the runtime that will run it and compare it with Keras.
 
-Each file is opened through `engine.classifier.open_model_file`, the exact code the engine runs
+Each file is opened through `engine.classify.classifier.open_model_file`, the exact code the engine runs
 (LiteRT / ONNX Runtime, never Keras), on held-back validation faces; the limits it must meet are
-the table's (engine/formats.py: agreement for float files, accuracy drop for int8, batch parity
-for all). ms/face is timed the one way the benchmarks time it (engine/timing.py).
+the table's (engine/core/formats.py: agreement for float files, accuracy drop for int8, batch parity
+for all). ms/face is timed the one way the benchmarks time it (engine/core/timing.py).
 """
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.classifier import open_model_file, predict_batched
-from engine.contract import sha256_file
-from engine.errors import UserError
-from engine.formats import FLOAT_TIE_MARGIN, by_name
-from engine.logs import log, quiet
-from engine.timing import BATCH, ms_per_face
+from engine.classify.classifier import open_model_file, predict_batched
+from engine.core.contract import sha256_file
+from engine.core.errors import UserError
+from engine.core.formats import FLOAT_TIE_MARGIN, by_name
+from engine.core.logs import log, quiet
+from engine.core.timing import BATCH, ms_per_face
 from models.data import Dataset
 from models.evaluate import unseen_report
 from models.metrics import classification_report
@@ -31,7 +31,7 @@ def keras_probabilities(model, faces: np.ndarray) -> np.ndarray:
 
 
 def cpu_class() -> str:
-    from engine.cpu import isa_class
+    from engine.core.cpu import isa_class
 
     return isa_class()
 

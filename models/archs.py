@@ -30,7 +30,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from engine.contract import FACE_SIZE
+from engine.core.contract import FACE_SIZE
 
 
 def _input() -> tuple[keras.KerasTensor, keras.KerasTensor]:

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from engine.cliargs import Parser
-from engine.contract import SPEC_NAME, ModelSpec
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import Parser
+from engine.core.contract import SPEC_NAME, ModelSpec
+from engine.core.errors import UserError, cli_main
 from models.speed import label, normalize_jit
 
 CARD_NAME = "MODEL_CARD.md"

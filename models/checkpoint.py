@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 STATE_NAME = "train_state.json"
 LAST_NAME = "last.keras"

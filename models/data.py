@@ -20,10 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.contract import FER_CLASSES, canonical_class
-from engine.errors import UserError
-from engine.preprocess import to_face48
-from engine.sources import IMAGE_EXTS
+from engine.core.contract import FER_CLASSES, canonical_class
+from engine.core.errors import UserError
+from engine.core.preprocess import to_face48
+from engine.io.sources import IMAGE_EXTS
 #: Which CSV `Usage` value feeds which split name.
 CSV_USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
 SPLIT_ALIASES = {"validation": ("validation", "val", "valid"), "train": ("train", "training"), "test": ("test",)}

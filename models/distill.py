@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 import models.augment
-from engine.contract import sha256_file
-from engine.errors import UserError
-from engine.preprocess import flip_average
+from engine.core.contract import sha256_file
+from engine.core.errors import UserError
+from engine.core.preprocess import flip_average
 from models.augment import Augment
 from models.data import Dataset, cache_key, default_cache_dir, load_arrays, save_npz
 
@@ -73,7 +73,7 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
         return hit
     import tensorflow as tf
 
-    from engine.classifier import open_model_file
+    from engine.classify.classifier import open_model_file
 
     clf = open_model_file(teacher, threads=os.cpu_count() or 1)
     try:

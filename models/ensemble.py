@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from engine.cliargs import Parser
-from engine.contract import SPEC_NAME, ModelSpec, parse_classes, sha256_file
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import Parser
+from engine.core.contract import SPEC_NAME, ModelSpec, parse_classes, sha256_file
+from engine.core.errors import UserError, cli_main
 from models.card import NOTES_NAME, SHIP_FILES, SHIP_GLOBS
 from models.train import FINAL_NAME
 
@@ -48,7 +48,7 @@ def _prepare_out(out: Path, members: Sequence[Path]) -> None:
 
 def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
     """Nest the members under one input, average their probabilities, save model + spec in `out`."""
-    from engine.keras_io import load_keras
+    from engine.core.keras_io import load_keras
     from models.archs import count_macs
     from models.train import save_model_atomic
 
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {out / FINAL_NAME}: {len(args.members)} members, {spec.extra['params']:,} params, "
           f"{spec.extra['macs'] / 1e6:.1f}M MACs/face")
     if args.data:
-        from engine.keras_io import load_keras
+        from engine.core.keras_io import load_keras
         from models.data import load_split
         from models.evaluate import evaluate_model, seen_in_train
 

@@ -17,10 +17,10 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from engine.cliargs import Parser  # noqa: E402
-from engine.contract import ModelSpec, parse_classes  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
-from engine.preprocess import flip_average  # noqa: E402
+from engine.core.cliargs import Parser  # noqa: E402
+from engine.core.contract import ModelSpec, parse_classes  # noqa: E402
+from engine.core.errors import UserError, cli_main  # noqa: E402
+from engine.core.preprocess import flip_average  # noqa: E402
 from models.metrics import balanced_accuracy, classification_report  # noqa: E402
 
 
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.keras_io import load_keras
+    from engine.core.keras_io import load_keras
     from models.data import SPLIT_ALIASES, load_split
 
     model_path = Path(args.model)

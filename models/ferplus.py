@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.contract import canonical_class
-from engine.errors import UserError
+from engine.core.contract import canonical_class
+from engine.core.errors import UserError
 
 CSV_NAME = "ferplus.csv"
 #: FER+ columns in the file, then the two that are not emotions

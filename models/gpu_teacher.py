@@ -44,8 +44,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.contract import FACE_SIZE, FER_CLASSES, ModelSpec, sha256_file
-from engine.errors import UserError, cli_main
+from engine.core.contract import FACE_SIZE, FER_CLASSES, ModelSpec, sha256_file
+from engine.core.errors import UserError, cli_main
 from models.data import face_keys
 
 CLASSES = FER_CLASSES

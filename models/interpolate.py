@@ -25,9 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.cliargs import Parser
-from engine.contract import ModelSpec, sha256_file
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import Parser
+from engine.core.contract import ModelSpec, sha256_file
+from engine.core.errors import UserError, cli_main
 
 #: the softmax layer every architecture ends in (models.archs); its bias takes the adjustment
 HEAD = "probs"
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.resolve() in (a.parent.resolve(), b.parent.resolve()):
         raise UserError(f"--out {out} holds a parent model: write the blend to a folder of its own")
 
-    from engine.keras_io import load_keras
+    from engine.core.keras_io import load_keras
     from models.checkpoint import save_model_atomic
 
     labels = list(spec_a.labels)

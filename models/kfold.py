@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.contract import FER_CLASSES
-from engine.errors import UserError
-from engine.preprocess import flip_answers
+from engine.core.contract import FER_CLASSES
+from engine.core.errors import UserError
+from engine.core.preprocess import flip_answers
 from models.data import Dataset, face_keys
 from models.gpu_teacher import fold_of
 

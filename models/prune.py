@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.cliargs import Parser
-from engine.errors import UserError, cli_main
+from engine.core.cliargs import Parser
+from engine.core.errors import UserError, cli_main
 
 
 def channel_importance(kernel: np.ndarray, bn: list[np.ndarray] | None, eps: float = 1e-3) -> np.ndarray:
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     src_path = Path(args.model)
     if not src_path.is_file():
         raise UserError(f"--model {src_path} does not exist")
-    from engine.keras_io import load_keras
+    from engine.core.keras_io import load_keras
     from models.archs import ARCHS, count_macs
 
     if args.arch not in ARCHS:

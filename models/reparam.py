@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 
 def _rep_conv_bn(x, filters: int, name: str):

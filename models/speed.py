@@ -23,7 +23,7 @@ JIT_CHOICES = ("auto", "on", "off")
 
 def cpu_has_bf16() -> bool:
     """Hardware bf16 (AVX512-BF16 or AMX); without it Keras emulates bf16, ~8x slower."""
-    from engine.cpu import cpu_info
+    from engine.core.cpu import cpu_info
 
     flags = set(cpu_info()["features"])
     return "avx512_bf16" in flags or "amx_bf16" in flags
@@ -68,7 +68,7 @@ def images_per_second(arch: str, n_classes: int, batch: int, precision: str, jit
     import keras
     import numpy as np
 
-    from engine.contract import FACE_SIZE
+    from engine.core.contract import FACE_SIZE
     from models.archs import ARCHS
 
     before = keras.mixed_precision.global_policy().name
@@ -116,7 +116,7 @@ def choose(arch: str, n_classes: int, batch: int, precision: str, jit: str, batc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from engine.cliargs import Parser, positive_int
+    from engine.core.cliargs import Parser, positive_int
 
     p = Parser(prog="python -m models.speed", description="Training images/s of each precision x XLA setup on this machine.")
     p.add_argument("--arch", default="emonet_s", help="architecture to time [emonet_s]")
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=positive_int, default=6, help="timed batches per setup, after one untimed pass [6]")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (models.archs imports it)
-    from engine.errors import UserError
+    from engine.core.errors import UserError
     from models.archs import ARCHS
 
     if args.arch not in ARCHS:
@@ -143,6 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from engine.errors import cli_main
+    from engine.core.errors import cli_main
 
     sys.exit(cli_main(main))

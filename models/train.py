@@ -25,10 +25,10 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from engine.cliargs import Parser, fraction  # noqa: E402
-from engine.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
-from engine.keras_io import load_keras  # noqa: E402
+from engine.core.cliargs import Parser, fraction  # noqa: E402
+from engine.core.contract import FER_CLASSES, PRESETS, SPEC_NAME, ModelSpec, parse_classes, sha256_file  # noqa: E402
+from engine.core.errors import UserError, cli_main  # noqa: E402
+from engine.core.keras_io import load_keras  # noqa: E402
 from models.augment import LEVELS  # noqa: E402
 from models.batches import class_weights, make_dataset  # noqa: E402
 from models.checkpoint import BEST_NAME, FINAL_NAME, LAST_NAME, STATE_NAME, Checkpoint, load_state, save_model_atomic, write_json  # noqa: E402

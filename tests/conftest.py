@@ -28,7 +28,7 @@ def build_face_folder(root: Path, per_class: dict[str, int] | None = None, seed:
     crop offset (a learnable signal), each image jittered with a shift, a flip and a gain."""
     import cv2
 
-    from engine.contract import FER_CLASSES
+    from engine.core.contract import FER_CLASSES
 
     per_class = per_class or {"train": 16, "validation": 8}
     photos = _packaged_faces()
@@ -70,7 +70,7 @@ TINY_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32")
 def tiny_export_dir(tmp_path_factory, fer_root) -> Path:
     """An export directory (labels.json + emotion_fp32.tflite, emotion_int8.tflite, emotion_fp32.onnx)
     of a 1-epoch emonet_n trained on 30 faces per class: real weights, poor accuracy, ~30 s to build.
-    For tests of plumbing (shapes, labels, backends); a test that needs a *good* model uses models/zoo."""
+    For tests of plumbing (shapes, labels, backends); a test that needs a *good* model uses engine/zoo."""
     import importlib.util
 
     missing = [m for m in ("tensorflow", "tf2onnx", "onnx") if importlib.util.find_spec(m) is None]

@@ -1,7 +1,7 @@
 """Test doubles that behave like the real thing, fed with real faces.
 
 `CameraRig` is a USB camera on a cable: `rig.open` is the `opener` that
-`engine.sources.open_source(..., opener=rig.open)` hands to `VideoCaptureSource`, and every
+`engine.io.sources.open_source(..., opener=rig.open)` hands to `VideoCaptureSource`, and every
 call returns a `FakeCamera` that quacks like `cv2.VideoCapture` (isOpened, read, set, get,
 release). Frames come from a real clip or real photos at a real rate (read() blocks until
 the next frame is due, and a late reader gets the newest frame, as V4L2 with a one-frame

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import cli_main
+from engine.core.errors import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = REPO / "models" / "zoo" / "emonet_f" / "emotion_int8.tflite"  # the default (fast) model
+FAST = REPO / "engine" / "zoo" / "emonet_f" / "emotion_int8.tflite"  # the default (fast) model
 EMONET_N = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"  # the design the fast nets halve
 
 needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed (.ci/run installs it)")
@@ -22,7 +22,7 @@ def test_counts_are_exact_per_face_and_on_the_avx2_path():
 
     a, b = count(FAST, 1), count(FAST, 1)
     assert a == b  # deterministic: the same count on every run, whatever the machine does
-    assert a["isa_class_seen"] == "avx2"  # valgrind's CPU: XNNPACK, numpy and engine.cpu see AVX2 without AVX-512
+    assert a["isa_class_seen"] == "avx2"  # valgrind's CPU: XNNPACK, numpy and engine.core.cpu see AVX2 without AVX-512
     per_face = count(FAST, 2)["instructions_per_invoke"] / 2
     assert abs(per_face / a["instructions_per_invoke"] - 1) < 0.02  # a face costs the same in a batch
     assert 1e6 < a["instructions_per_invoke"] < 1e7  # 6.6M MACs: a few million instructions, not thousands
@@ -80,7 +80,7 @@ def test_an_untrained_arch_is_counted_by_its_shapes_and_the_fast_designs_keep_th
         counted[arch] = ac.count(Path(folder) / "emotion_int8.tflite", 4)["instructions_per_invoke"] / 4
         assert counted[arch] < 2.2e6 and counted[arch] < 0.5 * n_int8, arch
     # the shipped (trained) emonet_f costs what its untrained design does: the count is the layer shapes'
-    shipped = ac.count(REPO / "models" / "zoo" / "emonet_f" / "emotion_int8.tflite", 4)["instructions_per_invoke"] / 4
+    shipped = ac.count(REPO / "engine" / "zoo" / "emonet_f" / "emotion_int8.tflite", 4)["instructions_per_invoke"] / 4
     assert abs(shipped - counted["emonet_f"]) < 0.01 * shipped
     assert cli_main(ac.main, ["--arch", "resnet9000"]) == 2
     assert "--arch 'resnet9000': choose from" in capsys.readouterr().err

@@ -54,7 +54,7 @@ def summary(out: Path) -> dict[str, dict]:
 
 
 def without_timing(rows: dict[str, dict]) -> dict[str, dict]:
-    from engine.batch_report import TIMING_COLUMNS
+    from engine.batch.report import TIMING_COLUMNS
 
     return {k: {c: v for c, v in r.items() if c not in TIMING_COLUMNS} for k, r in rows.items()}
 
@@ -141,7 +141,7 @@ def test_jsonl_and_csv_agree_and_match_engine_run(local_run, archive, tmp_path):
 
 
 def test_timeline_png_and_index(local_run):
-    from engine.timeline import image_size
+    from engine.io.timeline import image_size
 
     _, out = local_run
     png = cv2.imread(str(out / "day1" / "two_faces.png"))
@@ -154,8 +154,8 @@ def test_timeline_png_and_index(local_run):
 
 
 def test_two_hour_timeline_is_bounded_and_readable(tmp_path):
-    from engine.timeline import Timeline, clock, image_size
-    from engine.track import Face
+    from engine.io.timeline import Timeline, clock, image_size
+    from engine.faces.track import Face
 
     tl = Timeline(LABELS, 1 / 30, max_bins=1024)
     probs = dict(zip(LABELS, [0.05, 0.05, 0.05, 0.6, 0.1, 0.05, 0.1]))
@@ -275,7 +275,7 @@ def test_ray_local_mode_gives_the_local_results(local_run, archive, tmp_path):
 
 
 def test_inputs_folders_globs_lists_and_names(archive, tmp_path):
-    from engine.batch_inputs import find_inputs
+    from engine.batch.inputs import find_inputs
 
     listing = tmp_path / "list.txt"
     listing.write_text(f"# sessions\n{archive / 'day1'}\n\n{archive / 'astronaut.png'}\n{archive / 'gone.mp4'}\n")
@@ -312,7 +312,7 @@ def test_bad_usage_is_one_line(case, tmp_path):
 
 def test_ray_missing_is_one_line(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), astronaut())
-    code = ("import sys; sys.modules['ray'] = None\nfrom engine.batch import main\nfrom engine.errors import cli_main\n"
+    code = ("import sys; sys.modules['ray'] = None\nfrom engine.batch import main\nfrom engine.core.errors import cli_main\n"
             "sys.exit(cli_main(main, sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, tmp_path / "a.png", "--out", tmp_path / "o", "--ray"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
@@ -320,14 +320,14 @@ def test_ray_missing_is_one_line(tmp_path):
 
 
 def test_list_files_and_urls_cannot_steer_outputs_outside_out(tmp_path):
-    from engine.batch_inputs import find_inputs
-    from engine.batch_job import out_paths
+    from engine.batch.inputs import find_inputs
+    from engine.batch.job import out_paths
 
     (tmp_path / "lists").mkdir()
     listing = tmp_path / "lists" / "inputs.txt"
     listing.write_text("../../../nothere.mp4\nhttp://host/../../../../etc/x.mp4\n")
     found = find_inputs([str(listing)])
-    from engine.urls import url_key
+    from engine.core.urls import url_key
 
     assert {i.name for i in found} == {"nothere", f"urls/host/etc/x-{url_key('http://host/../../../../etc/x.mp4')}"}
     out = tmp_path / "out"
@@ -340,10 +340,10 @@ def test_list_files_and_urls_cannot_steer_outputs_outside_out(tmp_path):
 
 def test_an_image_url_is_read_in_image_mode(tmp_path, monkeypatch):
     """An image on a web server (read through a video capture): the source and the recognizer agree, IMAGE."""
-    from engine.batch import build_parser
-    from engine.batch_job import BatchWorker
-    from engine.cliopts import engine_args
-    from engine.types import RunningMode
+    from engine.batch.cli import build_parser
+    from engine.batch.job import BatchWorker
+    from engine.cli.options import engine_args
+    from engine.core.types import RunningMode
 
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), astronaut())

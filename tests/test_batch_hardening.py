@@ -61,8 +61,8 @@ def test_ray_that_cannot_start_is_one_line_exit_2(photo, tmp_path):
 
 
 def test_ray_probe_and_address_parsing():
-    from engine.batch_ray import host_port, probe
-    from engine.errors import UserError
+    from engine.batch.cluster import host_port, probe
+    from engine.core.errors import UserError
 
     assert host_port("10.0.0.1:6379") == ("10.0.0.1", 6379) and host_port("ray://h:10001") == ("h", 10001)
     assert host_port("[::1]:6379") == ("::1", 6379) and host_port("auto") is None
@@ -134,7 +134,7 @@ def test_url_credentials_and_tokens_never_reach_outputs_or_stderr(http_clip, tmp
 
 
 def test_no_two_inputs_share_a_name(tmp_path):
-    from engine.batch_inputs import find_inputs
+    from engine.batch.inputs import find_inputs
 
     for n in ("a.mp4", "a.avi", "a_mp4.avi"):  # a.mp4 + a.avi -> a_mp4, a_avi; a_mp4.avi -> a_mp4 too
         (tmp_path / n).write_bytes(b"1")
@@ -182,7 +182,7 @@ def test_truncated_jpeg_fails_as_partly_decoded(tmp_path):
 
 
 def test_a_glob_names_files_as_their_folder_does(tmp_path):
-    from engine.batch_inputs import find_inputs
+    from engine.batch.inputs import find_inputs
 
     d = tmp_path / "DIR"
     (d / "sub").mkdir(parents=True)
@@ -217,8 +217,8 @@ def test_a_timeline_titled_in_a_script_the_font_lacks_warns_nothing(tmp_path):
     """An input named in emoji or CJK gave matplotlib "Glyph ... missing" warnings on stderr for every plot."""
     import warnings
 
-    from engine.timeline import Timeline
-    from engine.track import Face
+    from engine.io.timeline import Timeline
+    from engine.faces.track import Face
 
     labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     tl = Timeline(labels, 1 / 30)

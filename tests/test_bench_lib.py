@@ -13,15 +13,15 @@ import pytest
 from benchmarks.bench_sources import MemorySource, PacedSource
 from benchmarks.fps_plan import engine_argv, engine_options, pipeline_job
 from benchmarks.fps_stats import STAGES, FrameRecorder
-from engine.cliopts import options_from_args
+from engine.cli.options import options_from_args
 from engine.run import build_parser as engine_parser
-from engine.sources import Source
-from engine.types import RunningMode
+from engine.io.sources import Source
+from engine.core.types import RunningMode
 
 
 def _run(**kw) -> dict:
     run = {"source": {"spec": "clip.gif", "name": "clip.gif", "live": False, "fps": 10.0}, "backend": "onnx",
-           "precision": "fp32", "threads": 2, "model": "models/zoo/emonet_s", "model_file": "models/zoo/emonet_s/emotion_fp32.onnx",
+           "precision": "fp32", "threads": 2, "model": "engine/zoo/emonet_s", "model_file": "engine/zoo/emonet_s/emotion_fp32.onnx",
            "detector": "full", "tiles": True, "every": 3, "predecoded": False}
     return {**run, **kw}
 
@@ -40,7 +40,7 @@ def test_a_configuration_builds_the_options_engine_run_builds_from_its_command(r
 
 
 def test_engine_options_without_a_command_line_are_engine_runs_defaults_and_rules():
-    from engine.cliopts import engine_options as build
+    from engine.cli.options import engine_options as build
 
     for mode in RunningMode:
         assert build(mode) == options_from_args(engine_parser().parse_args(["--source", "x"]), mode)

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.contract import ModelSpec
+from engine.core.contract import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media"
 REAL_CLIP = MEDIA / "head-pose-face-detection-female-and-male.gif"
-SHIPPED = REPO / "models" / "zoo" / "emonet_f"
+SHIPPED = REPO / "engine" / "zoo" / "emonet_f"
 STAGES = ("capture", "detect", "classify", "track", "overlay", "sink")
 
 

@@ -1,8 +1,8 @@
-"""LiteRT BlazeFace (engine.blazeface) against the real MediaPipe Tasks FaceDetector.
+"""LiteRT BlazeFace (engine.faces.blazeface) against the real MediaPipe Tasks FaceDetector.
 
 Same model file, same frame: the boxes must agree (IoU > 0.8) and so must the face counts.
 Real faces only: photographs that ship inside scikit-image and matplotlib, and the shared
-multi-face clip (skipped when ../shared/media is absent). Also engine.cpu's Pi 4 / Pi 5 logic.
+multi-face clip (skipped when ../shared/media is absent). Also engine.core.cpu's Pi 4 / Pi 5 logic.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from engine import cpu  # noqa: E402
-from engine.blazeface import (  # noqa: E402
+from engine.core import cpu  # noqa: E402
+from engine.faces.blazeface import (  # noqa: E402
     ANCHOR_CONFIGS,
     FULL_RANGE,
     SHORT_RANGE,
@@ -22,9 +22,9 @@ from engine.blazeface import (  # noqa: E402
     ssd_anchors,
     weighted_nms,
 )
-from engine.errors import UserError  # noqa: E402
-from engine.geometry import iou  # noqa: E402
-from engine.types import Detection  # noqa: E402
+from engine.core.errors import UserError  # noqa: E402
+from engine.core.geometry import iou  # noqa: E402
+from engine.core.types import Detection  # noqa: E402
 
 PI_DIR = Path(__file__).resolve().parent / "pi"
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -169,7 +169,7 @@ def test_no_mediapipe_or_tensorflow_imported():
     import subprocess
     import sys
 
-    code = ("import sys; from engine.blazeface import LiteRTFaceDetector; import engine.cpu; "
+    code = ("import sys; from engine.faces.blazeface import LiteRTFaceDetector; import engine.core.cpu; "
             "d = LiteRTFaceDetector(); "
             "bad = [m for m in ('mediapipe', 'tensorflow') if m in sys.modules]; "
             "print('BAD', bad) if bad and d.runtime != 'tensorflow.lite' else print('OK')")
@@ -211,7 +211,7 @@ def test_matches_mediapipe_on_the_two_face_clip(mp_tasks, model):
     assert min(ious) > 0.8 and float(np.mean(ious)) > 0.95, (min(ious), np.mean(ious))
 
 
-# ----------------------------------------------------------------------------- engine.cpu
+# ----------------------------------------------------------------------------- engine.core.cpu
 def test_pi4_cpuinfo_is_unsafe_for_mediapipe_pi5_is_safe():
     pi4 = cpu.cpu_info(str(PI_DIR / "cpuinfo-pi4-cortex-a72.txt"))
     pi5 = cpu.cpu_info(str(PI_DIR / "cpuinfo-pi5-cortex-a76.txt"))

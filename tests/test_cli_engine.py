@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from fakes import astronaut, grace_hopper, media, two_face_frame
-from engine.contract import ModelSpec
+from engine.core.contract import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 #: Lines native runtimes print on stderr by themselves (TensorFlow via mediapipe, LiteRT, glog);
@@ -128,8 +128,8 @@ def test_missing_model_is_one_sentence(tmp_path):
 
 def test_an_output_that_cannot_be_opened_names_its_option_then_its_flag(model_dir, tmp_path):
     """The library names the OutputOptions field; engine.run says the flag the user typed."""
-    from engine.outputs import OutputError, OutputOptions, Outputs
-    from engine.sources import SourceOptions, open_source
+    from engine.io.outputs import OutputError, OutputOptions, Outputs
+    from engine.io.sources import SourceOptions, open_source
 
     missing = tmp_path / "nope"
     with pytest.raises(OutputError, match=r"^OutputOptions\.jsonl: folder .*nope does not exist$"):
@@ -148,9 +148,9 @@ def test_a_jsonl_write_that_fails_midrun_names_its_flag(model_dir):
     """A sink that opened fine but cannot write (disk full) is an OutputError too: one line naming the flag."""
     import time
 
-    from engine.outputs import OutputError, OutputOptions, Outputs
+    from engine.io.outputs import OutputError, OutputOptions, Outputs
     from engine.pipeline import Packet
-    from engine.sources import SourceOptions, open_source
+    from engine.io.sources import SourceOptions, open_source
 
     outputs = Outputs.open(OutputOptions(jsonl="/dev/full"), open_source(SourceOptions("sample")), ["happy"])
     with pytest.raises(OutputError, match=r"^OutputOptions\.jsonl: cannot write /dev/full: No space left on device$"):
@@ -218,7 +218,7 @@ def test_model_with_wrong_input_shape_is_one_sentence(model_64x64x3):
 def test_missing_runtime_is_one_sentence(model_dir):
     """onnxruntime not installed (simulated: its import fails) -> how to install it."""
     code = ("import sys; sys.modules['onnxruntime'] = None\n"
-            "from engine.run import main\nfrom engine.errors import cli_main\n"
+            "from engine.run import main\nfrom engine.core.errors import cli_main\n"
             "sys.exit(cli_main(main, sys.argv[1:]))")
     proc = run_cli("--source", "sample", "--no-display", "--backend", "onnx", "--precision", "fp32", "--model", model_dir, code=code)
     assert_one_line_error(proc, "--backend onnx needs onnxruntime: pip install onnxruntime")
@@ -233,11 +233,11 @@ def test_unknown_detector_is_one_sentence(model_dir, tmp_path):
 
 def test_stage_failure_is_one_line_cli_error(model_dir):
     """An exception inside a pipeline stage (the classifier, on its 5th frame): one line, exit 2."""
-    code = ("import sys\nimport engine.classifier as c\nreal = c.TFLiteClassifier._run\ncalls = []\n"
+    code = ("import sys\nimport engine.classify.classifier as c\nreal = c.TFLiteClassifier._run\ncalls = []\n"
             "def run(self, faces):\n    calls.append(1)\n"
             "    if len(calls) == 5: raise RuntimeError('tensor arena corrupted')\n    return real(self, faces)\n"
             "c.TFLiteClassifier._run = run\n"
-            "from engine.run import main\nfrom engine.errors import cli_main\nsys.exit(cli_main(main, sys.argv[1:]))")
+            "from engine.run import main\nfrom engine.core.errors import cli_main\nsys.exit(cli_main(main, sys.argv[1:]))")
     proc = run_cli("--source", media(), "--loop", "3", "--no-display", "--quiet", "--model", model_dir, code=code)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert engine_lines(proc.stderr) == ["error: classify stage failed: RuntimeError: tensor arena corrupted"], proc.stderr
@@ -362,7 +362,7 @@ def test_image_with_output_jpg(model_dir, photos, tmp_path):
 
 
 def test_shipped_model_astronaut_is_happy_cli(photos):
-    """NEEDS THE SHIPPED MODEL (models/zoo/emonet_f, the default --model, int8 tflite)."""
+    """NEEDS THE SHIPPED MODEL (engine/zoo/emonet_f, the default --model, int8 tflite)."""
     proc = run_cli("--source", photos / "astronaut.png", "--no-display")
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"astronaut\.png: #1 happy \d+%\n", proc.stdout), proc.stdout
@@ -393,7 +393,7 @@ def _video_frames(path: Path) -> list[np.ndarray]:
 def test_live_video_output_keeps_real_time_when_frames_are_dropped(tmp_path):
     """A camera run writes each processed frame at its capture time's slot: dropped frames are
     filled with the previous one, so 1 s of camera is 1 s of video, not a fast-forward."""
-    from engine.sinks import VideoSink
+    from engine.io.sinks import VideoSink
 
     sink = VideoSink(tmp_path / "live.mp4", fps=10.0, live=True)
     # 0.52: jitter, takes the next slot; 0.53: ahead of its slot, dropped; 30 s: a reconnect gap, cut
@@ -409,7 +409,7 @@ def test_live_video_output_keeps_real_time_when_frames_are_dropped(tmp_path):
 @pytest.mark.parametrize("offset", [0.0, 0.3, 0.5])
 def test_live_video_output_loses_no_frame_to_capture_jitter(tmp_path, offset):
     """Frames at the camera's own rate, with a few ms of jitter, map one to one onto the output."""
-    from engine.sinks import VideoSink
+    from engine.io.sinks import VideoSink
 
     sink = VideoSink(tmp_path / "jitter.mp4", fps=90000.0, live=True)  # a nonsense reported rate: written at 30
     rng = np.random.default_rng(1)
@@ -424,7 +424,7 @@ def test_photos_average_five_framings_streams_one_unless_told():
     """--views: photos get STILL_VIEWS framings per face (no next frame to smooth over), video and
     cameras one (the tracker averages over frames); an explicit --views wins for both."""
     from engine.run import STILL_VIEWS, build_parser, options_from_args
-    from engine.types import RunningMode
+    from engine.core.types import RunningMode
 
     parse = build_parser().parse_args
     assert STILL_VIEWS == 5

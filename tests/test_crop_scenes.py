@@ -31,7 +31,7 @@ def astronaut_face() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def detector():
-    from engine.detect import DetectorOptions, create_detector
+    from engine.faces.detect import DetectorOptions, create_detector
 
     det = create_detector(DetectorOptions(model="short", min_score=0.5, video=False))
     yield det
@@ -101,7 +101,7 @@ def test_hard_scene_backgrounds_screened_by_the_detector(detector):
 def test_match_gives_each_face_its_best_detection_once():
     """crop_scenes.match (crop_agreement and crop_misses): the best-scoring detection whose centre lies in
     the true box, one detection per face; a face with none, or whose detection another face took, gets None."""
-    from engine.types import Detection
+    from engine.core.types import Detection
 
     dets = [Detection((0, 0, 20, 20), 0.6), Detection((2, 2, 20, 20), 0.9), Detection((200, 200, 10, 10), 0.99),
             Detection((100, 100, 40, 40), 0.4)]
@@ -114,7 +114,7 @@ def test_match_gives_each_face_its_best_detection_once():
 def test_crop_agreement_hard_writes_per_setting_results(fer_root, tmp_path):
     out = tmp_path / "hard.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "crop_agreement.py"), "--scenes", "hard",
-                           "--model", str(REPO / "models" / "zoo" / "emonet_f"), "--data", str(fer_root), "--n", "24",
+                           "--model", str(REPO / "engine" / "zoo" / "emonet_f"), "--data", str(fer_root), "--n", "24",
                            "--margins", "0.1,0.25", "--shifts=-0.05", "--align", "on", "--json", str(out), "--md", str(tmp_path / "hard.md")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -135,7 +135,7 @@ def test_crop_agreement_hard_writes_per_setting_results(fer_root, tmp_path):
 
 def test_crop_agreement_says_when_the_shared_faces_are_missing(tmp_path, monkeypatch, capsys):
     import benchmarks.crop_agreement as ca
-    from engine.errors import cli_main
+    from engine.core.errors import cli_main
 
     missing = tmp_path / "shared" / "data" / "fer2013"
     monkeypatch.setattr(ca, "DEFAULT_DATA", missing)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.detect import DetectorOptions, EveryNDetector, create_detector
-from engine.geometry import iou
+from engine.faces.detect import DetectorOptions, EveryNDetector, create_detector
+from engine.core.geometry import iou
 from tests.test_blazeface import astronaut_bgr, grace_hopper_bgr
 
 
@@ -134,7 +134,7 @@ def test_something_new_outside_the_faces_is_detected_at_once():
 
 def test_auto_picks_litert_where_a_tflite_runtime_is_installed(monkeypatch):
     pytest.importorskip("ai_edge_litert")
-    from engine.detect import choose_impl
+    from engine.faces.detect import choose_impl
 
     monkeypatch.delenv("EMOTION_DETECTOR", raising=False)
     assert choose_impl("auto") == "litert"
@@ -146,7 +146,7 @@ def test_auto_picks_litert_where_a_tflite_runtime_is_installed(monkeypatch):
 def test_a_flat_face_box_is_not_followed_and_motion_there_detects():
     """A blown-out patch matches everywhere with a 'perfect' 1.0: its box must not be walked to a corner; it is
     carried, and since it is not followed, motion inside it re-detects instead of being masked."""
-    from engine.types import Detection
+    from engine.core.types import Detection
 
     class FixedDetector(CountingDetector):
         def detect(self, frame, timestamp_ms=None):

@@ -94,7 +94,7 @@ def test_every_python_m_module_in_readme_exists():
 
 
 def test_export_page_carries_readme_format_table():
-    """The format table is in README (tests/test_formats.py checks it against engine/formats.py) and on the
+    """The format table is in README (tests/test_formats.py checks it against engine/core/formats.py) and on the
     export page: the two copies stay the same."""
     readme = README.read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(readme) if line.startswith("| `--formats` |"))

@@ -9,7 +9,7 @@ is reported; a stage stuck forever trips the watchdog; memory stays flat over a 
 Every pipeline run is bounded (`run_bounded`), so a hang fails a test instead of the suite.
 
 Models: `tiny_export_dir` (conftest: a 1-epoch model, right shapes, poor accuracy) for the
-plumbing; the shipped models (models/zoo) where the answer must be right (astronaut: happy).
+plumbing; the shipped models (engine/zoo) where the answer must be right (astronaut: happy).
 """
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 
 from engine.api import EmotionRecognizer, EngineOptions
-from engine.classifier import DEFAULT_MODEL, ClassifierOptions
-from engine.detect import DetectorOptions
+from engine.classify.classifier import DEFAULT_MODEL, ClassifierOptions
+from engine.faces.detect import DetectorOptions
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
-from engine.sources import SourceOptions, VideoCaptureSource, open_source
-from engine.track import FaceTracker, TrackerOptions
-from engine.types import Detection, RunningMode
+from engine.io.sources import SourceOptions, VideoCaptureSource, open_source
+from engine.faces.track import FaceTracker, TrackerOptions
+from engine.core.types import Detection, RunningMode
 from fakes import CameraRig, astronaut, media, read_clip, two_face_frame
-from engine.contract import ModelSpec
+from engine.core.contract import ModelSpec
 
 BACKENDS = [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32")]
 
@@ -156,7 +156,7 @@ def test_api_batches_all_faces_of_a_frame_in_one_call(model_dir):
 
 def test_flip_tta_averages_each_face_with_its_mirror_in_one_call(model_dir):
     """--tta: one runtime call of 2N faces; each face's probabilities = mean of it and its mirror."""
-    from engine.classifier import create_classifier
+    from engine.classify.classifier import create_classifier
 
     faces = np.stack([cv2.resize(cv2.cvtColor(astronaut(), cv2.COLOR_BGR2GRAY)[30:230, 150:350], (48, 48)),
                       np.tile(np.arange(48, dtype=np.uint8) * 5, (48, 1))])[..., None]
@@ -174,11 +174,11 @@ def test_flip_tta_averages_each_face_with_its_mirror_in_one_call(model_dir):
 
 
 def test_models_declare_their_interfaces_from_construction(model_dir):
-    """engine.types.Classifier / FaceDetector: backend, runtime and tta (classifiers), impl and runtime
+    """engine.core.types.Classifier / FaceDetector: backend, runtime and tta (classifiers), impl and runtime
     (detectors and their wrappers) come from the constructors, nothing is set on them afterwards."""
-    from engine.classifier import create_classifier
-    from engine.detect import create_detector
-    from engine.types import Classifier, FaceDetector
+    from engine.classify.classifier import create_classifier
+    from engine.faces.detect import create_detector
+    from engine.core.types import Classifier, FaceDetector
 
     tflite_runtimes = ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")
     clf = create_classifier(ClassifierOptions(model=model_dir, backend="tflite", precision="int8", tta=True))
@@ -197,7 +197,7 @@ def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir):
     +-VIEW_STEP), all faces' views in one classifier call, then one averaged row per face."""
     from dataclasses import replace
 
-    from engine.crop import VIEW_OFFSETS, crop_faces
+    from engine.faces.crop import VIEW_OFFSETS, crop_faces
 
     views = 5
     frame = two_face_frame()
@@ -230,7 +230,7 @@ def test_views_average_nearby_framings_of_each_face_in_one_call(model_dir):
 
 
 def test_shipped_model_astronaut_is_happy():
-    """NEEDS THE SHIPPED MODEL (the default, models/zoo/emonet_f): the smiling astronaut reads `happy`."""
+    """NEEDS THE SHIPPED MODEL (the default, engine/zoo/emonet_f): the smiling astronaut reads `happy`."""
     with EmotionRecognizer.create(EngineOptions(detector=DetectorOptions(video=False))) as r:
         assert r.classifier.path == DEFAULT_MODEL / "emotion_int8.tflite"
         result = r.process(astronaut())
@@ -245,10 +245,10 @@ ZOO_MODELS = sorted(p.name for p in DEFAULT_MODEL.parent.iterdir() if (p / "labe
 @pytest.mark.parametrize("backend", ["tflite", "onnx"])
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_every_shipped_model_reads_the_astronaut_as_happy(name, backend):
-    """NEEDS THE SHIPPED MODELS: every folder under models/zoo is a complete, consistent ship (its
+    """NEEDS THE SHIPPED MODELS: every folder under engine/zoo is a complete, consistent ship (its
     sidecar names the Keras file it was exported from) whose int8 files read the smiling astronaut as
     `happy` through the engine: a half-copied or mislabelled model fails here, not on a user's camera."""
-    from engine.contract import sha256_file
+    from engine.core.contract import sha256_file
 
     zoo = DEFAULT_MODEL.parent / name
     spec = ModelSpec.load(zoo)
@@ -359,7 +359,7 @@ def test_tracker_stable_ids_and_change_events_on_the_two_face_clip(model_dir, cl
 
 def test_every_source_carries_its_running_mode(clip_frames, tmp_path):
     """camera / stream = LIVE, video file = VIDEO, image / folder = IMAGE; `live` follows the mode."""
-    from engine.sources import Source
+    from engine.io.sources import Source
 
     rig = CameraRig(clip_frames, fps=30)
     cv2.imwrite(str(tmp_path / "a.png"), clip_frames[0])

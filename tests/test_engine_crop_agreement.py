@@ -99,7 +99,7 @@ def test_crop_agreement_refuses_flags_the_scenes_would_ignore(monkeypatch, capsy
     """--context / --face-color read only by the hard scenes, --background / --roll only by the easy ones:
     given with the other kind, one `error:` line and exit 2; left at (or set to) their default, no error."""
     import benchmarks.crop_agreement as ca
-    from engine.errors import cli_main
+    from engine.core.errors import cli_main
 
     cases = ((["--context", "blur"], "--context is for --scenes hard only"),
              (["--scenes", "easy", "--face-color", "gray"], "--face-color is for --scenes hard only"),
@@ -123,12 +123,12 @@ def test_crop_agreement_refuses_flags_the_scenes_would_ignore(monkeypatch, capsy
 
 
 def test_crop_agreement_ceiling_turns_a_rolled_face_back():
-    """The ceiling's crop (true box + eye keypoints on the true angle, engine.crop alignment) gives back
+    """The ceiling's crop (true box + eye keypoints on the true angle, engine.faces.crop alignment) gives back
     the face that was placed, turned or not; with no roll it is the plain unaligned crop."""
     sys.path.insert(0, str(REPO))
     from benchmarks.crop_agreement import _eyes_at, compose_frames
-    from engine.crop import CropOptions, crop_faces
-    from engine.types import Detection
+    from engine.faces.crop import CropOptions, crop_faces
+    from engine.core.types import Detection
 
     coarse = np.random.default_rng(5).integers(0, 256, (6, 6, 6), dtype=np.uint8)
     faces = np.stack([cv2.resize(c, (48, 48), interpolation=cv2.INTER_CUBIC) for c in coarse])

@@ -19,9 +19,9 @@ _missing = [m for m in ("tensorflow", "tf2onnx", "onnx", "onnxruntime") if impor
 if _missing:  # checked without importing: TensorFlow takes seconds to import at collection time
     pytest.skip(f"export needs {', '.join(_missing)} (pip install '.[train]')", allow_module_level=True)
 
-from engine.classifier import ClassifierOptions, create_classifier, open_model_file  # noqa: E402
-from engine.contract import ModelSpec  # noqa: E402
-from engine.errors import UserError, cli_main  # noqa: E402
+from engine.classify.classifier import ClassifierOptions, create_classifier, open_model_file  # noqa: E402
+from engine.core.contract import ModelSpec  # noqa: E402
+from engine.core.errors import UserError, cli_main  # noqa: E402
 from export.run import FORMATS, REPORT_JSON, REPORT_MD, export_model  # noqa: E402
 
 FILES = {
@@ -59,7 +59,7 @@ def keras_ref(tiny_model, fer_root):
     """Validation faces and the Keras model's own probabilities for them."""
     import tensorflow as tf
 
-    from engine.keras_io import load_keras
+    from engine.core.keras_io import load_keras
     from models.data import load_split
 
     model = load_keras(tiny_model)
@@ -121,7 +121,7 @@ def test_each_artifact_runs_with_its_runtime_at_batch_1_and_4(exported, keras_re
 
 
 def test_int8_tflite_takes_raw_uint8_bytes(exported):
-    from engine.litert import load_tflite_interpreter
+    from engine.core.litert import load_tflite_interpreter
 
     out, _ = exported
     it = load_tflite_interpreter(out / FILES["tflite-int8"], 1)
@@ -153,7 +153,7 @@ def test_engine_finds_each_export_in_the_folder(exported, fmt):
 def test_failed_check_leaves_out_untouched(tiny_model, tmp_path, fer_root, monkeypatch):
     import dataclasses
 
-    from engine import formats
+    from engine.core import formats
 
     strict = dataclasses.replace(formats.ARTIFACTS["tflite-fp32"], min_agreement=1.01)  # no export can pass this
     monkeypatch.setitem(formats.ARTIFACTS, "tflite-fp32", strict)  # the table's limit is what the check reads

@@ -1,4 +1,4 @@
-"""ms/face is measured one way (engine/timing.py) by export's report and benchmarks/zoo.py."""
+"""ms/face is measured one way (engine/core/timing.py) by export's report and benchmarks/zoo.py."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import timing
-from engine.timing import ms_per_call, ms_per_face
+from engine.core import timing
+from engine.core.timing import ms_per_call, ms_per_face
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "models" / "zoo" / "emonet_f"
+SHIPPED = REPO / "engine" / "zoo" / "emonet_f"
 ONE_FILE = ("labels.json", "emotion_int8.tflite")
 
 
@@ -83,7 +83,7 @@ def int8_model(request, tmp_path) -> Path:
 
 
 def test_export_and_zoo_time_with_the_engines_function(int8_model, monkeypatch):
-    """export's verification row and benchmarks/zoo.py's ms/face (its models and fer's) are engine.timing's
+    """export's verification row and benchmarks/zoo.py's ms/face (its models and fer's) are engine.core.timing's
     number: with ms_per_call replaced by a spy, every timing goes through it and the rows carry its answer."""
     from benchmarks import zoo
     from export import verify

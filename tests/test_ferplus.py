@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.contract import FER_CLASSES, ModelSpec
-from engine.errors import UserError
+from engine.core.contract import FER_CLASSES, ModelSpec
+from engine.core.errors import UserError
 from models import ferplus
 from tests.conftest import build_face_folder
 
@@ -142,7 +142,7 @@ def test_training_on_votes_calibrates_and_the_card_leads_with_ferplus(voted_tree
 def test_votes_with_a_teacher_is_one_sentence(voted_tree, tmp_path, capsys):
     from models.train import main
 
-    from engine.errors import cli_main
+    from engine.core.errors import cli_main
 
     rc = cli_main(main, ["--data", str(voted_tree), "--out", str(tmp_path / "x"), "--votes", "--soft-labels", "y.npz"])
     assert rc == 2

@@ -1,4 +1,4 @@
-"""The artefact table (engine/formats.py) is the one list: export, the engine, the benchmarks, the
+"""The artefact table (engine/core/formats.py) is the one list: export, the engine, the benchmarks, the
 wheel and the docs all agree with it. No TensorFlow needed: these read the table and the files."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import formats
-from engine.formats import ARTIFACTS, BACKENDS, PRECISIONS, artifact_name, by_kind, exported, names
+from engine.core import formats
+from engine.core.formats import ARTIFACTS, BACKENDS, PRECISIONS, artifact_name, by_kind, exported, names
 
 REPO = Path(__file__).resolve().parents[1]
 NUMBER_WORDS = {4: "four", 5: "five", 6: "six", 7: "seven"}
@@ -34,7 +34,8 @@ def test_every_file_follows_the_naming_rule_and_is_unique():
 
 
 def test_engine_choices_come_from_the_table():
-    from engine import classifier, cliopts
+    from engine.classify import classifier
+    from engine.cli import options as cliopts
 
     assert BACKENDS == ("tflite", "onnx", "keras") and PRECISIONS == ("int8", "fp16", "fp32")
     assert classifier.BACKENDS is BACKENDS and classifier.PRECISIONS is PRECISIONS
@@ -43,9 +44,9 @@ def test_engine_choices_come_from_the_table():
 
 
 def test_a_missing_file_the_wheel_does_not_carry_says_where_it_is(tmp_path, monkeypatch):
-    from engine import classifier
-    from engine.classifier import ClassifierOptions, resolve_model
-    from engine.errors import UserError
+    from engine.classify import classifier
+    from engine.classify.classifier import ClassifierOptions, resolve_model
+    from engine.core.errors import UserError
 
     monkeypatch.setattr(classifier, "ZOO", tmp_path)  # tmp_path/m plays a shipped model installed from the wheel
     (tmp_path / "m").mkdir()
@@ -75,7 +76,7 @@ def test_export_cli_and_benchmarks_use_the_table():
     assert FORMAT_HELP.split(",") == list(names())
     assert build_parser().parse_args(["--model", "m.keras"]).formats == FORMAT_HELP
     src = (REPO / "benchmarks" / "zoo.py").read_text()
-    assert "engine.formats" in src and "onnx\", \"fp16\"" not in src
+    assert "engine.core.formats" in src and "onnx\", \"fp16\"" not in src
 
 
 def test_readme_lists_the_formats_of_the_table():
@@ -97,12 +98,12 @@ def test_readme_lists_the_formats_of_the_table():
 
 def test_architecture_points_to_the_table():
     arch = (REPO / "docs" / "ARCHITECTURE.md").read_text()
-    assert "engine/formats.py" in arch
+    assert "engine/core/formats.py" in arch
     assert "FORMAT_HELP" not in arch and "FORMAT_KIND" not in arch  # the old tables are gone from the how-to
 
 
 def test_wheel_globs_are_the_tables_in_wheel_column():
-    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["models"]
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["engine"]
     globs = [g for g in data if g.startswith("zoo/*/emotion")]
     shipped = {g.removeprefix("zoo/*/") for g in globs}
     assert len(shipped) == len(globs), "a glob that is not one file name per model"

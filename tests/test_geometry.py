@@ -1,11 +1,11 @@
-"""engine.geometry: the one IoU and NMS that BlazeFace's weighted NMS, the tile merge and the tracker share."""
+"""engine.core.geometry: the one IoU and NMS that BlazeFace's weighted NMS, the tile merge and the tracker share."""
 from __future__ import annotations
 
 import numpy as np
 
-from engine.detect import merge_detections
-from engine.geometry import box_iou, iou, nms, xywh_to_xyxy
-from engine.types import Detection
+from engine.faces.detect import merge_detections
+from engine.core.geometry import box_iou, iou, nms, xywh_to_xyxy
+from engine.core.types import Detection
 
 
 def test_iou_of_pixel_boxes_is_overlap_over_union():

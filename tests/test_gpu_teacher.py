@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.contract import FER_CLASSES
-from engine.errors import cli_main
+from engine.core.contract import FER_CLASSES
+from engine.core.errors import cli_main
 from models.gpu_teacher import load, run
 
 

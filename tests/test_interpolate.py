@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.contract import FER_CLASSES, ModelSpec, sha256_file
-from engine.errors import cli_main
+from engine.core.contract import FER_CLASSES, ModelSpec, sha256_file
+from engine.core.errors import cli_main
 
 pytest.importorskip("tensorflow", reason="needs TensorFlow (pip install '.[train]')")
 
@@ -35,7 +35,7 @@ def pair(tmp_path_factory, fer_root):
 
 
 def _weights(path: Path):
-    from engine.keras_io import load_keras
+    from engine.core.keras_io import load_keras
 
     return load_keras(path / "emotion.keras").get_weights()
 
@@ -66,7 +66,7 @@ def test_logit_adjustment_is_folded_into_the_head_bias(pair, tmp_path, fer_root)
     prior = np.bincount(y, minlength=7) / len(y)
     want = -0.5 * np.log(prior)
     want[FER_CLASSES.index("fear")] += 0.2
-    from engine.keras_io import load_keras
+    from engine.core.keras_io import load_keras
 
     bias = [load_keras(m / "emotion.keras").get_layer(HEAD).get_weights()[1] for m in (a, b)]
     got = load_keras(out / "emotion.keras").get_layer(HEAD).get_weights()[1]
@@ -80,7 +80,7 @@ def test_logit_adjustment_is_folded_into_the_head_bias(pair, tmp_path, fer_root)
 
 
 def test_one_model_alone_gets_only_the_adjustment(pair, tmp_path, fer_root):
-    from engine.keras_io import load_keras
+    from engine.core.keras_io import load_keras
     from models.interpolate import HEAD, main
 
     a, _, _ = pair

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import cli_main
+from engine.core.errors import cli_main
 from tests.test_gpu_teacher import _jpeg_tree
 
 pytest.importorskip("tensorflow", reason="training needs TensorFlow (pip install '.[train]')")
@@ -59,8 +59,8 @@ def test_a_keras_fold_holds_out_the_gpu_tools_fold_and_answers_only_it(kfold_run
         assert d["oof_probs_tta"].shape == (len(d["oof_keys"]), 7)
         np.testing.assert_allclose(d["oof_probs_tta"].sum(1), 1, rtol=1e-4)
         # both answers come from one pass over faces + mirrors: the same as the net run on each alone
-        from engine.keras_io import load_keras
-        from engine.preprocess import flip_average
+        from engine.core.keras_io import load_keras
+        from engine.core.preprocess import flip_average
         from export.verify import keras_probabilities
         from models.data import load_split
 

@@ -162,7 +162,7 @@ def test_the_checker_sees_every_kind_of_import(tmp_path):
     found = _found()
     edges = {(s, d) for s, d, _, _ in found}
     assert ("engine.run", "engine.pipeline") in edges  # module level
-    assert ("engine.detect", "engine.blazeface") in edges  # inside a function
+    assert ("engine.faces.detect", "engine.faces.blazeface") in edges  # inside a function
     assert ("export.__main__", "export.run") in edges
     assert len(project_modules()) > 40
 

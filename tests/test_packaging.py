@@ -41,20 +41,20 @@ def wheel_files(tmp_path_factory) -> dict[str, int]:
 
 
 def test_wheel_carries_what_the_engine_runs_by_default(wheel_files):
-    zoo = sorted(p.name for p in (REPO / "models" / "zoo").iterdir() if (p / "labels.json").is_file())
+    zoo = sorted(p.name for p in (REPO / "engine" / "zoo").iterdir() if (p / "labels.json").is_file())
     assert zoo
     for name in zoo:
         for f in ("labels.json", "emotion_int8.tflite", "emotion_fp16.tflite", "emotion_int8.onnx"):
-            assert f"models/zoo/{name}/{f}" in wheel_files, f"{name}/{f} missing from the wheel"
-    assert "models/detector/face_detection_short_range.tflite" in wheel_files
-    assert "models/detector/face_detection_full_range_sparse.tflite" in wheel_files
-    assert any(f.startswith("engine/sounds/") and f.endswith(".wav") for f in wheel_files)
+            assert f"engine/zoo/{name}/{f}" in wheel_files, f"{name}/{f} missing from the wheel"
+    assert "engine/detectors/face_detection_short_range.tflite" in wheel_files
+    assert "engine/detectors/face_detection_full_range_sparse.tflite" in wheel_files
+    assert any(f.startswith("engine/sound/sounds/") and f.endswith(".wav") for f in wheel_files)
     assert "engine/run.py" in wheel_files
 
 
 def test_wheel_leaves_training_artefacts_in_the_repository(wheel_files):
     heavy = [f for f in wheel_files if f.endswith((".keras", "_fp32.tflite", "_fp32.onnx", ".png"))]
     assert heavy == []
-    zoo_bytes = sum(size for f, size in wheel_files.items() if f.startswith("models/zoo/"))
-    repo_zoo_bytes = sum(p.stat().st_size for p in (REPO / "models" / "zoo").rglob("*") if p.is_file())
+    zoo_bytes = sum(size for f, size in wheel_files.items() if f.startswith("engine/zoo/"))
+    repo_zoo_bytes = sum(p.stat().st_size for p in (REPO / "engine" / "zoo").rglob("*") if p.is_file())
     assert zoo_bytes < repo_zoo_bytes / 2, (zoo_bytes, repo_zoo_bytes)

@@ -68,7 +68,7 @@ def test_prune_emonet_n_into_the_stride_2_stem_of_emonet_f():
 
 
 def test_prune_refuses_a_wider_target():
-    from engine.errors import UserError
+    from engine.core.errors import UserError
     from models.archs import ARCHS
     from models.prune import prune_into
 
@@ -77,7 +77,7 @@ def test_prune_refuses_a_wider_target():
 
 
 def test_prune_cli_bad_input_is_one_line(tmp_path, capsys):
-    from engine.errors import cli_main
+    from engine.core.errors import cli_main
     from models.prune import main
 
     assert cli_main(main, ["--model", str(tmp_path / "missing.keras"), "--arch", "emonet_n_slim", "--out", str(tmp_path / "x.keras")]) == 2

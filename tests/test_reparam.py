@@ -59,7 +59,7 @@ def test_init_from_plain_starts_with_the_plain_answers():
 
 
 def test_rep_refuses_nets_it_cannot_fold():
-    from engine.errors import UserError
+    from engine.core.errors import UserError
     from models import reparam
 
     with pytest.raises(UserError, match="plain nets"):
@@ -78,7 +78,7 @@ def test_rep_training_ships_the_plain_net_and_its_recipe(fer_root, tmp_path):
     a plain --init starts the twin from that model's answers."""
     import keras
 
-    from engine.contract import ModelSpec, parse_classes
+    from engine.core.contract import ModelSpec, parse_classes
     from models import reparam
     from models.archs import ARCHS, count_macs
     from models.data import load_split

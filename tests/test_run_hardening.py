@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from engine.pipeline import Pipeline, PipelineOptions
-from engine.sources import Source
-from engine.types import RunningMode
+from engine.io.sources import Source
+from engine.core.types import RunningMode
 from fakes import astronaut
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,8 +225,8 @@ def test_reconnects_back_off_even_when_every_reopen_succeeds():
     """Before: a reopen that said "back" reset the back-off, so reopens came as fast as the server
     answered. Now a loss soon after coming back waits the grown delay: 0.05, 0.1, 0.2, 0.4, 0.4 ... s."""
     from engine.api import EmotionRecognizer, EngineOptions
-    from engine.classifier import ClassifierOptions
-    from engine.detect import DetectorOptions
+    from engine.classify.classifier import ClassifierOptions
+    from engine.faces.detect import DetectorOptions
 
     src = ReopensAtOnce()
     logs: list[str] = []
@@ -323,9 +323,9 @@ def test_damaged_jpegs_are_one_counted_note_and_a_fifo_in_a_folder_is_not_a_phot
 
 def test_export_to_an_unwritable_place_is_one_sentence_before_any_work(tmp_path, fer_root):
     """Before: about a minute of TensorFlow and face loading, then an OSError traceback and exit 1."""
-    model = REPO / "models" / "zoo" / "emonet_f" / "emotion.keras"
+    model = REPO / "engine" / "zoo" / "emonet_f" / "emotion.keras"
     if not model.is_file():
-        pytest.skip("needs the shipped models/zoo/emonet_f/emotion.keras")
+        pytest.skip("needs the shipped engine/zoo/emonet_f/emotion.keras")
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     places = [blocker / "out"] + ([Path("/proc/x")] if Path("/proc").is_dir() else [])

@@ -31,7 +31,7 @@ import pytest
 from fakes import MEDIA, TWO_FACE_CLIP, two_face_frame
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "models" / "zoo" / "emonet_f"
+SHIPPED = REPO / "engine" / "zoo" / "emonet_f"
 TOKEN = "s3cret-token"
 
 
@@ -292,7 +292,7 @@ def test_every_path_needs_the_token(engine, path):
 
 
 def test_unknown_paths_are_404_and_nothing_comes_from_disk(engine):
-    for path in ("/nope", "/engine/serve.py", "/../../etc/passwd", "/%2e%2e/README.md", "/stream.mjpg/x"):
+    for path in ("/nope", "/engine/serve/live.py", "/../../etc/passwd", "/%2e%2e/README.md", "/stream.mjpg/x"):
         assert engine.get(path + f"?token={TOKEN}")[0] == 404, path
 
 

@@ -2,7 +2,7 @@
 token, a token pasted raw with `+` and `&`, the favicon, and the page after the engine stops; and the
 overlay's labels and stats, which must read on any background.
 
-Servers here are real `engine.serve.LiveServer`s started in this process and fed synthetic frames (no
+Servers here are real `engine.serve.live.LiveServer`s started in this process and fed synthetic frames (no
 model: the attack is on the HTTP side, and 2 cores are shared); clients are real sockets, the standard
 library's HTTP client and, for the page, Debian's headless chromium.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.overlay import COLOURS, draw
-from engine.serve import LiveServer, ServeOptions, _Hub
-from engine.serve_http import Server
-from engine.track import Face
+from engine.io.overlay import COLOURS, draw
+from engine.serve.live import LiveServer, ServeOptions, _Hub
+from engine.serve.http_server import Server
+from engine.faces.track import Face
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.serve_slowloris import Holder, Slowloris

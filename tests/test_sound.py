@@ -1,4 +1,4 @@
-"""Sound cues (engine/sound.py): the shipped clips, when a cue fires, folder mapping, errors, WAV rendering.
+"""Sound cues (engine/sound/cues.py): the shipped clips, when a cue fires, folder mapping, errors, WAV rendering.
 
 Everything here decodes real WAV files. Live playback is exercised through stand-in `paplay`
 programs (shell scripts on PATH) and, where PortAudio is installed, sounddevice on ALSA's null device.
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.contract import FER_CLASSES
-from engine.errors import UserError
-from engine.sound import RENDER_RATE, SOUNDS_DIR, SoundCues, SoundOptions, load_clips, resample
+from engine.core.contract import FER_CLASSES
+from engine.core.errors import UserError
+from engine.sound.cues import RENDER_RATE, SOUNDS_DIR, SoundCues, SoundOptions, load_clips, resample
 
 LABELS = list(FER_CLASSES)
 FPS = 30.0
@@ -437,8 +437,8 @@ def test_sounddevice_on_alsa_null_device(tmp_path):
         pytest.skip("ALSA null device is Linux only")
     (tmp_path / ".asoundrc").write_text("pcm.!default { type null }\nctl.!default { type hw card 0 }\n")
     code = (
-        "from engine.sound import SoundCues, SoundOptions\n"
-        "from engine.contract import FER_CLASSES\n"
+        "from engine.sound.cues import SoundCues, SoundOptions\n"
+        "from engine.core.contract import FER_CLASSES\n"
         "c = SoundCues.create(SoundOptions(seed=0), list(FER_CLASSES))\n"
         "print(c.player)\n"
         "print(c.cue_now('happy')['emotion'])\n"

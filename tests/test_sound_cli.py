@@ -43,8 +43,8 @@ def test_clip_cues_are_rendered_where_the_jsonl_says(tmp_path):
     cues = [(e["t"], e["sound"]) for e in lines if "sound" in e]
     assert cues, "two faces appearing and holding an emotion must fire at least one cue"
     for _, s in cues:
-        assert s["emotion"] in json.loads((REPO / "models/zoo/emonet_f/labels.json").read_text())["labels"]
-        assert (REPO / "engine" / "sounds" / s["emotion"] / s["clip"]).is_file()
+        assert s["emotion"] in json.loads((REPO / "engine/zoo/emonet_f/labels.json").read_text())["labels"]
+        assert (REPO / "engine" / "sound" / "sounds" / s["emotion"] / s["clip"]).is_file()
     gaps = np.diff([t for t, _ in cues])
     assert (gaps >= 1.0 - 1e-6).all(), "cool-down violated"
 

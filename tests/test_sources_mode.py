@@ -1,7 +1,7 @@
 """Sources and detectors written for older versions of the engine keep working: a Source subclass that
 sets `live` (in the class or in `__init__`), a duck-typed source (not a Source subclass) through the
 Pipeline, and a custom detector without `impl` / `runtime` inside the wrappers. Real parts: the shipped
-model (the default, models/zoo/emonet_f), the LiteRT BlazeFace detector, a real face photo."""
+model (the default, engine/zoo/emonet_f), the LiteRT BlazeFace detector, a real face photo."""
 from __future__ import annotations
 
 import threading
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from engine.api import EmotionRecognizer, EngineOptions
-from engine.classifier import ClassifierOptions
-from engine.detect import DetectorOptions, EveryNDetector, TiledDetector, create_detector, for_stream
+from engine.classify.classifier import ClassifierOptions
+from engine.faces.detect import DetectorOptions, EveryNDetector, TiledDetector, create_detector, for_stream
 from engine.pipeline import Pipeline, PipelineOptions
-from engine.sources import ImageSource, Source, SourceOptions, VideoCaptureSource, mode_of
-from engine.types import RunningMode
+from engine.io.sources import ImageSource, Source, SourceOptions, VideoCaptureSource, mode_of
+from engine.core.types import RunningMode
 from fakes import astronaut, media
 
 

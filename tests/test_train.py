@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes
-from engine.errors import UserError, cli_main
+from engine.core.contract import FER_CLASSES, PRESETS, ModelSpec, parse_classes
+from engine.core.errors import UserError, cli_main
 from models.data import load_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_unreadable_image_is_skipped_by_name(fer_root, tmp_path, capsys):
         (["--teacher-pool", "-1"], "--teacher-pool must be 0 (off) or a number of copies"),
         (["--pool-targets", "clean"], "--pool-targets needs --teacher-pool"),
         (["--consistency", "-1"], "--consistency must be 0 (off) or a positive weight"),
-        (["--teacher", "models/zoo/emonet_s/emotion_int8.tflite"], "an exported teacher (.tflite/.onnx) needs --teacher-pool"),
+        (["--teacher", "engine/zoo/emonet_s/emotion_int8.tflite"], "an exported teacher (.tflite/.onnx) needs --teacher-pool"),
     ],
 )
 def test_train_bad_inputs_are_one_sentence(args, message, fer_root, tmp_path, capsys):
@@ -266,7 +266,7 @@ def test_evaluate_cli_writes_report_and_plots(fer_root, tmp_path):
 def test_teacher_pool_labels_augmented_copies_once_and_trains_on_them(fer_root, tmp_path):
     """--teacher-pool: P distorted copies of the training set, each labelled by the teacher's
     int8 export (the shipped fast model here), cached, reused by the next run, trained on."""
-    from engine.classifier import open_model_file
+    from engine.classify.classifier import open_model_file
     from models.data import load_arrays
 
     teacher = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"
@@ -309,7 +309,7 @@ def test_teacher_pool_labels_augmented_copies_once_and_trains_on_them(fer_root, 
 def test_clean_pool_targets_give_every_framing_of_a_face_one_answer(fer_root, tmp_path):
     """--pool-targets clean: the copies are distorted (the engine's framings), but each copy of a
     face carries the teacher's answer for the undistorted face and its mirror image, averaged."""
-    from engine.classifier import open_model_file
+    from engine.classify.classifier import open_model_file
     from models.data import load_split
     from models.distill import teacher_pool
 
@@ -334,7 +334,7 @@ def test_clean_pool_targets_give_every_framing_of_a_face_one_answer(fer_root, tm
 def test_mirror_pool_targets_average_each_view_with_its_mirror_image(fer_root, tmp_path):
     """--pool-targets mirror: the same distorted copies as a view pool of that recipe, each labelled with
     the teacher's answers for the copy and for the copy's mirror image, averaged."""
-    from engine.classifier import open_model_file
+    from engine.classify.classifier import open_model_file
     from models.data import load_split
     from models.distill import teacher_pool
 
@@ -394,7 +394,7 @@ def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
 
     # it exports like any model: the float TFLite file gives the Keras probabilities, the int8 one the same
     # within quantisation (on average: a one-epoch toy net quantised from 32 faces can be off on a single face)
-    from engine.classifier import open_model_file
+    from engine.classify.classifier import open_model_file
     from export.run import export_model
 
     export_model(out / "emotion.keras", out, calib=fer_root, calib_size=32, verify_size=32, check=False,
@@ -456,7 +456,7 @@ def test_speed_cli_bad_input_is_one_sentence(argv, message, capsys):
 def test_shipped_emonet_f_card_retrains_it_from_a_checkout():
     """The default fast net's card: what it is for, its figures, and the whole chain from files in a checkout
     (teacher = the two shipped accurate nets averaged, start = emonet_n pruned, eight stages), ending in --ship."""
-    zoo = REPO / "models" / "zoo" / "emonet_f"
+    zoo = REPO / "engine" / "zoo" / "emonet_f"
     card = (zoo / "MODEL_CARD.md").read_text()
     spec = json.loads((zoo / "labels.json").read_text())
     assert spec["arch"] == "emonet_f" and spec["extra"]["options"]["arch"] == "emonet_f"
@@ -464,7 +464,7 @@ def test_shipped_emonet_f_card_retrains_it_from_a_checkout():
     assert "python -m models.ensemble runs/emonet_s_81b72a2 runs/emonet_s_steady_81b72a2 --out runs/ens" in card
     assert "python -m models.prune --model models/parents/emonet_n/emotion.keras --arch emonet_f" in card
     assert card.count("python -m models.train ") >= 8 + 1  # the eight stages (+ the generated last-stage command)
-    assert "--ship models/zoo/emonet_f" in card and "**The default fast model**" in card
+    assert "--ship engine/zoo/emonet_f" in card and "**The default fast model**" in card
     acc = json.loads((zoo / "metrics.json").read_text())["accuracy"]
     assert f"{acc * 100:.2f}%" in card
 
@@ -556,7 +556,7 @@ def test_card_quotes_the_hard_crop_benchmark_only_for_the_file_it_measured(tmp_p
     """crop_hard.json beside a model: its figures go into the card only when the file it ran is the one shipped."""
     import shutil
 
-    from engine.contract import sha256_file
+    from engine.core.contract import sha256_file
     from models.card import write_card
 
     run = tmp_path / "emonet_n"

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.contract import FER_CLASSES
+from engine.core.contract import FER_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None
@@ -119,13 +119,13 @@ def test_evaluate_without_a_training_split_says_so_in_one_note(fer_root, tmp_pat
 def test_export_verification_reports_each_file_on_faces_not_copied_from_training(fer_root):
     """export's row for a file (here the shipped fast int8 model, run by LiteRT) carries its accuracy on the
     faces that are not copies; the markdown report and the card say it."""
-    from engine.classifier import open_model_file
+    from engine.classify.classifier import open_model_file
     from export.report import format_markdown
     from export.verify import verify_artifact
     from models.card import quality_rows
     from models.data import load_split
 
-    model = REPO / "models" / "zoo" / "emonet_f" / "emotion_int8.tflite"
+    model = REPO / "engine" / "zoo" / "emonet_f" / "emotion_int8.tflite"
     val = load_split(fer_root, "validation", quiet=True)
     seen = np.zeros(len(val), bool)
     seen[::3] = True

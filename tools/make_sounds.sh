@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the shipped sound cues in engine/sounds/<emotion>/*.wav.
+# Regenerate the shipped sound cues in engine/sound/sounds/<emotion>/*.wav.
 #
 # Needs espeak-ng and sox (Debian/Raspberry Pi OS: `apt-get install -y espeak-ng sox`).
 # Output: 16 kHz, mono, 16-bit PCM WAV, leading/trailing silence trimmed, peak-normalised to -3 dBFS.
@@ -8,7 +8,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="${1:-$root/engine/sounds}"
+out="${1:-$root/engine/sound/sounds}"
 for tool in espeak-ng sox; do
     command -v "$tool" >/dev/null || { echo "error: $tool is not installed (apt-get install -y espeak-ng sox)" >&2; exit 2; }
 done

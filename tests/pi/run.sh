@@ -87,7 +87,7 @@ trap cleanup EXIT
 mount_all() {
   mountpoint -q "$ROOT/proc" || { mount -t proc proc "$ROOT/proc"; MOUNTS+=("$ROOT/proc"); }
   # qemu-user shows the host's x86 /proc/cpuinfo: put a real Pi's there (onnxruntime segfaults on the
-  # x86 one, and engine.cpu reads its Features line).
+  # x86 one, and engine.core.cpu reads its Features line).
   cp "$HERE/$CPUINFO" "$ROOT/tmp/pi-cpuinfo"
   mount --bind "$ROOT/tmp/pi-cpuinfo" "$ROOT/proc/cpuinfo"; MOUNTS+=("$ROOT/proc/cpuinfo")
   mountpoint -q "$ROOT/dev" || { mount --rbind /dev "$ROOT/dev"; mount --make-rslave "$ROOT/dev"; MOUNTS+=("$ROOT/dev"); }

@@ -1,0 +1,1 @@
+"""`python -m engine.batch`: a whole archive of videos and photos, on local worker processes or Ray."""

@@ -1,0 +1,1 @@
+"""The command line's engine flags: argparse choices and ranges from the library's own tables."""
