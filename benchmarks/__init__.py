@@ -8,6 +8,9 @@ This package holds light helpers shared by the scripts (machine and package fact
 tables, result files); nothing heavy is imported here. `fps.py`'s parts live beside it: `fps_plan.py`
 (the run matrix, the worker processes), `fps_stats.py` (one run's numbers and checks), `bench_sources.py`
 (paced and pre-decoded sources), `fer_peer.py` (the fer comparison) and `fps_report.py` (tables, plot).
+`crop_agreement.py`'s: `crop_easy_scenes.py` and `crop_scenes.py` (the frames), `crop_scoring.py` (the
+measurement) and `crop_report.py` (tables); `serve_cost.py`'s: `serve_runs.py` (one engine process per run),
+`serve_meters.py` (/proc, JSONL lines, a viewer) and `serve_report.py` (medians, Markdown).
 """
 from __future__ import annotations
 

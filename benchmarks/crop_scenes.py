@@ -1,7 +1,7 @@
 """Frames for `crop_agreement.py --scenes hard` and `crop_misses.py`: FER faces composited into real photos.
 
-The easy scenes (crop_agreement's default) put 96-160 px faces on mid-grey or smooth blotches. Real frames
-are harder, and here each difficulty is a recorded setting of every face, so results split by it:
+The easy scenes (crop_agreement's default, crop_easy_scenes.py) put 96-160 px faces on mid-grey or smooth
+blotches. Real frames are harder, and here each difficulty is a recorded setting of every face, so results split by it:
 
   - face side 64-256 px, log-uniform (each bin of SIZE_BINS gets about a quarter of the faces);
   - the background: a random crop of a real photo that ships inside an installed package (skimage.data,

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def open_benchmark_source(job: dict):
     """(source, mode, paced): the configuration's source and its RunningMode, fed from memory (--predecoded) or paced
-    like a camera (--realtime) when asked; `paced` is the PacedSource, else None."""
+    like a camera (--realtime, then LIVE) when asked; `paced` is the PacedSource, else None."""
     from engine.io.sources import SourceOptions, open_source
 
     spec, loop = job["run"]["source"]["spec"], job["loop"]
@@ -121,7 +121,7 @@ def open_benchmark_source(job: dict):
             source.close()
             raise UserError("--realtime needs a video file, not images")
         paced = source = PacedSource(source, job["realtime"] or source.fps or 30.0)
-    return source, mode, paced
+    return source, source.mode, paced  # paced: LIVE, the mode the pipeline runs it in
 
 
 def classifier_runtime(classifier) -> str:
@@ -174,6 +174,14 @@ def run_config(job: dict) -> dict:
     if recorder.frames <= warmup:
         raise UserError(f"{source.name} gave only {recorder.frames} frame(s), not more than --warmup {warmup}: "
                         f"use --loop N or a smaller --warmup")
+    return run_record(job, recorder, paced, {"stopped_by": stats.stopped_by, "detector_impl": detector_impl,
+                                             "runtime": runtime, "load_s": load_s})
+
+
+def run_record(job: dict, recorder: FrameRecorder, paced, ran: dict) -> dict:
+    """One configuration's result: what ran (`job`, and `ran`: stopped_by, detector_impl, runtime, load_s of
+    run_config) and the recorder's numbers."""
+    run = job["run"]
     numbers = recorder.summary(paced.waits_ms if paced is not None else None)
     tail = {k: numbers.pop(k) for k in ("frames_read", "frames_dropped", "pacing_wait_ms", "checks")}
     launch, first = job["launch_wall"], recorder.first_out_wall
@@ -181,9 +189,9 @@ def run_config(job: dict) -> dict:
     return {
         "source": run["source"]["name"],
         "backend": run["backend"], "precision": run["precision"], "threads": run["threads"],
-        "detector": run["detector"], "tiles": run["tiles"], "detector_impl": detector_impl,
+        "detector": run["detector"], "tiles": run["tiles"], "detector_impl": ran["detector_impl"],
         "every": run.get("every", 1),
-        "runtime": runtime, "model": run["model"], "model_file": run["model_file"],
+        "runtime": ran["runtime"], "model": run["model"], "model_file": run["model_file"],
         "model_bytes": Path(run["model_file"]).stat().st_size, "sink": job["sink"],
         "command": job["command"]
                    + (f"  (played like a camera at {paced.fps:.3g} FPS: benchmark only)" if paced is not None else "")
@@ -191,8 +199,8 @@ def run_config(job: dict) -> dict:
         **numbers,
         "peak_rss_mb": peak_rss_mb(),
         "startup_s": startup,
-        "load_s": round(load_s, 3),
-        "stopped_by": stats.stopped_by,
+        "load_s": round(ran["load_s"], 3),
+        "stopped_by": ran["stopped_by"],
         "realtime_fps": paced.fps if paced is not None else None,
         "predecoded": bool(job.get("predecoded")),
         **tail,

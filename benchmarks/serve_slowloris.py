@@ -29,12 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _REPO)]  # why: benchmarks/__init__.py
+from benchmarks import REPO, SHARED
 
-CLIP = _REPO.parent / "shared" / "media" / "head-pose-face-detection-female-and-male.gif"
-MODEL = _REPO / "engine" / "zoo" / "emonet_f"
+CLIP = SHARED / "media" / "head-pose-face-detection-female-and-male.gif"
+MODEL = REPO / "engine" / "zoo" / "emonet_f"
 
 
 class Slowloris:
@@ -167,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     token = "s3cret-token"
     cmd = [sys.executable, "-m", "engine.run", "--source", str(args.clip), "--loop", "100000", "--no-display",
            "--model", str(args.model), "--serve", "127.0.0.1:0", "--serve-token", token]
-    proc = subprocess.Popen(cmd, cwd=_REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         port = None
         for line in proc.stderr:

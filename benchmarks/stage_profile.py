@@ -52,14 +52,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def profile(args: argparse.Namespace) -> dict:
-    import cProfile
-    import pstats
-
-    from engine.core.types import RunningMode
     from engine.api import EmotionRecognizer
     from engine.cli.options import options_from_args
-    from engine.faces.crop import crop_faces
-    from engine.io.overlay import draw
+
+    source = _open_file_source(args)
+    rec = EmotionRecognizer.create(options_from_args(args, source.mode))
+    try:
+        timed = _time_frames(rec, source, args)
+    finally:
+        source.close()
+        impl = getattr(rec.detector, "impl", "?")
+        rec.close()
+    ms, faces = timed["ms"], timed["faces"]
+    n = len(faces)
+    if n == 0:
+        raise UserError(f"{source.name} gives no more than --warmup {args.warmup} frames: use --loop N, a larger --max-frames or a smaller --warmup")
+    mean = {k: sum(v) / n for k, v in ms.items()}
+    total = sum(mean.values())
+    return {
+        "benchmark": "profile", "date": now_utc(), "machine": machine_info(), "versions": package_versions(),
+        "source": source.name, "frames": n, "faces_per_frame": round(sum(faces) / n, 3),
+        "settings": {"model": rel(str(args.model)), "backend": args.backend, "precision": args.precision,
+                     "threads": args.threads, "detector": args.detector, "detector_impl": impl,
+                     "detect_every": args.detect_every, "tiles": args.tiles, "loop": args.loop},
+        "parts": {k: {"mean_ms": round(mean[k], 4), "share": round(mean[k] / total, 4) if total else None,
+                      **percentiles(ms[k])} for k in PARTS},
+        "sum_ms": round(total, 4),
+        "one_core_fps": round(1000 / total, 1) if total else None,
+        "cpu_ms_per_frame": round(timed["cpu_s"] * 1000 / n, 4),
+        "wall_ms_per_frame": round(timed["wall_s"] * 1000 / n, 4),
+        "top_functions": _top_functions(timed["prof"], n, args.top),
+    }
+
+
+def _open_file_source(args: argparse.Namespace):
+    """The source, refused when it is a camera or a stream: its wait for frames is not CPU time."""
     from engine.io.sources import SourceOptions, open_source
 
     spec = str(args.source)
@@ -69,7 +96,20 @@ def profile(args: argparse.Namespace) -> dict:
     if source.live:
         source.close()
         raise UserError("profile a file or folder: a camera's wait for frames is not CPU time")
-    rec = EmotionRecognizer.create(options_from_args(args, source.mode))
+    return source
+
+
+def _time_frames(rec, source, args: argparse.Namespace) -> dict:
+    """Every stage of every frame one after another, each timed; the first --warmup frames left out.
+
+    Returns {"ms": part -> [ms per frame], "faces": [faces per frame], "cpu_s", "wall_s": process CPU and
+    wall time over the timed frames, "prof": the cProfile.Profile of them (None without --cprofile)}."""
+    import cProfile
+
+    from engine.core.types import RunningMode
+    from engine.faces.crop import crop_faces
+    from engine.io.overlay import draw
+
     prof = cProfile.Profile() if args.cprofile else None
     ms: dict[str, list[float]] = {k: [] for k in PARTS}
     faces = []
@@ -105,36 +145,25 @@ def profile(args: argparse.Namespace) -> dict:
         if prof:
             prof.disable()
         cpu1, wall1 = time.process_time(), time.perf_counter()
-        source.close()
-        impl = getattr(rec.detector, "impl", "?")
-        rec.close()
-    n = len(faces)
-    if n == 0:
-        raise UserError(f"{source.name} gives no more than --warmup {args.warmup} frames: use --loop N, a larger --max-frames or a smaller --warmup")
-    mean = {k: sum(v) / n for k, v in ms.items()}
-    total = sum(mean.values())
-    top = []
-    if prof:
-        stats = pstats.Stats(prof)
-        rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[: args.top]
-        for (file, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
-            where = func if file == "~" else f"{Path(file).name}:{line}({func})"
-            top.append({"function": where, "calls_per_frame": round(calls / n, 2),
-                        "own_ms_per_frame": round(tottime * 1000 / n, 4), "cum_ms_per_frame": round(cumtime * 1000 / n, 4)})
-    return {
-        "benchmark": "profile", "date": now_utc(), "machine": machine_info(), "versions": package_versions(),
-        "source": source.name, "frames": n, "faces_per_frame": round(sum(faces) / n, 3),
-        "settings": {"model": rel(str(args.model)), "backend": args.backend, "precision": args.precision,
-                     "threads": args.threads, "detector": args.detector, "detector_impl": impl,
-                     "detect_every": args.detect_every, "tiles": args.tiles, "loop": args.loop},
-        "parts": {k: {"mean_ms": round(mean[k], 4), "share": round(mean[k] / total, 4) if total else None,
-                      **percentiles(ms[k])} for k in PARTS},
-        "sum_ms": round(total, 4),
-        "one_core_fps": round(1000 / total, 1) if total else None,
-        "cpu_ms_per_frame": round((cpu1 - cpu0) * 1000 / n, 4),
-        "wall_ms_per_frame": round((wall1 - wall0) * 1000 / n, 4),
-        "top_functions": top,
-    }
+    timed = cpu0 is not None and wall0 is not None
+    return {"ms": ms, "faces": faces, "prof": prof,
+            "cpu_s": cpu1 - cpu0 if timed else 0.0, "wall_s": wall1 - wall0 if timed else 0.0}
+
+
+def _top_functions(prof, n: int, top: int) -> list[dict]:
+    """The `top` functions with the most own time per frame (--cprofile); [] without a profile."""
+    import pstats
+
+    if not prof:
+        return []
+    out = []
+    stats = pstats.Stats(prof)
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    for (file, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
+        where = func if file == "~" else f"{Path(file).name}:{line}({func})"
+        out.append({"function": where, "calls_per_frame": round(calls / n, 2),
+                    "own_ms_per_frame": round(tottime * 1000 / n, 4), "cum_ms_per_frame": round(cumtime * 1000 / n, 4)})
+    return out
 
 
 def format_text(res: dict) -> str:

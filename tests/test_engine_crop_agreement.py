@@ -48,7 +48,7 @@ def test_crop_agreement_json_and_table(tiny_export_dir, fer_root, tmp_path):
 
 def test_crop_agreement_frames_place_every_face_once():
     sys.path.insert(0, str(REPO))
-    from benchmarks.crop_agreement import compose_frames
+    from benchmarks.crop_easy_scenes import compose_frames
 
     coarse = np.random.default_rng(0).integers(0, 256, (25, 6, 6), dtype=np.uint8)  # smooth, face-like frequencies
     faces = np.stack([cv2.resize(c, (48, 48), interpolation=cv2.INTER_CUBIC) for c in coarse])
@@ -65,7 +65,7 @@ def test_crop_agreement_frames_place_every_face_once():
 
 def test_crop_agreement_roll_turns_faces_by_the_recorded_angle():
     sys.path.insert(0, str(REPO))
-    from benchmarks.crop_agreement import compose_frames
+    from benchmarks.crop_easy_scenes import compose_frames
 
     bar = np.full((48, 48), 30, np.uint8)
     bar[22:26, 6:42] = 220  # a horizontal bar: its tilt after placing is the face's roll
@@ -126,7 +126,7 @@ def test_crop_agreement_ceiling_turns_a_rolled_face_back():
     """The ceiling's crop (true box + eye keypoints on the true angle, engine.faces.crop alignment) gives back
     the face that was placed, turned or not; with no roll it is the plain unaligned crop."""
     sys.path.insert(0, str(REPO))
-    from benchmarks.crop_agreement import _eyes_at, compose_frames
+    from benchmarks.crop_easy_scenes import compose_frames, eyes_at
     from engine.faces.crop import CropOptions, crop_faces
     from engine.core.types import Detection
 
@@ -136,7 +136,7 @@ def test_crop_agreement_ceiling_turns_a_rolled_face_back():
         angles = np.zeros(len(faces))
         frames = compose_frames(faces, np.random.default_rng(2), (128, 128), (1, 1), 480, 360, "grey", roll, angles)
         for frame, [(i, box)] in frames:
-            det = Detection(box, 1.0, _eyes_at(box, angles[i]))
+            det = Detection(box, 1.0, eyes_at(box, angles[i]))
             back = crop_faces(frame, [det], CropOptions(margin=0.0, shift_y=0.0, align=True, keep_roll_deg=0.0))[0, :, :, 0]
             core = (slice(12, 36), slice(12, 36))  # the centre: the turned corners come from the border
             assert np.abs(back[core].astype(int) - faces[i][core]).mean() < 4, (roll, angles[i])
