@@ -54,9 +54,9 @@ def summary(out: Path) -> dict[str, dict]:
 
 
 def without_timing(rows: dict[str, dict]) -> dict[str, dict]:
-    from engine.batch.report import TIMING_COLUMNS
+    from engine.batch.job import TIMING
 
-    return {k: {c: v for c, v in r.items() if c not in TIMING_COLUMNS} for k, r in rows.items()}
+    return {k: {c: v for c, v in r.items() if c not in TIMING} for k, r in rows.items()}
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +312,7 @@ def test_bad_usage_is_one_line(case, tmp_path):
 
 def test_ray_missing_is_one_line(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), astronaut())
-    code = ("import sys; sys.modules['ray'] = None\nfrom engine.batch import main\nfrom engine.core.errors import cli_main\n"
+    code = ("import sys; sys.modules['ray'] = None\nfrom engine.batch.cli import main\nfrom engine.core.errors import cli_main\n"
             "sys.exit(cli_main(main, sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, tmp_path / "a.png", "--out", tmp_path / "o", "--ray"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)

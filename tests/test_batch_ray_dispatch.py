@@ -1,4 +1,4 @@
-"""engine.batch.cluster.dispatch's rules for actors that die, driven deterministically: a stand-in for the few
+"""engine.batch.ray_dispatch.dispatch's rules for actors that die, driven deterministically: a stand-in for the few
 `ray` calls it makes (remote calls, wait, get, kill), where each actor's answers are scripted. The real Ray
 runs in tests/test_batch.py (a worker killed mid-input); these cover what timing there cannot force: an actor
 that is slow to come back, one that never does, one that comes back without its models."""
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.batch.cluster import dispatch
+from engine.batch.ray_dispatch import dispatch
 
 
 class RayError(Exception):

@@ -1,7 +1,5 @@
 """`python -m engine.batch`: see engine.batch.cli."""
-import sys
-
-from engine.batch.cli import main
+from engine.batch.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -32,18 +32,19 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
 import argparse
 import importlib.util
 import re
-import signal
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from engine.batch.driver import run_inputs
 from engine.batch.inputs import find_inputs
 from engine.batch.job import empty_row, is_done, options_key, sweep_temp
 from engine.batch.report import Progress, totals, write_summary
-from engine.core.cliargs import Parser, positive_int
 from engine.cli.options import add_engine_options, engine_args
+from engine.core.cliargs import Parser, positive_int
+from engine.core.cpu import isa_class
 from engine.core.errors import UserError, cli_main
 from engine.core.urls import redact
 
@@ -97,8 +98,8 @@ def _skipped_row(path: str, why: str) -> dict:
     return {**empty_row({"label": path, "src": path, "kind": "link"}, "skipped", why), "name": ""}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    t0 = time.perf_counter()
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, checked before anything is searched or written."""
     args = build_parser().parse_args(argv)
     if args.ray and not RAY_ADDRESS.match(args.ray):  # `--ray clip.mp4`: that was an input, not an address
         args.inputs.insert(0, args.ray)
@@ -107,6 +108,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("give at least one INPUT (a video, a photo, a folder, a glob or a list file)")
     if importlib.util.find_spec("matplotlib") is None:
         raise UserError("engine.batch draws its timelines with matplotlib: pip install matplotlib")
+    return args
+
+
+def reused_rows(jobs: list[dict], out: Path, key: str, force: bool) -> list[dict | None]:
+    """Per job, the summary row of an earlier run whose outputs are complete for the same options; None: to run."""
+    rows: list[dict | None] = [None] * len(jobs)
+    for i, job in enumerate(jobs):
+        row = None if force else is_done(job, out, key)
+        if row is not None:
+            rows[i] = {**row, "name": job["name"], "reused": True}
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    t0 = time.perf_counter()
+    args = parse_args(argv)
     out = _check_out(args.out)
     skipped: list[tuple[str, str]] = []
     inputs = find_inputs(args.inputs, skipped=skipped)
@@ -114,11 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = engine_args(args)
     key = options_key(engine)
     jobs = [i.to_job() for i in inputs]
-    rows: list[dict | None] = [None] * len(jobs)
-    for i, job in enumerate(jobs):
-        row = None if args.force else is_done(job, out, key)
-        if row is not None:
-            rows[i] = {**row, "name": job["name"], "reused": True}
+    rows = reused_rows(jobs, out, key, args.force)
     pending = [i for i, r in enumerate(rows) if r is None]
     workers = args.workers or default_workers()
     mode = "ray" if args.ray is not None else "local"
@@ -130,46 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.announce()
     for path, why in skipped:
         progress.line(f"skipped: {path}: {why}")
-    failed = [0]
 
-    def on_event(kind: str, k: int, payload) -> None:
-        if kind == "done":
-            rows[pending[k]] = {**payload, "name": jobs[pending[k]]["name"]}
-            failed[0] += payload["status"] == "failed"
-        progress.event(kind, k, payload)
+    def on_row(k: int, row: dict) -> None:
+        rows[pending[k]] = {**row, "name": jobs[pending[k]]["name"]}
 
-    def should_stop() -> bool:
-        return args.max_failures is not None and failed[0] >= args.max_failures
-
-    cluster: dict = {}
-    interrupted = False
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
-    # and Ctrl-C always does, even when started with SIGINT ignored (a non-interactive shell's `cmd &`)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        if pending:
-            todo = [jobs[i] for i in pending]
-            if mode == "ray":
-                from engine.batch.cluster import run_ray
-
-                cluster = run_ray(todo, engine, str(out), args.workers, on_event, address=args.ray or None, should_stop=should_stop)
-            else:
-                from engine.batch.pool import run_local
-
-                run_local(todo, engine, str(out), workers, on_event, should_stop)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
-        progress.close()
-        sweep_temp(out)  # what a worker killed during this run left
+    cluster, interrupted = run_inputs([jobs[i] for i in pending], engine, out, on_row, progress, ray=args.ray,
+                                      workers=workers, ray_workers=args.workers, max_failures=args.max_failures)
     reason = "interrupted (Ctrl-C or SIGTERM)" if interrupted else f"not started: --max-failures {args.max_failures} reached"
     rows = [r if r is not None else {**empty_row(jobs[i], "not-run", reason), "name": jobs[i]["name"]} for i, r in enumerate(rows)]
     rows += [_skipped_row(path, why) for path, why in skipped]
     wall = time.perf_counter() - t0
-    from engine.core.cpu import isa_class
-
     run = {"command": "python -m engine.batch", "argv": [redact(a) for a in (argv if argv is not None else sys.argv[1:])],
            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mode": mode,
            "workers": cluster.get("actors", min(workers, max(1, len(pending)))), "cpu_class": isa_class(), **cluster,
@@ -183,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if t["failed"] or t["not_run"] else 0
 
 
-def _exit(code: int) -> None:
+def exit_with(code: int) -> None:
     """Exit with `code`; at once (no exit hooks) when engine.batch.cluster says so: a ray.init given up on still blocks
     in Ray's C++ client and Ray's exit hook would wait on it for minutes; after Ctrl-C, Ray is already shut down."""
     ray_driver = sys.modules.get("engine.batch.cluster")
@@ -194,5 +177,10 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
+def entry() -> None:
+    """`python -m engine.batch`: main, with a usage error as one line (exit 2), then `exit_with` its status."""
+    exit_with(cli_main(main))
+
+
 if __name__ == "__main__":
-    _exit(cli_main(main))
+    entry()

@@ -2,11 +2,9 @@
 
 One actor per worker slot (1 CPU each) loads the models once (the same `BatchWorker` the local
 processes use) and runs one input at a time; the driver hands the next input to whichever actor is
-free. Inputs and outputs travel as paths, so every node must see them under the same path (NFS, a
-shared mount): only the summary rows come back through Ray. An actor that dies fails the input it
-held, and Ray restarts it (it loads the models again); it gets the next input only once its `ready()`
-answers, since a task sent to an actor that is still restarting fails without running. One not back
-within RESTART_S is given up; when no actor is left, the inputs not yet run fail with the reason.
+free (engine.batch.ray_dispatch, with the rules for actors that die). Inputs and outputs travel as
+paths, so every node must see them under the same path (NFS, a shared mount): only the summary rows
+come back through Ray.
 
 `ray` is an optional dependency (`pip install 'emotion-engine[ray]'`), imported only here.
 Without ADDRESS a Ray instance is started on this machine (`ray.init(num_cpus=N)`) unless the
@@ -31,14 +29,10 @@ import time
 from typing import Callable
 from urllib.parse import urlsplit
 
-from engine.batch.job import empty_row, remove_temp
+from engine.batch.ray_dispatch import RESTART_S, dispatch
 from engine.core.errors import UserError
 from engine.core.urls import redact
 
-#: how long a dead actor gets to come back (Ray restarts it and it loads the models) before the batch gives up on it
-RESTART_S = 120.0
-#: pause before asking a restarting actor's ready() again
-RETRY_S = 0.25
 #: a TCP connect to the Ray address gets this long (a dead or firewalled address fails in this time, not in minutes)
 PROBE_S = 3.0
 #: the most joining a cluster (ray.init with an ADDRESS) may take before the batch gives up with one line
@@ -203,88 +197,3 @@ def wait_ready(ray, actors: list, limit: float = RESTART_S) -> None:
             raise UserError(errors[0])
         if refs and time.monotonic() > deadline:
             raise UserError(f"{len(refs)} Ray worker(s) did not start within {limit:g} s (are the cluster's CPUs busy?)")
-
-
-def dispatch(ray, actors: list, jobs: list[dict], out: str, on_event: Callable, should_stop: Callable[[], bool],
-             restart_s: float = RESTART_S) -> None:
-    """Hand `jobs` to whichever actor is free until all are done (or `should_stop()`); rows arrive through `on_event`.
-
-    An actor that dies fails the job it held and is asked `ready()` until Ray has restarted it (a job sent
-    before that would fail unrun); one that is not back within `restart_s`, or comes back unable to load
-    the models, is given up. When no actor is left, the jobs not yet run fail with the reason."""
-    names = {id(a): f"r{i + 1}" for i, a in enumerate(actors)}
-    free = list(reversed(actors))
-    todo = list(range(len(jobs)))[::-1]
-    pending: dict = {}  # ObjectRef -> (actor, job index)
-    restarting: dict = {}  # ObjectRef of ready() -> actor
-    retry: list = []  # (not before, actor): a ready() that failed, to ask again
-    died: dict = {}  # id(actor) -> when it died
-    alive = len(actors)
-    why = ""
-
-    def give_up(actor, reason: str | None = None) -> None:
-        """Stop waiting for `actor` (for `reason`; None: it was not back in time)."""
-        nonlocal alive, why
-        alive, why = alive - 1, reason or f"Ray worker {names[id(actor)]} died and was not back within {restart_s:.0f} s"
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - it is gone either way
-            pass
-
-    try:
-        while pending or (todo and not should_stop()):
-            now = time.monotonic()
-            for ref, actor in list(restarting.items()):
-                if now - died[id(actor)] > restart_s:
-                    del restarting[ref]
-                    give_up(actor)
-            for item in [r for r in retry if r[0] <= now]:
-                retry.remove(item)
-                actor = item[1]
-                if now - died[id(actor)] > restart_s:
-                    give_up(actor)
-                else:
-                    restarting[actor.ready.remote()] = actor
-            if alive == 0:
-                for j in reversed(todo):
-                    on_event("done", j, empty_row(jobs[j], "failed", f"no Ray worker left ({why})"))
-                todo.clear()
-                continue
-            while free and todo and not should_stop():
-                actor, j = free.pop(), todo.pop()
-                pending[actor.run.remote(jobs[j])] = (actor, j)
-                on_event("start", j, names[id(actor)])
-            refs = list(pending) + list(restarting)
-            if not refs:  # only retries waiting
-                time.sleep(RETRY_S / 2)
-                continue
-            done, _ = ray.wait(refs, num_returns=1, timeout=0.5)
-            for ref in done:
-                if ref in restarting:
-                    actor = restarting.pop(ref)
-                    try:
-                        error = ray.get(ref)
-                    except ray.exceptions.RayError:  # still coming back: ask again shortly (never sleep here)
-                        retry.append((time.monotonic() + RETRY_S, actor))
-                        continue
-                    if error:  # restarted, but cannot load the models
-                        give_up(actor, error)
-                    else:
-                        free.append(actor)
-                    continue
-                actor, j = pending.pop(ref)
-                try:
-                    row = ray.get(ref)
-                    free.append(actor)
-                except ray.exceptions.RayError as exc:  # the actor died (killed, segfault, node lost)
-                    row = empty_row(jobs[j], "failed", f"the Ray worker died while processing this input ({type(exc).__name__})",
-                                    names[id(actor)])
-                    died[id(actor)] = time.monotonic()
-                    restarting[actor.ready.remote()] = actor
-                on_event("done", j, row)
-    except BaseException:  # Ctrl-C: a running actor task cannot be cancelled, so its actor goes
-        for actor, j in pending.values():
-            ray.kill(actor, no_restart=True)
-        for _actor, j in pending.values():
-            remove_temp(out, jobs[j]["name"])  # the paths are shared: the driver can tidy what the actors left
-        raise

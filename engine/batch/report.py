@@ -4,7 +4,7 @@ Summary columns, one row per input: input, path, kind, status (ok | failed | not
 broken symbolic link, kind "link"), error,
 duration_s (video seconds), frames, faces (face detections over all frames), tracked_faces,
 share_<emotion> (the share of face-time showing each emotion), dominant, and the run-dependent
-TIMING_COLUMNS (processing fps, seconds, which worker, its peak and current RSS, whether an earlier
+engine.batch.job.TIMING columns (processing fps, seconds, which worker, its peak and current RSS, whether an earlier
 run's complete outputs were reused).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from engine.batch.job import TIMING as TIMING_COLUMNS  # noqa: F401 (the tests and benchmarks import it here)
+from engine.batch.job import TIMING
 from engine.io.timeline import clock
 
 BASE_COLUMNS = ("input", "name", "path", "kind", "status", "error", "duration_s", "frames", "faces", "tracked_faces")
@@ -35,7 +35,7 @@ def columns(rows: list[dict]) -> list[str]:
     shares = []
     for row in rows:
         shares += [k for k in row if k.startswith("share_") and k not in shares]
-    return [*BASE_COLUMNS, *shares, "dominant", *TIMING_COLUMNS]
+    return [*BASE_COLUMNS, *shares, "dominant", *TIMING]
 
 
 def totals(rows: list[dict], wall_s: float) -> dict:

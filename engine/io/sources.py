@@ -11,6 +11,10 @@ video extension, or a capture that announces a frame count) is VIDEO, so its end
 plays it N times) instead of being "reconnected" to forever; other http(s) URLs (MJPEG, HLS) are LIVE.
 Every source except a local camera must give a first frame when opened (else one sentence), and a URL is
 shown only through `engine.core.urls.redact` (no password, no token).
+
+Here: the Source contract, the sources and `open_source` / `planned_mode`, which choose one from `--source`.
+How OpenCV is asked for a capture is engine.io.capture; reading photos without the decoders' warnings on
+the terminal is engine.io.photo_decoding.
 """
 from __future__ import annotations
 
@@ -27,11 +31,11 @@ import cv2
 import numpy as np
 
 from engine.core.errors import UserError
-from engine.core.logs import native_stderr
 from engine.core.types import RunningMode
-from engine.core.urls import is_url, redact
+from engine.core.urls import redact
+from engine.io.capture import configure_camera, open_capture
+from engine.io.photo_decoding import DecoderNotes
 
-STREAM_TIMEOUT_MS = 8000
 #: Still-image files (sources, sinks, batch inputs, and the training data folders of models.data).
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -127,7 +131,7 @@ class VideoCaptureSource(Source):
         self._target = target
         self.mode = mode or (RunningMode.LIVE if live else RunningMode.VIDEO)
         self._opts = opts
-        self._opener = opener or self._default_opener
+        self._opener = opener or open_capture
         self.name = name or redact(str(target))
         self._cap = None
         self._loops_left = max(1, opts.loop)
@@ -163,16 +167,6 @@ class VideoCaptureSource(Source):
         except Exception:  # a capture without the property: treat it as live, as before
             return False
 
-    def _default_opener(self, target):
-        if isinstance(target, int) or str(target).startswith("/dev/video"):
-            api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-            return cv2.VideoCapture(target, api)
-        if is_url(str(target)):  # bounded open/read waits: a dead stream reconnects (a dead web server
-            # ends the file) instead of blocking ~30 s inside FFmpeg (longer than the pipeline's watchdog).
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
-            return cv2.VideoCapture(str(target), cv2.CAP_ANY, params)
-        return cv2.VideoCapture(str(target))
-
     def _open(self) -> bool:
         try:
             cap = self._opener(self._target)
@@ -181,15 +175,7 @@ class VideoCaptureSource(Source):
         if cap is None or not cap.isOpened():
             return False
         if self.live and self._is_camera():
-            # MJPG lets USB cameras deliver 720p/1080p at full rate over USB 2 (Pi 4).
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
-            if self._opts.width:
-                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self._opts.width)
-            if self._opts.height:
-                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self._opts.height)
-            if self._opts.fps:
-                cap.set(cv2.CAP_PROP_FPS, self._opts.fps)
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a stale queue
+            configure_camera(cap, self._opts.width, self._opts.height, self._opts.fps)
         self._cap = cap
         return True
 
@@ -220,44 +206,6 @@ class VideoCaptureSource(Source):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-
-
-#: The first words of the warnings libjpeg / libpng print on stderr for a damaged file they still decode
-DECODER_WARNING = re.compile(r"^(Corrupt JPEG data|Premature end of JPEG file|Invalid SOS parameters|Unsupported marker"
-                             r"|Warning: unknown JFIF|JPEG datastream|Bogus marker|Huffman table|libpng (warning|error))")
-
-
-class DecoderNotes:
-    """Reads photos with OpenCV, keeping libjpeg's per-file stderr warnings off the terminal and counting them.
-
-    Why: a folder of slightly damaged JPEGs printed "Corrupt JPEG data: N extraneous bytes before marker"
-    (C code, straight to fd 2) between the engine's own lines. The photo is still decoded as far as it
-    goes; `summary()` is one note at the end naming the damaged files. Other lines printed meanwhile
-    (another thread's) are printed again, not lost.
-    """
-
-    def __init__(self):
-        self.damaged: dict[str, None] = {}  # file names, in order, each once (a --loop reads them again)
-
-    def imread(self, path: str | os.PathLike) -> np.ndarray | None:
-        lines: list[str] = []
-        with native_stderr(lines):
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        others = [ln for ln in lines if not DECODER_WARNING.match(ln)]
-        if len(others) < len(lines):
-            self.damaged[Path(path).name] = None
-        for line in others:
-            print(line, file=sys.stderr, flush=True)
-        return frame
-
-    def summary(self) -> str | None:
-        """One line about the damaged photos, or None when every one decoded cleanly."""
-        if not self.damaged:
-            return None
-        names = list(self.damaged)
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        return (f"note: {len(names)} photo(s) had damaged data and were decoded as far as it goes: {shown} "
-                f"(EMOTION_DEBUG=1 shows the decoder's warnings)")
 
 
 class ImageSource(Source):

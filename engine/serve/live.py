@@ -35,10 +35,11 @@ streams (a page opens one of each), 503 beyond; unknown paths 404; nothing is ev
 Strangers cannot lock the token holder out (issue #35's slowloris): a connection that has not finished
 its headers (so has shown no token) gets 2.5 s for them, and such connections are capped per client
 address and in all, the oldest cut to make room for a newcomer; the listen backlog is 128 (see
-engine.serve.http_server.Server; benchmarks/serve_slowloris.py measures the attack).
+engine.serve.connection_guard; benchmarks/serve_slowloris.py measures the attack).
 
 Here: the options, the address, the frame state (`_Hub`) and `LiveServer` with its encoder thread. The
-HTTP server and handler (auth, routes, client limits) are engine.serve.http_server; the page is engine.serve.page.
+HTTP server and handler (auth, routes, client limits) are engine.serve.http_server, which connections may ask
+is engine.serve.connection_guard, the MJPEG and event streams engine.serve.streams; the page is engine.serve.page.
 """
 from __future__ import annotations
 
@@ -56,10 +57,9 @@ import numpy as np
 
 from engine.core.errors import UserError
 from engine.serve.http_server import Server
-from engine.serve.page import PAGE
 
-#: engine.serve.live's public names (PAGE lives in engine.serve.page and stays importable here).
-__all__ = ["DEFAULT_PORT", "PAGE", "LiveServer", "ServeOptions", "is_loopback", "parse_address"]
+#: engine.serve.live's public names
+__all__ = ["DEFAULT_PORT", "LiveServer", "ServeOptions", "is_loopback", "parse_address"]
 
 DEFAULT_PORT = 8080
 
