@@ -26,8 +26,7 @@ from engine.api import EmotionRecognizer, ms_since
 from engine.core.errors import UserError
 from engine.io.overlay import draw
 from engine.io.sources import Source, mode_of
-from engine.faces.track import Face
-from engine.core.types import RunningMode
+from engine.core.types import FrameRecord, RunningMode
 
 _END = object()
 
@@ -50,19 +49,6 @@ class PipelineOptions:
     reconnect_healthy_s: float = 10.0
     progress_every_s: float = 2.0
     quiet: bool = False
-
-
-@dataclass
-class Packet:
-    index: int
-    t: float  # seconds on the source's timeline
-    image: np.ndarray
-    t_capture_ns: int  # when the capture of this frame began
-    ms: dict[str, float] = field(default_factory=dict)
-    dets: list = field(default_factory=list)
-    probs: np.ndarray | None = None
-    faces: list[Face] = field(default_factory=list)
-    name: str | None = None  # image file name for stills
 
 
 @dataclass
@@ -121,7 +107,7 @@ class Pipeline:
     IDLE_EVERY_S = 0.5
 
     def __init__(self, recognizer: EmotionRecognizer, source: Source, opts: PipelineOptions,
-                 on_frame: Callable[[Packet, np.ndarray | None], bool | None] | None = None,
+                 on_frame: Callable[[FrameRecord, np.ndarray | None], bool | None] | None = None,
                  log: Callable[[str], None] | None = None,
                  on_idle: Callable[[np.ndarray], bool | None] | None = None):
         self.rec = recognizer
@@ -135,7 +121,10 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._busy: dict[str, float | None] = {"capture": None, "detect": None, "classify": None}
-        self.mode: RunningMode = mode_of(source)  # decided once, here: queues, timeline, reconnects, tracker resets
+        self.mode: RunningMode = mode_of(source)  # decided once, here: queues, timeline, reconnects
+        if recognizer.options.running_mode.stream != self.mode.stream:  # photo rules on a stream, or stream rules on photos
+            raise UserError(f"EngineOptions.running_mode is {recognizer.options.running_mode.name} but {source.name} is a "
+                            f"{self.mode.name} source: create the recognizer with running_mode={self.mode.name}")
         live = self.mode is RunningMode.LIVE
         self._q1 = _Mailbox() if live else queue.Queue(opts.queue_size)
         # Live: one slot between stages, so a frame waits behind at most one other.
@@ -215,7 +204,7 @@ class Pipeline:
             t = (t0 - start_ns) / 1e9 if self.mode is RunningMode.LIVE else index / (src.fps or 1.0)
             # Latency counts from the start of the read: for a camera that includes the wait for
             # the frame (benchmarks/fps.py --realtime subtracts its known pacing wait).
-            pkt = Packet(index, t, frame, t0, {"capture": ms_since(t0)}, name=getattr(src, "current", None) and src.current.name)
+            pkt = FrameRecord(index, t, frame, t0, {"capture": ms_since(t0)}, name=getattr(src, "current", None) and src.current.name)
             index += 1
             if not self._put(self._q1, pkt):
                 break
@@ -263,7 +252,7 @@ class Pipeline:
                 return
             t0 = time.perf_counter_ns()
             self._busy["detect"] = time.monotonic()
-            pkt.dets = self.rec.detect(pkt.image, int(pkt.t * 1000) if self.mode.stream else None)
+            pkt.detections = self.rec.detect(pkt.image, int(pkt.t * 1000) if self.mode.stream else None)
             self._busy["detect"] = None
             pkt.ms["detect"] = ms_since(t0)
             if not self._put(self._q2, pkt):
@@ -276,11 +265,9 @@ class Pipeline:
                 return
             self._busy["classify"] = time.monotonic()
             t0 = time.perf_counter_ns()
-            pkt.probs = self.rec.classify(pkt.image, pkt.dets)
+            pkt.probs = self.rec.classify(pkt.image, pkt.detections)
             t1 = time.perf_counter_ns()
-            if self.mode is RunningMode.IMAGE:
-                self.rec.tracker.reset()  # unrelated photos: no identity across them
-            pkt.faces = self.rec.track(pkt.dets, pkt.probs)
+            pkt.faces = self.rec.track(pkt.detections, pkt.probs)
             pkt.ms["classify"] = (t1 - t0) / 1e6
             pkt.ms["track"] = ms_since(t1)
             self._busy["classify"] = None
@@ -289,7 +276,7 @@ class Pipeline:
 
     # ---------------- main loop ----------------
     def run(self) -> PipelineStats:
-        o = self.opts
+        """Start the three stage threads and run the sinks here until the source ends, a stop, or an error."""
         threads = [
             threading.Thread(target=self._guard("capture", self._capture, self._q1), name="capture", daemon=True),
             threading.Thread(target=self._guard("detect", self._detect, self._q2), name="detect", daemon=True),
@@ -298,66 +285,8 @@ class Pipeline:
         t_start = time.perf_counter()
         for th in threads:
             th.start()
-        last_progress = time.monotonic()
-        last_log = time.monotonic()
-        fps_ema = None
-        last_out = None
-        last_pkt: Packet | None = None
-        last_text: tuple = (None, None)  # fps and ms as drawn on last_pkt
-        last_idle = 0.0
         try:
-            while True:
-                if self._stop.is_set() and self._errors:
-                    break
-                try:
-                    pkt = self._q3.get(timeout=0.2)
-                except queue.Empty:
-                    if self._stop.is_set() and not any(th.is_alive() for th in threads):
-                        break
-                    if self._reconnecting.is_set():
-                        last_progress = time.monotonic()
-                        if self.on_idle is not None and last_pkt is not None and last_progress - last_idle >= self.IDLE_EVERY_S:
-                            last_idle = last_progress
-                            # same text as when it was drawn (it is drawn over itself), plus the status line
-                            image = draw(last_pkt.image.copy(), last_pkt.faces, *last_text, o.bars, self.status)
-                            if self.on_idle(image):
-                                self.stop("quit")
-                                break
-                    elif time.monotonic() - last_progress > o.watchdog_s:
-                        now = time.monotonic()
-                        stuck = [k for k, v in self._busy.items() if v is not None and now - v > o.watchdog_s / 2]
-                        raise PipelineError(f"no frame for {o.watchdog_s:.0f}s: the {', '.join(stuck) or 'source'} stage is stuck")
-                    continue
-                if pkt is _END:
-                    break
-                last_progress = time.monotonic()
-                t0 = time.perf_counter_ns()
-                image = None
-                if o.overlay:
-                    fps_now = None
-                    if last_out is not None:
-                        dt = time.perf_counter() - last_out
-                        fps_ema = 1 / dt if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
-                        fps_now = fps_ema
-                    last_text = (fps_now, dict(pkt.ms))
-                    image = draw(pkt.image, pkt.faces, fps_now, pkt.ms, o.bars, self.status)
-                pkt.ms["overlay"] = ms_since(t0)
-                last_out = time.perf_counter()
-                last_pkt = pkt
-                try:
-                    quit_asked = bool(self.on_frame(pkt, image)) if self.on_frame else False
-                except (UserError, PipelineError):
-                    raise
-                except Exception as exc:  # a failing sink (disk full...) is reported like any other stage
-                    raise PipelineError(f"sink stage failed: {type(exc).__name__}: {exc}") from exc
-                self._account(pkt, t_start)
-                if not o.quiet and time.monotonic() - last_log > o.progress_every_s:
-                    last_log = time.monotonic()
-                    self.log(f"frame {self.stats.frames}: {self.stats.frames / (time.perf_counter() - t_start):.1f} FPS, "
-                             f"{len(pkt.faces)} face(s)")
-                if quit_asked:
-                    self.stop("quit")
-                    break
+            self._main_loop(threads, t_start)
         except KeyboardInterrupt:
             self.stop("interrupt")
         finally:
@@ -373,7 +302,76 @@ class Pipeline:
             raise PipelineError(f"the {', '.join(alive)} thread did not stop")
         return self.stats
 
-    def _account(self, pkt: Packet, t_start: float) -> None:
+    def _main_loop(self, threads: list[threading.Thread], t_start: float) -> None:
+        """Finished frames -> overlay -> `on_frame`, on the calling thread; idle redraws while reconnecting."""
+        self._last_progress = self._last_log = time.monotonic()
+        self._fps_ema = self._last_out = self._last_pkt = None
+        self._last_text: tuple = (None, None)  # fps and ms as drawn on the last frame
+        self._last_idle = 0.0
+        while not (self._stop.is_set() and self._errors):
+            try:
+                pkt = self._q3.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set() and not any(th.is_alive() for th in threads):
+                    return
+                if self._waiting():
+                    return
+                continue
+            if pkt is _END or self._emit(pkt, t_start):
+                return
+
+    def _waiting(self) -> bool:
+        """Nothing finished for 0.2 s: redraw the lost-source status while reconnecting (True: quit asked), or
+        fail when no stage has made progress for `watchdog_s`."""
+        o = self.opts
+        if self._reconnecting.is_set():
+            self._last_progress = time.monotonic()
+            if self.on_idle is not None and self._last_pkt is not None and self._last_progress - self._last_idle >= self.IDLE_EVERY_S:
+                self._last_idle = self._last_progress
+                # same text as when it was drawn (it is drawn over itself), plus the status line
+                image = draw(self._last_pkt.image.copy(), self._last_pkt.faces, *self._last_text, o.bars, self.status)
+                if self.on_idle(image):
+                    self.stop("quit")
+                    return True
+        elif time.monotonic() - self._last_progress > o.watchdog_s:
+            now = time.monotonic()
+            stuck = [k for k, v in self._busy.items() if v is not None and now - v > o.watchdog_s / 2]
+            raise PipelineError(f"no frame for {o.watchdog_s:.0f}s: the {', '.join(stuck) or 'source'} stage is stuck")
+        return False
+
+    def _emit(self, pkt: FrameRecord, t_start: float) -> bool:
+        """One finished frame: overlay (when a sink wants pixels), `on_frame`, stats, progress. True: quit asked."""
+        o = self.opts
+        self._last_progress = time.monotonic()
+        t0 = time.perf_counter_ns()
+        image = None
+        if o.overlay:
+            fps_now = None
+            if self._last_out is not None:
+                dt = time.perf_counter() - self._last_out
+                self._fps_ema = 1 / dt if self._fps_ema is None else 0.9 * self._fps_ema + 0.1 / max(dt, 1e-6)
+                fps_now = self._fps_ema
+            self._last_text = (fps_now, dict(pkt.ms))
+            image = draw(pkt.image, pkt.faces, fps_now, pkt.ms, o.bars, self.status)
+        pkt.ms["overlay"] = ms_since(t0)
+        self._last_out = time.perf_counter()
+        self._last_pkt = pkt
+        try:
+            quit_asked = bool(self.on_frame(pkt, image)) if self.on_frame else False
+        except (UserError, PipelineError):
+            raise
+        except Exception as exc:  # a failing sink (disk full...) is reported like any other stage
+            raise PipelineError(f"sink stage failed: {type(exc).__name__}: {exc}") from exc
+        self._account(pkt, t_start)
+        if not o.quiet and time.monotonic() - self._last_log > o.progress_every_s:
+            self._last_log = time.monotonic()
+            self.log(f"frame {self.stats.frames}: {self.stats.frames / (time.perf_counter() - t_start):.1f} FPS, "
+                     f"{len(pkt.faces)} face(s)")
+        if quit_asked:
+            self.stop("quit")
+        return quit_asked
+
+    def _account(self, pkt: FrameRecord, t_start: float) -> None:
         s = self.stats
         if s.startup_s is None:
             s.startup_s = time.perf_counter() - t_start

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.api import EmotionRecognizer
-from engine.cli.options import OUTPUT_FLAGS, STILL_VIEWS, add_engine_options, options_from_args, output_options  # noqa: F401 (STILL_VIEWS: re-exported)
+from engine.cli.options import add_engine_options, flag_error, options_from_args, output_options
 from engine.core.cliargs import Parser, nonneg_float, positive_int
-from engine.core.errors import UserError, cli_main
-from engine.io.outputs import OutputError, Outputs, check_targets
+from engine.core.errors import OptionError, UserError, cli_main
+from engine.io.outputs import Outputs, check_targets
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.io.sinks import display_available
 from engine.io.sources import SourceOptions, open_source, planned_mode
@@ -111,15 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = serve_options_from_args(args)
     t_launch = _T_START
     planned = planned_mode(args.source)
-    with _flag_errors():  # nothing is open yet: a refused output leaves the input (and every file) untouched
+    with _flag_errors():  # nothing is open yet: a bad option or a refused output leaves every file untouched
+        engine = options_from_args(args, planned)
         check_targets(output_options(args, planned, False), args.source, planned)
-    source = open_source(SourceOptions(args.source, args.width, args.height, args.fps, args.loop))
+        source = open_source(SourceOptions(args.source, args.width, args.height, args.fps, args.loop))
     closers = [source.close]
     try:
         with _flag_errors():
             if (source.mode is RunningMode.IMAGE) != (planned is RunningMode.IMAGE):  # a URL that opened otherwise
                 check_targets(output_options(args, source.mode, False), args.source, source.mode)
-            return _run(args, source, closers, t_launch, serve)
+            return _run(args, engine.for_mode(source.mode), source, closers, t_launch, serve)
     finally:
         for close in reversed(closers):
             try:
@@ -130,21 +131,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextmanager
 def _flag_errors():
-    """The library names the OutputOptions field (`OutputError`); the user typed a flag: say the flag."""
+    """The library names the option field (`OptionError`); the user typed a flag: say the flag."""
     try:
         yield
-    except OutputError as exc:
-        raise UserError(f"{OUTPUT_FLAGS.get(exc.field, exc.field)}: {exc.detail}") from None
+    except OptionError as exc:
+        raise flag_error(exc) from None
 
 
-def _run(args, source, closers: list, t_launch: float, serve=None) -> int:
+def _run(args, opts, source, closers: list, t_launch: float, serve=None) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     display = not args.no_display
     if display and not display_available():
         print("warning: no display found (headless): running without a window; pass --no-display to silence this", file=sys.stderr)
         display = False
 
-    opts = options_from_args(args, source.mode)
     live = None
     if serve is not None:  # bound before the models load: a busy port is one sentence, at once
         from engine.serve.live import LiveServer

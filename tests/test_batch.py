@@ -155,7 +155,7 @@ def test_timeline_png_and_index(local_run):
 
 def test_two_hour_timeline_is_bounded_and_readable(tmp_path):
     from engine.io.timeline import Timeline, clock, image_size
-    from engine.faces.track import Face
+    from engine.core.types import Face
 
     tl = Timeline(LABELS, 1 / 30, max_bins=1024)
     probs = dict(zip(LABELS, [0.05, 0.05, 0.05, 0.6, 0.1, 0.05, 0.1]))
@@ -292,7 +292,7 @@ BAD_USAGE = {
     "no inputs found": (lambda d: [d / "empty_folder", "--out", d / "o"], "no inputs found"),
     "missing input": (lambda d: [d / "nope.mp4", "--out", d / "o"], "does not exist"),
     "unwritable --out": (lambda d: [d / "empty_folder", "--out", d / "file" / "sub"], "cannot write to --out"),
-    "unknown backend": (lambda d: [d / "a.png", "--out", d / "o", "--backend", "torch"], "unknown backend 'torch'"),
+    "unknown backend": (lambda d: [d / "a.png", "--out", d / "o", "--backend", "torch"], "--backend: invalid choice: 'torch'"),
     "bad --views": (lambda d: [d / "a.png", "--out", d / "o", "--views", "3"], "--views: invalid choice: 3"),
     "bad --workers": (lambda d: [d / "a.png", "--out", d / "o", "--workers", "0"], "--workers: must be at least 1"),
     "no --out": (lambda d: [d / "a.png"], "--out"),
@@ -342,7 +342,7 @@ def test_an_image_url_is_read_in_image_mode(tmp_path, monkeypatch):
     """An image on a web server (read through a video capture): the source and the recognizer agree, IMAGE."""
     from engine.batch.cli import build_parser
     from engine.batch.job import BatchWorker
-    from engine.cli.options import engine_args
+    from engine.batch.cli import engine_options_of
     from engine.core.types import RunningMode
 
     photo = tmp_path / "astronaut.png"
@@ -351,7 +351,7 @@ def test_an_image_url_is_read_in_image_mode(tmp_path, monkeypatch):
     monkeypatch.setattr(cv2, "VideoCapture", lambda target, *a: real(str(photo)))  # no network in tests
     url = "http://example.invalid/astronaut.png"
     job = {"src": url, "name": "astronaut", "kind": "image", "label": url}
-    worker = BatchWorker(engine_args(build_parser().parse_args([url, "--out", str(tmp_path / "out")])))
+    worker = BatchWorker(engine_options_of(build_parser().parse_args([url, "--out", str(tmp_path / "out")])))
     try:
         source, _ = worker._open(job)
         assert source.mode is RunningMode.IMAGE

@@ -218,7 +218,7 @@ def test_a_timeline_titled_in_a_script_the_font_lacks_warns_nothing(tmp_path):
     import warnings
 
     from engine.io.timeline import Timeline
-    from engine.faces.track import Face
+    from engine.core.types import Face
 
     labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     tl = Timeline(labels, 1 / 30)

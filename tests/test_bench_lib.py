@@ -44,7 +44,7 @@ def test_engine_options_without_a_command_line_are_engine_runs_defaults_and_rule
 
     for mode in RunningMode:
         assert build(mode) == options_from_args(engine_parser().parse_args(["--source", "x"]), mode)
-    photos = build(RunningMode.IMAGE, margin=0.2)
+    photos = build(RunningMode.IMAGE, margin=0.2).resolved()
     assert photos.crop.margin == 0.2 and photos.crop.views > 1 and photos.tracker.ema == 1.0
     with pytest.raises(TypeError, match="no engine flag"):
         build(RunningMode.VIDEO, detect_evry=3)

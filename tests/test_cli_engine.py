@@ -110,9 +110,27 @@ BAD_FLAGS = {
     "--width 0": (["--width", "0"], "--width: must be at least 1"),
     "--views 3": (["--views", "3"], "--views: invalid choice: 3"),
     "unknown flag": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
-    "unknown backend": (["--backend", "torch"], "unknown backend 'torch'"),
-    "unknown precision": (["--precision", "int4"], "unknown precision 'int4'"),
+    "unknown backend": (["--backend", "torch"], "--backend: invalid choice: 'torch' (choose from 'tflite', 'onnx', 'keras')"),
+    "unknown precision": (["--precision", "int4"], "--precision: invalid choice: 'int4'"),
+    "--min-face-score 1": (["--min-face-score", "1"], "--min-face-score: must be between 0 and 1 (exclusive)"),
+    "--detector-impl x": (["--detector-impl", "x"], "--detector-impl: invalid choice: 'x'"),
+    "--ema 0": (["--ema", "0"], "--ema: must be between 0 and 1"),
 }
+
+
+def test_a_bad_option_is_refused_before_the_source_opens(tmp_path):
+    """Each value is checked once, by the options' own tables, before anything opens: a bad backend with a
+    missing source names the backend, and a library OptionError names the flag, not the field."""
+    assert_one_line_error(run_cli("--source", tmp_path / "missing.mp4", "--no-display", "--backend", "torch", timeout=60),
+                          "--backend: invalid choice")
+    from engine.cli.options import flag_error
+    from engine.core.errors import OptionError
+
+    assert str(flag_error(OptionError("DetectorOptions", "min_score", "must be between 0 and 1"))) == "--min-face-score: must be between 0 and 1"
+    with pytest.raises(OptionError, match="DetectorOptions.min_score"):
+        from engine.faces.detect import DetectorOptions
+
+        DetectorOptions(min_score=1.0)
 
 
 @pytest.mark.parametrize("case", list(BAD_FLAGS))
@@ -123,7 +141,7 @@ def test_bad_flag_value_is_one_sentence(case):
 
 def test_missing_model_is_one_sentence(tmp_path):
     assert_one_line_error(run_cli("--source", "sample", "--no-display", "--model", tmp_path / "none"),
-                          f"model {tmp_path / 'none'} does not exist")
+                          f"--model: {tmp_path / 'none'} does not exist")
 
 
 def test_an_output_that_cannot_be_opened_names_its_option_then_its_flag(model_dir, tmp_path):
@@ -149,12 +167,12 @@ def test_a_jsonl_write_that_fails_midrun_names_its_flag(model_dir):
     import time
 
     from engine.io.outputs import OutputError, OutputOptions, Outputs
-    from engine.pipeline import Packet
+    from engine.core.types import FrameRecord
     from engine.io.sources import SourceOptions, open_source
 
     outputs = Outputs.open(OutputOptions(jsonl="/dev/full"), open_source(SourceOptions("sample")), ["happy"])
     with pytest.raises(OutputError, match=r"^OutputOptions\.jsonl: cannot write /dev/full: No space left on device$"):
-        outputs.handle(Packet(0, 0.0, astronaut(), time.perf_counter_ns(), name="a.png"), None)
+        outputs.handle(FrameRecord(0, 0.0, astronaut(), time.perf_counter_ns(), name="a.png"), None)
     outputs.close()  # no second error while closing
     proc = run_cli("--source", "sample", "--no-display", "--quiet", "--model", model_dir, "--jsonl", "/dev/full")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
@@ -178,9 +196,9 @@ def test_model_without_labels_or_wrong_file_is_one_sentence(model_dir, tmp_path)
     shutil.copy(model_dir / "emotion_int8.tflite", tmp_path)
     assert_one_line_error(run_cli("--source", "sample", "--no-display", "--model", tmp_path), "no labels.json next to the model")
     assert_one_line_error(run_cli("--source", "sample", "--no-display", "--model", model_dir / "emotion_fp32.onnx"),
-                          "emotion_fp32.onnx is not a .tflite file, which --backend tflite needs")
+                          "emotion_fp32.onnx is not a .tflite file, which backend tflite needs")
     assert_one_line_error(run_cli("--source", "sample", "--no-display", "--model", model_dir, "--precision", "fp16"),
-                          "has no emotion_fp16.tflite for --backend tflite")
+                          "has no emotion_fp16.tflite for backend tflite")
 
 
 def test_labels_that_do_not_match_the_model_are_one_sentence(model_dir, tmp_path):
@@ -221,7 +239,7 @@ def test_missing_runtime_is_one_sentence(model_dir):
             "from engine.run import main\nfrom engine.core.errors import cli_main\n"
             "sys.exit(cli_main(main, sys.argv[1:]))")
     proc = run_cli("--source", "sample", "--no-display", "--backend", "onnx", "--precision", "fp32", "--model", model_dir, code=code)
-    assert_one_line_error(proc, "--backend onnx needs onnxruntime: pip install onnxruntime")
+    assert_one_line_error(proc, "--backend: onnx needs onnxruntime: pip install onnxruntime")
 
 
 def test_unknown_detector_is_one_sentence(model_dir, tmp_path):
@@ -423,14 +441,15 @@ def test_live_video_output_loses_no_frame_to_capture_jitter(tmp_path, offset):
 def test_photos_average_five_framings_streams_one_unless_told():
     """--views: photos get STILL_VIEWS framings per face (no next frame to smooth over), video and
     cameras one (the tracker averages over frames); an explicit --views wins for both."""
-    from engine.run import STILL_VIEWS, build_parser, options_from_args
+    from engine.api import STILL_VIEWS
+    from engine.cli.options import options_from_args
+    from engine.run import build_parser
     from engine.core.types import RunningMode
 
     parse = build_parser().parse_args
     assert STILL_VIEWS == 5
-    assert options_from_args(parse([]), RunningMode.IMAGE).crop.views == STILL_VIEWS
-    assert options_from_args(parse([]), RunningMode.VIDEO).crop.views == 1
-    assert options_from_args(parse([]), RunningMode.LIVE).crop.views == 1
-    assert options_from_args(parse(["--views", "1"]), RunningMode.IMAGE).crop.views == 1
-    assert options_from_args(parse(["--views", "5"]), RunningMode.VIDEO).crop.views == 5
-    assert options_from_args(parse([]), True).crop.views == STILL_VIEWS  # the older `stills` bool still works
+    assert options_from_args(parse([]), RunningMode.IMAGE).resolved().crop.views == STILL_VIEWS
+    assert options_from_args(parse([]), RunningMode.VIDEO).resolved().crop.views == 1
+    assert options_from_args(parse([]), RunningMode.LIVE).resolved().crop.views == 1
+    assert options_from_args(parse(["--views", "1"]), RunningMode.IMAGE).resolved().crop.views == 1
+    assert options_from_args(parse(["--views", "5"]), RunningMode.VIDEO).resolved().crop.views == 5

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,6 +31,8 @@ from engine.faces.track import FaceTracker, TrackerOptions
 from engine.core.types import Detection, RunningMode
 from fakes import CameraRig, astronaut, media, read_clip, two_face_frame
 from engine.core.contract import ModelSpec
+
+REPO = Path(__file__).resolve().parents[1]
 
 BACKENDS = [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32")]
 
@@ -633,3 +636,25 @@ def test_memory_flat_over_10000_frames(model_dir):
     growth = rss[total - 1] - rss[1_000]
     print(f"\n{total} frames at {stats.fps:.0f} FPS; RSS {rss[1_000] / 2**20:.1f} -> {rss[total - 1] / 2**20:.1f} MiB")
     assert growth < 4 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over {total - 1_000} frames"
+
+
+def test_the_python_photo_recipe_gives_what_engine_run_writes(tmp_path):
+    """docs/engine.md's photo recipe (EngineOptions(running_mode=IMAGE) -> create -> process) and
+    `python -m engine.run --source photo --jsonl` give the same faces: ids, boxes, emotions, probabilities."""
+    import json
+    import subprocess
+    import sys
+
+    from engine import EmotionRecognizer, EngineOptions, RunningMode
+
+    photo = tmp_path / "two.png"
+    cv2.imwrite(str(photo), two_face_frame())
+    jsonl = tmp_path / "run.jsonl"
+    r = subprocess.run([sys.executable, "-m", "engine.run", "--source", str(photo), "--no-display", "--jsonl", str(jsonl), "--quiet"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (cli_event,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    with EmotionRecognizer.create(EngineOptions(running_mode=RunningMode.IMAGE)) as rec:
+        api_event = rec.process(cv2.imread(str(photo))).to_event()
+    assert len(cli_event["faces"]) == 2
+    assert api_event["faces"] == cli_event["faces"]

@@ -1,7 +1,8 @@
 """The layers, read from the source: the runtime stays at the bottom and nothing goes round in circles.
 
-    engine/      the runtime (and the shared core: contract, preprocess, errors, cliargs, logs, keras_io)
-                 imports nothing from models/, export/ or benchmarks/
+    engine/      the runtime (and the shared core/: contract, preprocess, errors, cliargs, logs, keras_io, ...)
+                 imports nothing from models/, export/ or benchmarks/; inside it the sub-packages only
+                 look down (ENGINE_LAYERS: core < faces, classify, sound < io < serve; api < pipeline < cli, run, batch)
     models/      training          may import engine/ and export/ (train --export); never benchmarks/
     export/      conversion        may import engine/ and models/ (calibration data); never benchmarks/
     benchmarks/  measurements      may import everything
@@ -26,6 +27,26 @@ FORBIDDEN = {
     "export": {"benchmarks"},
     "models": {"benchmarks"},
 }
+#: engine's sub-packages (and top modules), bottom to top: each may import only the ones listed (and itself).
+#: core is what training, export and the benchmarks share; api is the library (options -> create -> process);
+#: pipeline adds threads and queues; cli, run and batch are the commands on top.
+ENGINE_LAYERS = {
+    "core": set(),
+    "faces": {"core"},
+    "classify": {"core"},
+    "sound": {"core"},
+    "io": {"core", "faces", "sound"},
+    "serve": {"core", "io"},
+    "api": {"core", "faces", "classify"},
+    "pipeline": {"core", "api", "io"},
+    "cli": {"core", "faces", "classify", "io", "sound", "api"},
+    "run": {"core", "api", "cli", "io", "pipeline", "serve", "sound"},
+    "batch": {"core", "faces", "classify", "io", "api", "cli", "pipeline"},
+    "__init__": set(),  # the public names load lazily (importlib), nothing at import time
+}
+#: the size limits the redesign set (issue #36): a module or function past them has more than one concern
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
 #: Cycles that may stay, each with the reason: frozenset of module names -> why. Empty: there are none.
 ALLOWED_CYCLES: dict[frozenset[str], str] = {}
 
@@ -177,6 +198,46 @@ def test_no_module_imports_another_modules_private_name():
     assert not bad, "private names imported across modules (make them public where they live):\n" + "\n".join(bad)
 
 
+def engine_part(module: str) -> str | None:
+    parts = module.split(".")
+    return (parts[1] if len(parts) > 1 else "__init__") if parts[0] == "engine" else None
+
+
+def sideways(found) -> list[str]:
+    """Imports between engine's sub-packages that ENGINE_LAYERS does not allow."""
+    bad = []
+    for src, dst, line, _ in found:
+        a, b = engine_part(src), engine_part(dst)
+        if a and b and a != b and b not in ENGINE_LAYERS.get(a, set()):
+            bad.append(f"{src}:{line} imports {dst} ({a} may import only {', '.join(sorted(ENGINE_LAYERS.get(a, ()))) or 'nothing'})")
+    return bad
+
+
+def test_engine_sub_packages_only_look_down():
+    parts = {engine_part(m) for m in project_modules() if m.startswith("engine")}
+    assert parts <= set(ENGINE_LAYERS), f"engine parts without a layer rule: {sorted(parts - set(ENGINE_LAYERS))}"
+    bad = sideways(_found())
+    assert not bad, "engine sub-package imports against the layering:\n" + "\n".join(bad)
+
+
+def oversized() -> list[str]:
+    """Modules over MAX_MODULE_LINES and functions over MAX_FUNCTION_LINES lines, in the four packages."""
+    bad = []
+    for mod, path in project_modules().items():
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            bad.append(f"{mod}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                bad.append(f"{mod}:{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    return bad
+
+
+def test_no_module_over_400_lines_and_no_function_over_60():
+    bad = oversized()
+    assert not bad, "split these by concern:\n" + "\n".join(bad)
+
+
 def test_no_import_cycles():
     found = [c for c in cycles(_found()) if frozenset(c) not in ALLOWED_CYCLES]
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
@@ -195,6 +256,10 @@ def summary() -> str:
     lines += [f"  {b}" for b in up]
     lines.append(f"private names imported across modules: {len(private(found))}")
     lines += [f"  {b}" for b in private(found)]
+    side = sideways(found)
+    lines.append(f"engine sub-package imports against the layering: {len(side)}")
+    lines += [f"  {b}" for b in side]
+    lines.append(f"modules/functions over the size limits: {len(oversized())}")
     cyc = cycles(found)
     lines.append(f"cycles: {len(cyc)}")
     lines += ["  " + " -> ".join(c) for c in cyc]

@@ -23,7 +23,7 @@ import pytest
 from engine.io.overlay import COLOURS, draw
 from engine.serve.live import LiveServer, ServeOptions, _Hub
 from engine.serve.http_server import Server
-from engine.faces.track import Face
+from engine.core.types import Face
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.serve_slowloris import Holder, Slowloris

@@ -42,10 +42,12 @@ from engine.batch.driver import run_inputs
 from engine.batch.inputs import find_inputs
 from engine.batch.job import empty_row, is_done, options_key, sweep_temp
 from engine.batch.report import Progress, totals, write_summary
-from engine.cli.options import add_engine_options, engine_args
+from engine.cli.options import add_engine_options, engine_flags, flag_error, options_from_args
 from engine.core.cliargs import Parser, positive_int
 from engine.core.cpu import isa_class
-from engine.core.errors import UserError, cli_main
+from engine.api import EngineOptions
+from engine.core.errors import OptionError, UserError, cli_main
+from engine.core.types import RunningMode
 from engine.core.urls import redact
 
 RAY_ADDRESS = re.compile(r"^(auto|local|ray://.+|[\w.\-]*:\d+)$")
@@ -121,6 +123,15 @@ def reused_rows(jobs: list[dict], out: Path, key: str, force: bool) -> list[dict
     return rows
 
 
+def engine_options_of(args) -> EngineOptions:
+    """The EngineOptions every worker receives (pickled as they are; each input applies its own running mode),
+    checked here once, before any input is read: a bad value is one line naming the flag."""
+    try:
+        return options_from_args(args, RunningMode.VIDEO)
+    except OptionError as exc:
+        raise flag_error(exc) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     args = parse_args(argv)
@@ -128,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped: list[tuple[str, str]] = []
     inputs = find_inputs(args.inputs, skipped=skipped)
     sweep_temp(out)  # what a killed worker of an earlier run left
-    engine = engine_args(args)
+    engine = engine_options_of(args)
     key = options_key(engine)
     jobs = [i.to_job() for i in inputs]
     rows = reused_rows(jobs, out, key, args.force)
@@ -156,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = {"command": "python -m engine.batch", "argv": [redact(a) for a in (argv if argv is not None else sys.argv[1:])],
            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mode": mode,
            "workers": cluster.get("actors", min(workers, max(1, len(pending)))), "cpu_class": isa_class(), **cluster,
-           "options": engine, "options_key": key, "interrupted": interrupted}
+           "options": engine_flags(args), "options_key": key, "interrupted": interrupted}
     run["totals"] = t = totals(rows, wall)
     write_summary(out, rows, run)
     progress.line(f"{'interrupted' if interrupted else 'done'}: {t['ok']} ok ({t['reused']} from an earlier run), {t['failed']} failed, "

@@ -29,6 +29,7 @@ import time
 from typing import Callable
 from urllib.parse import urlsplit
 
+from engine.api import EngineOptions
 from engine.batch.ray_dispatch import RESTART_S, dispatch
 from engine.core.errors import UserError
 from engine.core.urls import redact
@@ -47,7 +48,7 @@ INSTALL = "--ray needs Ray: pip install 'emotion-engine[ray]' (or: pip install '
 class _RayWorker:
     """The actor: a `BatchWorker` in a Ray worker process."""
 
-    def __init__(self, engine_args: dict, out: str, name: str):
+    def __init__(self, engine: EngineOptions, out: str, name: str):
         import socket
 
         from engine.batch.job import BatchWorker
@@ -56,7 +57,7 @@ class _RayWorker:
         self.error = None
         self.worker = None
         try:
-            self.worker = BatchWorker(engine_args, worker=f"{name}@{socket.gethostname()}")
+            self.worker = BatchWorker(engine, worker=f"{name}@{socket.gethostname()}")
         except UserError as exc:
             self.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - reported as one line by the driver
@@ -160,7 +161,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def run_ray(jobs: list[dict], engine_args: dict, out: str, workers: int | None, on_event: Callable,
+def run_ray(jobs: list[dict], engine: EngineOptions, out: str, workers: int | None, on_event: Callable,
             address: str | None = None, should_stop: Callable[[], bool] = lambda: False) -> dict:
     """Run `jobs` on Ray actors; rows arrive through on_event("done", index, row). Returns cluster facts."""
     ray = _import_ray()
@@ -173,7 +174,7 @@ def run_ray(jobs: list[dict], engine_args: dict, out: str, workers: int | None, 
         # one CPU per actor: more actors than the cluster's CPUs would never be scheduled (ready() would hang)
         n = max(1, min(workers or cpus, cpus, len(jobs)))
         actor_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_RayWorker)
-        actors = [actor_cls.remote(engine_args, out, f"r{i + 1}") for i in range(n)]
+        actors = [actor_cls.remote(engine, out, f"r{i + 1}") for i in range(n)]
         wait_ready(ray, actors)
         dispatch(ray, actors, jobs, out, on_event, should_stop)
         return {"ray_address": redact(address) if address else "local", "ray_cpus": cpus, "ray_nodes": len(ray.nodes()), "actors": n}

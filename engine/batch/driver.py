@@ -11,11 +11,12 @@ import signal
 from pathlib import Path
 from typing import Callable
 
+from engine.api import EngineOptions
 from engine.batch.job import sweep_temp
 from engine.batch.report import Progress
 
 
-def run_inputs(todo: list[dict], engine: dict, out: Path, on_row: Callable[[int, dict], None], progress: Progress, *,
+def run_inputs(todo: list[dict], engine: EngineOptions, out: Path, on_row: Callable[[int, dict], None], progress: Progress, *,
                ray: str | None, workers: int, ray_workers: int | None, max_failures: int | None) -> tuple[dict, bool]:
     """Run `todo` (`ray`: None runs the local pool of `workers`; "" starts Ray here; else the address to join, with
     `ray_workers` actors or the cluster's CPUs); each finished row goes to `on_row(index in todo, row)`. No new

@@ -16,7 +16,6 @@ masked (`scrub`).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import hashlib
@@ -24,21 +23,19 @@ import json
 import os
 import re
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import cv2
 
-from engine.api import EmotionRecognizer
+from engine.api import EmotionRecognizer, EngineOptions
 from engine.classify.classifier import create_classifier
-from engine.cli.options import options_from_args
 from engine.faces.detect import create_detector, for_stream
 from engine.core.errors import UserError
 from engine.core.logs import quiet
 from engine.core.memory import peak_rss_mb, rss_now_mb
-from engine.io.outputs import frame_event
 from engine.pipeline import Pipeline, PipelineError, PipelineOptions
 from engine.io.sinks import JsonlSink
 from engine.io.sources import SourceOptions, VideoCaptureSource, mode_of, open_source
@@ -93,11 +90,14 @@ def scrub(text: str, src: str) -> str:
     return text
 
 
-def options_key(engine_args: dict) -> str:
-    """What makes two runs' outputs the same: the engine flags and the model files' sizes and times."""
-    model = Path(engine_args["model"]).expanduser().resolve()
+def options_key(engine: EngineOptions) -> str:
+    """What makes two runs' outputs the same: the engine options (running mode, threads and callbacks aside: they
+    change neither answer) and the model files' sizes and times."""
+    model = Path(engine.classifier.model).expanduser().resolve()
     files = sorted(model.iterdir()) if model.is_dir() else [model]
-    ident = {"args": {**engine_args, "model": str(model), "threads": None},  # threads change speed, not answers
+    same = replace(engine.for_mode(RunningMode.VIDEO), on_emotion_change=None,
+                   classifier=replace(engine.classifier, model=str(model), threads=1), detector=replace(engine.detector, threads=1))
+    ident = {"options": json.loads(json.dumps(asdict(same), default=str)),
              "model_files": [[p.name, *_stat(str(p))] for p in files if p.is_file()]}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -194,11 +194,10 @@ def _check_whole_jpeg(path: str) -> None:
 class BatchWorker:
     """Models loaded once; `run(job, out)` per input. `worker` names this process in the summary."""
 
-    def __init__(self, engine_args: dict, worker: str = ""):
-        self.args = argparse.Namespace(**engine_args)
-        self.key = options_key(engine_args)
+    def __init__(self, engine: EngineOptions, worker: str = ""):
+        self.key = options_key(engine)
         self.worker = worker or f"pid{os.getpid()}"
-        self.options = {mode: options_from_args(self.args, mode) for mode in (RunningMode.VIDEO, RunningMode.IMAGE)}
+        self.options = {mode: engine.for_mode(mode).resolved() for mode in (RunningMode.VIDEO, RunningMode.IMAGE)}
         with quiet():  # LiteRT/MediaPipe print INFO lines from C++ while loading
             self.classifier = create_classifier(self.options[RunningMode.VIDEO].classifier)
         self.labels = list(self.classifier.labels)
@@ -212,10 +211,8 @@ class BatchWorker:
                 self._detectors[mode] = create_detector(replace(self.options[mode].detector, every=1))
         return self._detectors[mode]
 
-    def recognizer(self, mode: RunningMode | bool) -> EmotionRecognizer:
-        """A recognizer for one input of this RunningMode (VIDEO or IMAGE; a bool is the older `stills` flag)."""
-        if isinstance(mode, bool):
-            mode = RunningMode.IMAGE if mode else RunningMode.VIDEO
+    def recognizer(self, mode: RunningMode) -> EmotionRecognizer:
+        """A recognizer for one input of this RunningMode (VIDEO or IMAGE), sharing the loaded models."""
         opts = self.options[mode]
         return EmotionRecognizer(opts, for_stream(self._detector(mode), opts.detector), self.classifier)
 
@@ -305,7 +302,7 @@ class BatchWorker:
                 # as engine.io.outputs.Outputs.handle times a frame (no picture is written here)
                 pkt.ms["sink"] = 0.0
                 pkt.ms["total"] = (time.perf_counter_ns() - pkt.t_capture_ns) / 1e6
-                event = frame_event(pkt)
+                event = pkt.to_event()
                 jsonl.write(event)
                 for f in event["faces"]:
                     table.writerow([event["frame"], event["t"], f["id"], *f["box"], f["score"], f["emotion"], f["confidence"],

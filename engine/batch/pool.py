@@ -15,13 +15,14 @@ import signal
 from multiprocessing.connection import wait
 from typing import Callable
 
+from engine.api import EngineOptions
 from engine.batch.job import empty_row
 from engine.core.errors import UserError
 
 Event = Callable[[str, int, object], None]
 
 
-def _worker_main(conn, engine_args: dict, out: str, name: str) -> None:
+def _worker_main(conn, engine: EngineOptions, out: str, name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
 
     def _term(*_):
@@ -31,7 +32,7 @@ def _worker_main(conn, engine_args: dict, out: str, name: str) -> None:
     from engine.batch.job import BatchWorker
 
     try:
-        worker = BatchWorker(engine_args, worker=name)
+        worker = BatchWorker(engine, worker=name)
     except UserError as exc:
         conn.send(("fatal", str(exc)))
         return
@@ -53,10 +54,10 @@ def _worker_main(conn, engine_args: dict, out: str, name: str) -> None:
 
 
 class _Slot:
-    def __init__(self, ctx, engine_args: dict, out: str, name: str):
+    def __init__(self, ctx, engine: EngineOptions, out: str, name: str):
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, engine_args, out, name), name=name, daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, engine, out, name), name=name, daemon=True)
         self.proc.start()
         child.close()
         self.job: int | None = None  # the input this worker holds
@@ -75,7 +76,7 @@ def _exit_reason(proc) -> str:
     return f"exit code {code}"
 
 
-def run_local(jobs: list[dict], engine_args: dict, out: str, workers: int, on_event: Event,
+def run_local(jobs: list[dict], engine: EngineOptions, out: str, workers: int, on_event: Event,
               should_stop: Callable[[], bool] = lambda: False) -> None:
     """Run `jobs` on `workers` processes; each row arrives through on_event("done", index, row).
 
@@ -86,7 +87,7 @@ def run_local(jobs: list[dict], engine_args: dict, out: str, workers: int, on_ev
     ctx = mp.get_context("spawn")  # no fork of a threaded parent; each worker imports what it needs
     todo = list(range(len(jobs)))[::-1]  # pop() takes the first job first
     spawned = max(1, min(workers, len(jobs)))
-    slots = [_Slot(ctx, engine_args, out, f"w{i + 1}") for i in range(spawned)]
+    slots = [_Slot(ctx, engine, out, f"w{i + 1}") for i in range(spawned)]
     try:
         while slots:
             for s in slots:
@@ -120,7 +121,7 @@ def run_local(jobs: list[dict], engine_args: dict, out: str, workers: int, on_ev
                     raise UserError(f"a worker process died while loading the models ({_exit_reason(s.proc)})")
                 if not s.stopping and todo and not should_stop():
                     spawned += 1
-                    slots.append(_Slot(ctx, engine_args, out, f"w{spawned}"))
+                    slots.append(_Slot(ctx, engine, out, f"w{spawned}"))
     except BaseException:
         for s in slots:
             if s.proc.is_alive():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.core.contract import FACE_SIZE, ModelSpec
-from engine.core.errors import UserError
+from engine.core.errors import OptionError, UserError
 # The artefact table (engine/core/formats.py) decides the file names; BACKENDS, PRECISIONS, SUFFIX and
 # artifact_name stay importable from here, where they used to live.
 from engine.core.formats import BACKENDS, PRECISIONS, SUFFIX, artifact_name, by_kind, wheel_precisions
@@ -37,16 +37,22 @@ class ClassifierOptions:
     #: the classifier time for steadier labels (a face's label less often hinges on the crop).
     tta: bool = False
 
+    def __post_init__(self) -> None:
+        """Checked when made, from the same tables the command line's choices come from (engine.core.formats)."""
+        self.model = str(self.model)  # one form, however given: options compare and hash equal (a batch's resume key)
+        if self.backend not in BACKENDS:
+            raise OptionError("ClassifierOptions", "backend", f"unknown backend {self.backend!r}: choose from {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise OptionError("ClassifierOptions", "precision", f"unknown precision {self.precision!r}: choose from {', '.join(PRECISIONS)}")
+        if self.threads < 1:
+            raise OptionError("ClassifierOptions", "threads", "must be at least 1")
+
 
 def resolve_model(opts: ClassifierOptions) -> Path:
     """A file is used as given; a directory is searched for the backend x precision export."""
-    if opts.backend not in BACKENDS:
-        raise UserError(f"unknown backend {opts.backend!r}: choose from {', '.join(BACKENDS)}")
-    if opts.precision not in PRECISIONS:
-        raise UserError(f"unknown precision {opts.precision!r}: choose from {', '.join(PRECISIONS)}")
     path = Path(opts.model)
     if not path.exists():
-        raise UserError(f"model {path} does not exist")
+        raise OptionError("ClassifierOptions", "model", f"{path} does not exist")
     if path.is_dir():
         candidate = path / artifact_name(opts.backend, opts.precision)
         if not candidate.is_file():
@@ -56,10 +62,10 @@ def resolve_model(opts: ClassifierOptions) -> Path:
             if row is not None and not row.in_wheel and (path.resolve().parent == ZOO.resolve() or row.backend == "keras"):
                 hint = (f"; the pip package carries {'/'.join(wheel_precisions())} files only: float32 and .keras files "
                         "are in a checkout of the repository")
-            raise UserError(f"{path} has no {candidate.name} for --backend {opts.backend} (it has: {', '.join(have) or 'no models'}){hint}")
+            raise OptionError("ClassifierOptions", "model", f"{path} has no {candidate.name} for backend {opts.backend} (it has: {', '.join(have) or 'no models'}){hint}")
         return candidate
     if path.suffix != SUFFIX[opts.backend]:
-        raise UserError(f"{path.name} is not a {SUFFIX[opts.backend]} file, which --backend {opts.backend} needs")
+        raise OptionError("ClassifierOptions", "model", f"{path.name} is not a {SUFFIX[opts.backend]} file, which backend {opts.backend} needs")
     return path
 
 
@@ -169,7 +175,7 @@ class OnnxClassifier(Classifier):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime") from None
+            raise OptionError("ClassifierOptions", "backend", "onnx needs onnxruntime: pip install onnxruntime") from None
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -202,7 +208,7 @@ class KerasClassifier(Classifier):
         try:
             import tensorflow as tf
         except ImportError:
-            raise UserError("--backend keras needs TensorFlow: pip install '.[train]'") from None
+            raise OptionError("ClassifierOptions", "backend", "keras needs TensorFlow: pip install '.[train]'") from None
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow already initialised in this process: keep its setting
@@ -228,8 +234,6 @@ _CLASSES = {"tflite": TFLiteClassifier, "onnx": OnnxClassifier, "keras": KerasCl
 def create_classifier(opts: ClassifierOptions) -> Classifier:
     """Resolve the model file, read its labels.json and open it with the backend's runtime."""
     path = resolve_model(opts)
-    if opts.threads < 1:
-        raise UserError("--threads must be at least 1")
     spec = ModelSpec.load(path.parent)
     return _CLASSES[opts.backend](path, spec, opts.threads, tta=opts.tta)
 

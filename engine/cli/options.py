@@ -1,117 +1,142 @@
-"""The engine's command-line options, defined once for every command that runs the engine.
+"""The engine's command-line flags, defined once for every command that runs the engine, mapped to the
+library's options and nothing more.
 
-`python -m engine.run` (a camera, a clip, photos) and `python -m engine.batch` (video archives)
-both call `add_engine_options(parser)`, so a flag has one name, one default and one help text
-in both, and `options_from_args(args, mode)` turns the parsed flags into the library's
-`EngineOptions` for a source's RunningMode the same way for both (`engine_options(mode, **flags)`: the
-same rules for a program without a command line, e.g. the benchmarks). `output_options` does the
-same for engine.run's output flags (`OutputOptions`), and `OUTPUT_FLAGS` names the flag of each
-of its fields, for the one-line error of a sink that cannot be opened.
+`python -m engine.run` (a camera, a clip, photos) and `python -m engine.batch` (video archives) both call
+`add_engine_options(parser)`, so a flag has one name, one default and one help text in both. Choices and
+ranges come from the tables the options dataclasses check themselves with (engine.core.formats' BACKENDS and
+PRECISIONS, engine.faces.detect's IMPLS and MIN_SCORE, engine.faces.crop's VIEW_OFFSETS), so a bad value is
+refused by argparse before anything opens. `options_from_args(args, mode)` maps the parsed flags to
+`EngineOptions` for a source's RunningMode; every rule that depends on the mode lives in `EngineOptions`
+itself (engine.api). `FLAGS` names the flag of each option field, for the one-line error of a library
+`OptionError` (which names fields, never flags).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from engine.api import EngineOptions
+from engine.api import STILL_VIEWS, EngineOptions
 from engine.classify.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions
-from engine.core.cliargs import fraction, nonneg_float, positive_int
+from engine.core.cliargs import fraction, nonneg_float, open_range, positive_int
+from engine.core.errors import OptionError, UserError
+from engine.core.types import RunningMode
 from engine.faces.crop import VIEW_OFFSETS, CropOptions
-from engine.faces.detect import DetectorOptions
+from engine.faces.detect import IMPLS, MIN_SCORE, DetectorOptions
+from engine.faces.track import TrackerOptions
 from engine.io.sinks import OutputOptions
 from engine.io.sources import IMAGE_EXTS
-from engine.faces.track import TrackerOptions
-from engine.core.types import RunningMode
 
-#: Framings averaged per face on photos (CropOptions.views): a photo has no next frame to smooth over,
-#: and 5 crops of one face cost under a millisecond with the fast model.
-STILL_VIEWS = 5
+#: option field -> the flag that sets it: what an OptionError says to a command-line user
+FLAGS = {
+    "ClassifierOptions.model": "--model", "ClassifierOptions.backend": "--backend", "ClassifierOptions.precision": "--precision",
+    "ClassifierOptions.threads": "--threads", "ClassifierOptions.tta": "--tta",
+    "DetectorOptions.model": "--detector", "DetectorOptions.min_score": "--min-face-score", "DetectorOptions.impl": "--detector-impl",
+    "DetectorOptions.tiles": "--tiles", "DetectorOptions.threads": "--threads", "DetectorOptions.every": "--detect-every",
+    "CropOptions.margin": "--margin", "CropOptions.align": "--no-align", "CropOptions.views": "--views",
+    "TrackerOptions.ema": "--ema", "TrackerOptions.hysteresis": "--hysteresis",
+    "OutputOptions.video": "--output", "OutputOptions.images": "--output", "OutputOptions.jsonl": "--jsonl",
+    "OutputOptions.sound": "--sound-out",
+    "SourceOptions.spec": "--source", "SourceOptions.width": "--width", "SourceOptions.height": "--height",
+    "SourceOptions.fps": "--fps", "SourceOptions.loop": "--loop",
+}
+#: OutputOptions field -> flag (engine.run's sink errors)
+OUTPUT_FLAGS = {k.split(".", 1)[1]: v for k, v in FLAGS.items() if k.startswith("OutputOptions.")}
 
-#: The flags `add_engine_options` defines (argparse dest names): what a batch's resume check compares.
-ENGINE_DESTS = ("backend", "model", "precision", "threads", "tta", "detector", "tiles", "detect_every",
-                "detector_impl", "min_face_score", "margin", "no_align", "views", "ema", "hysteresis")
+
+def flag_error(exc: OptionError) -> UserError:
+    """The library's `OptionError` (`ClassifierOptions.backend: ...`) as the user typed it (`--backend: ...`)."""
+    return UserError(f"{FLAGS.get(exc.key, exc.key)}: {exc.detail}")
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """Add the "model" and "faces" argument groups (classifier, detector, crops, smoothing) to `p`."""
-    m = p.add_argument_group("model")
-    m.add_argument("--backend", default="tflite", help=f"classifier runtime: {', '.join(BACKENDS)} [tflite]")
+    _model_group(p.add_argument_group("model"))
+    _faces_group(p.add_argument_group("faces"))
+
+
+def _model_group(m) -> None:
+    m.add_argument("--backend", default=ClassifierOptions.backend, choices=BACKENDS, help=f"classifier runtime [{ClassifierOptions.backend}]")
     m.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="a model file, or an export directory (the --backend/--precision file is picked); shipped: "
-                        "engine/zoo/emonet_f (fast, the default: 2x fer's model per face even on plain AVX2 and a Pi 4), "
-                        "in a checkout also models/parents/emonet_n (the previous fast net: 0.03 points more accurate in int8, about half as fast), "
-                        "engine/zoo/emonet_s (accurate and steady: 68.4%% int8, the best engine accuracy, ~20x the "
-                        "fast net's time per face) [engine/zoo/emonet_f]")
-    m.add_argument("--precision", default="int8", help=f"which export to pick from a directory: {', '.join(PRECISIONS)} [int8]")
+                        "engine/zoo/emonet_f (fast, the default), engine/zoo/emonet_s (accurate, ~20x the fast net's "
+                        "time per face); in a checkout also models/parents/emonet_n [engine/zoo/emonet_f]")
+    m.add_argument("--precision", default=ClassifierOptions.precision, choices=PRECISIONS,
+                   help=f"which export to pick from a directory [{ClassifierOptions.precision}]")
     m.add_argument("--threads", type=positive_int, default=1, help="classifier/detector threads [1]")
     m.add_argument("--tta", action="store_true",
                    help="also classify each face's mirror image (same batched call) and average: steadier labels, 2x classifier time")
 
-    d = p.add_argument_group("faces")
-    d.add_argument("--detector", default="short",
+
+def _faces_group(d) -> None:
+    d.add_argument("--detector", default=DetectorOptions.model,
                    help="short (BlazeFace short range: faces within ~2 m), full (full range: small/distant faces), or a .tflite path [short]")
     d.add_argument("--tiles", action="store_true", help="also search overlapping tiles: finds 25-35 px faces, ~7x detector cost")
     d.add_argument("--detect-every", type=positive_int, default=DetectorOptions.every,
                    help="run the face detector on every Nth frame of a video/camera, or at once when a face is lost or "
                         "something moved outside the faces; boxes follow the faces in between (1 = every frame) "
                         f"[{DetectorOptions.every}]")
-    d.add_argument("--detector-impl", default="auto", help="auto, mediapipe or litert: the same BlazeFace model either way (boxes within IoU 0.9); auto = "
-                        "litert wherever a TFLite runtime is installed (faster, no mediapipe import), else mediapipe [auto]")
-    d.add_argument("--min-face-score", type=fraction, default=0.5, help="minimum face-detection confidence [0.5]")
+    d.add_argument("--detector-impl", default=DetectorOptions.impl, choices=IMPLS,
+                   help="the same BlazeFace model either way (boxes within IoU 0.9); auto = litert wherever a TFLite runtime "
+                        "is installed (faster, no mediapipe import), else mediapipe [auto]")
+    d.add_argument("--min-face-score", type=open_range(*MIN_SCORE), default=DetectorOptions.min_score,
+                   help=f"minimum face-detection confidence, between {MIN_SCORE[0]:g} and {MIN_SCORE[1]:g} [{DetectorOptions.min_score}]")
     d.add_argument("--margin", type=nonneg_float, default=CropOptions.margin, help=f"crop margin around the face box [{CropOptions.margin}]")
     d.add_argument("--no-align", action="store_true", help="do not rotate faces upright from the eye keypoints")
     d.add_argument("--views", type=int, choices=sorted(VIEW_OFFSETS), default=None,
                    help="crops per face at nearby margins/offsets, averaged in the same batched call: steadier labels, "
                         f"N x classifier time [{STILL_VIEWS} for images; 1 for video and cameras, where the tracker "
                         "averages over frames]")
-    d.add_argument("--ema", type=fraction, default=TrackerOptions.ema, help=f"smoothing: weight of the newest frame (1 = none) [{TrackerOptions.ema}]")
+    d.add_argument("--ema", type=open_range(0.0, 1.0 + 1e-9), default=TrackerOptions.ema,
+                   help=f"smoothing: weight of the newest frame (1 = none) [{TrackerOptions.ema}]")
     d.add_argument("--hysteresis", type=fraction, default=TrackerOptions.hysteresis,
                    help=f"how far another emotion must lead before the shown one changes [{TrackerOptions.hysteresis}]")
 
 
-def options_from_args(args: argparse.Namespace, mode: RunningMode | bool) -> EngineOptions:
-    """`EngineOptions` from the flags `add_engine_options` defined, for a source of this RunningMode
-    (`source.mode`). IMAGE: the detector's IMAGE mode, STILL_VIEWS framings, no smoothing. A bool is the
-    older `stills` argument (True = IMAGE, False = VIDEO), still accepted."""
-    if isinstance(mode, bool):
-        mode = RunningMode.IMAGE if mode else RunningMode.VIDEO
-    stills = mode is RunningMode.IMAGE
+def options_from_args(args: argparse.Namespace, mode: RunningMode) -> EngineOptions:
+    """`EngineOptions` for a source of this RunningMode from the flags `add_engine_options` defined: a plain
+    mapping (the mode's rules are EngineOptions'); a bad value is an OptionError naming the field."""
     return EngineOptions(
+        running_mode=mode,
         classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision, threads=args.threads,
                                      tta=args.tta),
         detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl,
-                                 video=not stills, tiles=args.tiles, threads=args.threads,
-                                 every=args.detect_every),
-        crop=CropOptions(margin=args.margin, align=not args.no_align,
-                         views=args.views or (STILL_VIEWS if stills else CropOptions.views)),
-        tracker=TrackerOptions(ema=1.0 if stills else args.ema, hysteresis=args.hysteresis),
+                                 tiles=args.tiles, threads=args.threads, every=args.detect_every),
+        crop=CropOptions(margin=args.margin, align=not args.no_align, views=args.views),
+        tracker=TrackerOptions(ema=args.ema, hysteresis=args.hysteresis),
     )
 
 
-def engine_defaults() -> dict:
-    """The engine flags' defaults by dest name, exactly as engine.run parses a command line without them."""
-    p = argparse.ArgumentParser(add_help=False)
-    add_engine_options(p)
-    return vars(p.parse_args([]))
+#: engine flag (argparse dest) -> (EngineOptions part, field, how the flag's value becomes the field's)
+DEST_FIELDS = {
+    "model": ("classifier", "model", str), "backend": ("classifier", "backend", str), "precision": ("classifier", "precision", str),
+    "threads": ("classifier", "threads", int), "tta": ("classifier", "tta", bool),
+    "detector": ("detector", "model", str), "min_face_score": ("detector", "min_score", float), "detector_impl": ("detector", "impl", str),
+    "tiles": ("detector", "tiles", bool), "detect_every": ("detector", "every", int),
+    "margin": ("crop", "margin", float), "no_align": ("crop", "align", lambda v: not v), "views": ("crop", "views", lambda v: v),
+    "ema": ("tracker", "ema", float), "hysteresis": ("tracker", "hysteresis", float),
+}
+
+
+def engine_flags(args: argparse.Namespace) -> dict:
+    """The engine flags of a parsed command line by dest name (DEST_FIELDS' keys): what a batch's summary records."""
+    return {dest: getattr(args, dest) for dest in DEST_FIELDS}
 
 
 def engine_options(mode: RunningMode, **flags) -> EngineOptions:
-    """`EngineOptions` for a source of this RunningMode from engine-flag values by dest name (`model=...`,
-    `detect_every=3`), engine.run's defaults for the rest: what a program that runs the engine without a
-    command line (the benchmarks) builds, through the very rules of `options_from_args`."""
-    unknown = sorted(set(flags) - set(ENGINE_DESTS))
+    """`EngineOptions` for a program without a command line (the benchmarks) from engine-flag values by dest name
+    (`model=...`, `detect_every=3`); the options' own defaults (which are the flags' defaults) for the rest."""
+    unknown = sorted(set(flags) - set(DEST_FIELDS))
     if unknown:
-        raise TypeError(f"engine_options: no engine flag {', '.join(unknown)} (known: {', '.join(ENGINE_DESTS)})")
-    return options_from_args(argparse.Namespace(**{**engine_defaults(), **flags}), mode)
-
-
-def engine_args(args: argparse.Namespace) -> dict:
-    """The engine flags of a parsed command line as a plain dict (JSON-able; `argparse.Namespace(**d)` round-trips)."""
-    return {k: getattr(args, k) for k in ENGINE_DESTS}
-
-
-#: OutputOptions field -> the engine.run flag that sets it (what a sink error says instead of the field).
-OUTPUT_FLAGS = {"video": "--output", "images": "--output", "jsonl": "--jsonl", "sound": "--sound-out"}
+        raise TypeError(f"engine_options: no engine flag {', '.join(unknown)} (known: {', '.join(DEST_FIELDS)})")
+    parts: dict[str, dict] = {"classifier": {}, "detector": {}, "crop": {}, "tracker": {}}
+    for dest, value in flags.items():
+        part, name, convert = DEST_FIELDS[dest]
+        parts[part][name] = convert(value)
+    if "threads" in parts["classifier"]:
+        parts["detector"]["threads"] = parts["classifier"]["threads"]  # --threads sets both, as on the command line
+    return EngineOptions(running_mode=mode, classifier=ClassifierOptions(**parts["classifier"]),
+                         detector=DetectorOptions(**parts["detector"]), crop=CropOptions(**parts["crop"]),
+                         tracker=TrackerOptions(**parts["tracker"]))
 
 
 def output_options(args: argparse.Namespace, mode: RunningMode, display: bool) -> OutputOptions:

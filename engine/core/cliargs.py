@@ -51,6 +51,19 @@ def fraction(text: str) -> float:
     return v
 
 
+def open_range(lo: float, hi: float):
+    """An argparse type for a number strictly between `lo` and `hi`: built from the same bounds the library's
+    options check (e.g. engine.faces.detect.MIN_SCORE), so a flag value is refused before anything opens."""
+
+    def parse(text: str) -> float:
+        v = _number(text, float, "a number")
+        if not lo < v < hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g} (exclusive)")
+        return v
+
+    return parse
+
+
 def csv_list(text: str) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']: the comma lists the benchmarks take."""
     return [t.strip() for t in text.split(",") if t.strip()]

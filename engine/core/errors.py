@@ -25,3 +25,20 @@ def cli_main(run: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         print("interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+class OptionError(UserError):
+    """A library option the user can fix, named as the library knows it: `owner` is the options dataclass
+    (`ClassifierOptions`), `field` its field (`backend`). The library never names a command-line flag; each
+    command maps `owner.field` to its own flag (engine.cli.options.FLAGS) when it reports the error."""
+
+    def __init__(self, owner: str, field: str, detail: str):
+        super().__init__(f"{owner}.{field}: {detail}")
+        self.owner, self.field, self.detail = owner, field, detail
+
+    @property
+    def key(self) -> str:
+        return f"{self.owner}.{self.field}"
+
+    def __reduce__(self):  # picklable with its three arguments (worker processes)
+        return type(self), (self.owner, self.field, self.detail)

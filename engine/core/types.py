@@ -46,6 +46,58 @@ class Detection:
     keypoints: list[tuple[float, float]] = field(default_factory=list)
 
 
+@dataclass
+class Face:
+    """One face of one frame, as the engine reports it."""
+
+    id: int
+    box: tuple[int, int, int, int]
+    score: float
+    emotion: str
+    confidence: float
+    probs: dict[str, float]
+    raw: dict[str, float] = field(default_factory=dict)  # this frame's unsmoothed output
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "box": list(self.box),
+            "score": round(self.score, 4),
+            "emotion": self.emotion,
+            "confidence": round(self.confidence, 4),
+            "probs": {k: round(v, 4) for k, v in self.probs.items()},
+        }
+
+
+
+@dataclass
+class FrameRecord:
+    """One frame's whole story, from capture to the sinks: the one shape every stage fills in and every
+    output reads (as supervision passes one `Detections`). The capture stage sets index, t and image; the
+    detector `detections`; the classifier `probs` (one row per detection); the tracker `faces`; each stage
+    its milliseconds in `ms`. `to_event()` is its serialisation, in one place: the JSONL line, the live
+    view's event and the batch's per-frame record are all this dict.
+    """
+
+    index: int
+    t: float  # seconds on the source's timeline
+    image: np.ndarray | None = None
+    t_capture_ns: int = 0  # when the capture of this frame began (time.perf_counter_ns)
+    ms: dict[str, float] = field(default_factory=dict)
+    detections: list[Detection] = field(default_factory=list)
+    probs: np.ndarray | None = None
+    faces: list[Face] = field(default_factory=list)
+    name: str | None = None  # the photo's file name (folders of photos)
+
+    def to_event(self) -> dict:
+        """The JSONL record of this frame (the schema README documents)."""
+        event = {"frame": self.index, "t": round(self.t, 4), "faces": [f.to_json() for f in self.faces],
+                 "ms": {k: round(v, 3) for k, v in self.ms.items()}}
+        if self.name:
+            event["image"] = self.name
+        return event
+
+
 @runtime_checkable
 class FaceDetector(Protocol):
     """A face detector (`engine.faces.detect.create_detector` builds one; wrappers such as TiledDetector and

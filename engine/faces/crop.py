@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from engine.core.contract import FACE_SIZE
+from engine.core.errors import OptionError
 from engine.core.preprocess import to_face48
 from engine.core.types import Detection
 
@@ -46,7 +47,14 @@ class CropOptions:
     #: framings makes a label hinge less on where the box fell. Measured (crop_agreement, default
     #: crop, all 3,589 validation faces): emonet_n 80.8 -> 82.2% agreement (84.3% with --tta too),
     #: emonet_s 83.5 -> 85.3% (86.6%). A 3x3 grid of 9 framings was no better than these 5.
-    views: int = 1
+    #: None: the running mode decides (engine.api.EngineOptions: STILL_VIEWS for photos, 1 on streams); 1 elsewhere.
+    views: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.views is not None and self.views not in VIEW_OFFSETS:
+            raise OptionError("CropOptions", "views", f"must be one of {', '.join(map(str, sorted(VIEW_OFFSETS)))}, not {self.views}")
+        if self.margin < 0:
+            raise OptionError("CropOptions", "margin", f"must be 0 or more, not {self.margin:g}")
 
 
 #: Step between the framings that CropOptions.views averages (fraction of the box side).
@@ -90,18 +98,16 @@ def crop_faces(frame: np.ndarray, dets: list[Detection], opts: CropOptions = Cro
     call: face 0's views first, then face 1's (`average_views` folds the probabilities back)."""
     if not dets:
         return np.zeros((0, FACE_SIZE, FACE_SIZE, 1), np.uint8)
-    if opts.views not in VIEW_OFFSETS:
-        raise ValueError(f"views must be one of {sorted(VIEW_OFFSETS)}, not {opts.views}")
     # Each face is cut from the colour frame and only its <= 96 px patch turned gray (to_face48): the
     # cost no longer grows with the frame (a whole 1280x720 frame's gray conversion took 3x the crops
     # of two faces on an avx512-vnni core); both steps are linear, so faces differ by rounding (<= 1 level).
     # never inside the detector's box: at margin 0 the smaller framing is the box itself again
-    framings = [replace(opts, margin=max(0.0, opts.margin + dm), shift_y=opts.shift_y + ds) for dm, ds in VIEW_OFFSETS[opts.views]]
+    framings = [replace(opts, margin=max(0.0, opts.margin + dm), shift_y=opts.shift_y + ds) for dm, ds in VIEW_OFFSETS[opts.views or 1]]
     return np.stack([crop_face(frame, d, o) for d in dets for o in framings])[..., None]
 
 
-def average_views(probs: np.ndarray, views: int) -> np.ndarray:
+def average_views(probs: np.ndarray, views: int | None) -> np.ndarray:
     """(N * views, C) probabilities of `crop_faces`'s batch -> (N, C), one row per face."""
-    if views == 1:
+    if (views or 1) == 1:
         return probs
     return probs.reshape(-1, views, probs.shape[-1]).mean(axis=1)  # (0, C) stays (0, C): a frame without faces

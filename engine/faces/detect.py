@@ -20,10 +20,16 @@ import cv2
 import numpy as np
 
 from engine.faces.blazeface import DETECTOR_DIR, DETECTOR_MODELS, LiteRTFaceDetector  # noqa: F401 (DETECTOR_DIR: re-exported)
-from engine.core.errors import UserError
+from engine.core.errors import OptionError, UserError
 from engine.faces.follow import BoxFollower, FollowOptions, work_image
 from engine.core.geometry import iou, nms  # noqa: F401 (iou: engine.faces.detect.iou, re-exported)
 from engine.core.types import Detection, FaceDetector
+
+
+#: the detector implementations (DetectorOptions.impl): the same BlazeFace model either way
+IMPLS = ("auto", "mediapipe", "litert")
+#: DetectorOptions.min_score lies strictly between these (0 keeps every box, 1 none)
+MIN_SCORE = (0.0, 1.0)
 
 
 @dataclass
@@ -39,6 +45,18 @@ class DetectorOptions:
     #: classifier sees every frame. At 4 the 2-face clip runs the detector on 17 of 56 frames (every
     #: frame's shown label kept, boxes at IoU p10 0.94 with fresh ones), the old carry-at-2 on 32.
     every: int = 4
+
+    def __post_init__(self) -> None:
+        """Checked when made, from the tables the command line's choices and ranges come from."""
+        lo, hi = MIN_SCORE
+        if not lo < self.min_score < hi:
+            raise OptionError("DetectorOptions", "min_score", f"must be between {lo:g} and {hi:g} (exclusive), not {self.min_score:g}")
+        if self.impl not in IMPLS:
+            raise OptionError("DetectorOptions", "impl", f"unknown detector implementation {self.impl!r}: use {', '.join(IMPLS)}")
+        if self.every < 1:
+            raise OptionError("DetectorOptions", "every", "must be at least 1")
+        if self.threads < 1:
+            raise OptionError("DetectorOptions", "threads", "must be at least 1")
 
 
 def _model_path(model: str) -> Path:
@@ -56,8 +74,8 @@ def _tflite_runtime_installed() -> bool:
 
 def choose_impl(requested: str) -> str:
     """Pick mediapipe where it can run, LiteRT elsewhere; never import a library that would SIGILL."""
-    if requested not in ("auto", "mediapipe", "litert"):
-        raise UserError(f"unknown detector implementation {requested!r}: use auto, mediapipe or litert")
+    if requested not in IMPLS:
+        raise OptionError("DetectorOptions", "impl", f"unknown detector implementation {requested!r}: use {', '.join(IMPLS)}")
     if requested == "litert":
         return "litert"
     explicit = requested == "mediapipe"
@@ -83,12 +101,12 @@ def choose_impl(requested: str) -> str:
     else:
         safe, reason = mediapipe_safe()
         if not safe:
-            raise UserError(f"mediapipe cannot run on this CPU ({reason}); use --detector-impl litert")
+            raise OptionError("DetectorOptions", "impl", f"mediapipe cannot run on this CPU ({reason}); use litert")
     import importlib.util
 
     if importlib.util.find_spec("mediapipe") is None:
         if explicit:
-            raise UserError("mediapipe is not installed: pip install mediapipe, or use --detector-impl litert")
+            raise OptionError("DetectorOptions", "impl", "mediapipe is not installed: pip install mediapipe, or use litert")
         return "litert"
     return "mediapipe"
 
@@ -124,7 +142,7 @@ class MediaPipeFaceDetector:
         try:
             mp, BaseOptions, vision = _import_mediapipe()
         except (ImportError, OSError) as exc:  # e.g. libEGL missing on a Pi OS Lite
-            raise UserError(f"mediapipe cannot be loaded ({exc}); use --detector-impl litert") from None
+            raise OptionError("DetectorOptions", "impl", f"mediapipe cannot be loaded ({exc}); use litert") from None
 
         self._mp = mp
         mode = vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE
@@ -286,10 +304,6 @@ class EveryNDetector:
 
 def create_detector(opts: DetectorOptions) -> FaceDetector:
     """Options -> a `FaceDetector`: `detect(frame_bgr, timestamp_ms) -> list[Detection]`, `close()`, `impl`, `runtime`."""
-    if not 0.0 < opts.min_score < 1.0:
-        raise UserError("--min-face-score must be between 0 and 1")
-    if opts.every < 1:
-        raise UserError("--detect-every must be at least 1")
     path = _model_path(opts.model)
     impl = choose_impl(opts.impl)
     video = opts.video and not opts.tiles  # tiles are independent stills

@@ -8,13 +8,14 @@ fast-moving faces whose boxes stop overlapping between frames.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from engine.core.errors import OptionError
 from engine.core.geometry import box_iou, xywh_to_xyxy
-from engine.core.types import Detection
+from engine.core.types import Detection, Face
 
 
 @dataclass
@@ -26,28 +27,13 @@ class TrackerOptions:
     max_center_dist: float = 0.6  # centre distance fallback, in units of the box side
     max_missed: int = 10  # frames a face may vanish before its track is dropped
 
-
-@dataclass
-class Face:
-    """One face of one frame, as the engine reports it."""
-
-    id: int
-    box: tuple[int, int, int, int]
-    score: float
-    emotion: str
-    confidence: float
-    probs: dict[str, float]
-    raw: dict[str, float] = field(default_factory=dict)  # this frame's unsmoothed output
-
-    def to_json(self) -> dict:
-        return {
-            "id": self.id,
-            "box": list(self.box),
-            "score": round(self.score, 4),
-            "emotion": self.emotion,
-            "confidence": round(self.confidence, 4),
-            "probs": {k: round(v, 4) for k, v in self.probs.items()},
-        }
+    def __post_init__(self) -> None:
+        if not 0 < self.ema <= 1:
+            raise OptionError("TrackerOptions", "ema", f"must be above 0 and at most 1, not {self.ema:g}")
+        if not 0 <= self.hysteresis < 1:
+            raise OptionError("TrackerOptions", "hysteresis", f"must be from 0 to below 1, not {self.hysteresis:g}")
+        if self.confirm < 1:
+            raise OptionError("TrackerOptions", "confirm", "must be at least 1")
 
 
 @dataclass

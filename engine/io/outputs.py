@@ -7,7 +7,6 @@ the command does, never a copy that could drift from it.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from contextlib import contextmanager
@@ -17,21 +16,11 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from engine.core.errors import UserError
-from engine.pipeline import Packet
 from engine.io.sinks import VIDEO_OUT_EXTS, ImageSink, JsonlSink, OutputError, OutputOptions, VideoSink, WindowSink
 from engine.io.sources import IMAGE_EXTS, URL_SOURCE, Source, mode_of
-from engine.core.types import RunningMode
+from engine.core.types import FrameRecord, RunningMode
 
-__all__ = ["OutputError", "OutputOptions", "Outputs", "check_targets", "frame_event"]
-
-
-def frame_event(pkt: Packet) -> dict:
-    """The JSONL record of one frame (the schema README documents)."""
-    event = {"frame": pkt.index, "t": round(pkt.t, 4), "faces": [f.to_json() for f in pkt.faces],
-             "ms": {k: round(v, 3) for k, v in pkt.ms.items()}}
-    if pkt.name:
-        event["image"] = pkt.name
-    return event
+__all__ = ["OutputError", "OutputOptions", "Outputs", "check_targets"]
 
 
 # --------------------------------------------------------------------------- checked before anything opens
@@ -136,7 +125,7 @@ def _naming(field: str) -> Iterator[None]:
         raise OutputError(field, f"cannot write{' ' + str(exc.filename) if exc.filename else ''}: {exc.strerror or exc}") from None
 
 
-def _dominant(pkt: Packet) -> str:
+def _dominant(pkt: FrameRecord) -> str:
     """The emotion of the most confident face: what a single photo's cue is about."""
     best = max(pkt.faces, key=lambda f: f.confidence * f.box[2] * f.box[3])
     return best.emotion
@@ -166,8 +155,8 @@ class Outputs:
         self._last_t = 0.0
 
     @classmethod
-    def open(cls, options: OutputOptions, source: Source, labels: Sequence[str], *legacy,
-             log: Callable[[str], None] | None = None, live=None, display: bool | None = None) -> "Outputs":
+    def open(cls, options: OutputOptions, source: Source, labels: Sequence[str],
+             log: Callable[[str], None] | None = None, live=None) -> "Outputs":
         """Open the sinks `options` asks for, for frames of `source` (labels: the model's, for sound cues).
 
         Args:
@@ -179,18 +168,7 @@ class Outputs:
             the caller owns it.
         Raises:
           OutputError: a sink that cannot be opened, naming its OutputOptions field.
-
-        The older form with engine.run's parsed flags, `open(args, source, stills, labels, display, log,
-        live=None)`, still works (deprecated: build OutputOptions with `engine.cli.options.output_options`).
         """
-        if isinstance(options, argparse.Namespace):  # the deprecated form: (args, source, stills, labels, display, log, live)
-            from engine.cli.options import output_options
-
-            labels, rest = legacy[0], list(legacy[1:])
-            display = rest.pop(0) if rest else bool(display)
-            log = rest.pop(0) if rest else log
-            live = rest.pop(0) if rest else live
-            options = output_options(options, mode_of(source), display)
         self = cls(source, log or (lambda _msg: None))
         self.live = live
         try:
@@ -228,7 +206,7 @@ class Outputs:
         """Whether anything shows the overlay (else the pipeline skips drawing it)."""
         return bool(self.video or self.images or self.window)
 
-    def handle(self, pkt: Packet, image: np.ndarray | None) -> bool:
+    def handle(self, pkt: FrameRecord, image: np.ndarray | None) -> bool:
         """Write one finished frame everywhere; True asks the pipeline to stop (q / Esc)."""
         t0 = time.perf_counter_ns()
         if self.first_out is None:
@@ -243,7 +221,7 @@ class Outputs:
             self.window.write(image)
         pkt.ms["sink"] = (time.perf_counter_ns() - t0) / 1e6
         pkt.ms["total"] = (time.perf_counter_ns() - pkt.t_capture_ns) / 1e6
-        event = frame_event(pkt)
+        event = pkt.to_event()
         if self.cues is not None:
             self._last_t = pkt.t
             if self.stills:

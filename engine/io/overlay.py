@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.faces.track import Face
+from engine.core.types import Face
 
 #: BGR colour per emotion, so a glance tells the mood of the room.
 COLOURS = {

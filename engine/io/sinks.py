@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from engine.core.errors import UserError
+from engine.core.errors import OptionError, UserError
 from engine.io.sources import IMAGE_EXTS
 
 #: The file names VideoSink writes a playable video under (mp4v, or MJPG for .avi); others (.webm, .gif)
@@ -42,13 +42,11 @@ class OutputOptions:
     sound: SoundOptions | None = None  # sound cues (--sound, --sound-out, --sound-*)
 
 
-class OutputError(UserError):
+class OutputError(OptionError):
     """A sink that cannot be opened or written: `field` is the OutputOptions field, `detail` the reason."""
 
     def __init__(self, field: str, detail: str):
-        super().__init__(f"OutputOptions.{field}: {detail}")
-        self.field = field
-        self.detail = detail
+        super().__init__("OutputOptions", field, detail)
 
     def __reduce__(self):  # picklable with its two arguments (worker processes)
         return type(self), (self.field, self.detail)
