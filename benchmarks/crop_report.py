@@ -47,7 +47,9 @@ def tables(res: dict) -> tuple[str, str]:
                + _confidence_line(res)
                + f"Best crop: margin {b['margin']:.2f}, shift_y {b['shift_y']:+.2f}, align {'on (keep roll ' + format(b['keep_roll_deg'], 'g') + ')' if b['align'] else 'off'}: "
                f"agreement {_pct(b['agreement'])}% (target {100 * res['target_agreement']:.0f}%: "
-               f"{'met' if res['meets_target'] else 'NOT met'}), engine accuracy {_pct(b['engine_accuracy'])}%.")
+               f"{'met' if res['meets_target'] else 'NOT met'}), engine accuracy {_pct(b['engine_accuracy'])}%"
+               + (f", against the FER+ majority {_pct(b['engine_ferplus_accuracy'])}% ({b['ferplus_faces']} faces)"
+                  if b.get("engine_ferplus_accuracy") is not None else "") + ".")
     text = text_table(headers, rows) + "\n\n" + summary
     md = md_table(headers, rows, left=0) + "\n\n" + summary.replace("\n", "\n\n") + "\n"
     if "settings" in res:  # the hard scenes

@@ -72,12 +72,12 @@ def run(args: argparse.Namespace) -> dict:
     rec = _recognizer(args)
     try:
         labels = tuple(rec.labels)
-        faces, truth, rng = _pick_faces(rec, args, labels)
+        faces, truth, majority, rng = _pick_faces(rec, args, labels)
         ref = _reference(rec, faces, args.tta)
         args.keep_roll = args.keep_roll or (CropOptions().keep_roll_deg,)
         frames = _frames(args, faces, rng)
         seen = _detect(rec, frames, len(faces))
-        rows, labels_of = _sweep(rec, args, seen, ref.direct, truth)
+        rows, labels_of = _sweep(rec, args, seen, ref.direct, truth, majority)
         best, split_row = _mark_best(rows)
         found = seen.found
         by_conf = by_confidence(ref.confidence[found], engine_labels=labels_of[split_row][found], direct=ref.direct[found],
@@ -106,17 +106,22 @@ def run(args: argparse.Namespace) -> dict:
 def _recognizer(args: argparse.Namespace):
     from engine.api import EmotionRecognizer, EngineOptions
     from engine.classify.classifier import ClassifierOptions
+    from engine.core.types import RunningMode
+    from engine.faces.crop import CropOptions
     from engine.faces.detect import DetectorOptions
 
     return EmotionRecognizer.create(EngineOptions(
+        running_mode=RunningMode.IMAGE, crop=CropOptions(views=1),
         classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision, tta=args.tta),
         detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl, video=False,
                                  tiles=args.tiles)))
 
 
-def _pick_faces(rec, args: argparse.Namespace, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
-    """`--n` faces of the split (48x48 grey), their true labels, and the generator that goes on to place them."""
+def _pick_faces(rec, args: argparse.Namespace, labels: tuple[str, ...]):
+    """`--n` faces of the split (48x48 grey), their true labels, their FER+ majority labels (-1: none; None without
+    a ferplus.csv), and the generator that goes on to place them."""
     from models.data import load_split
+    from models.evaluate import ferplus_votes
 
     data = load_split(args.data, args.split, labels, quiet=True)
     if len(data) == 0:
@@ -124,9 +129,10 @@ def _pick_faces(rec, args: argparse.Namespace, labels: tuple[str, ...]) -> tuple
     rng = np.random.default_rng(args.seed)
     pick = np.sort(rng.permutation(len(data))[: min(args.n, len(data))])
     faces, truth = data.x[pick, :, :, 0], data.y[pick]
+    votes = ferplus_votes(data.subset(pick)) if data.files else None
     print(f"crop_agreement: {len(faces)} {args.split} faces from {rel(args.data)}, model {rel(rec.classifier.path)} "
           f"({rec.classifier.backend}), detector {getattr(rec.detector, 'impl', '?')} ({args.detector})", file=sys.stderr)
-    return faces, truth, rng
+    return faces, truth, (votes.majority if votes is not None else None), rng
 
 
 def _reference(rec, faces: np.ndarray, tta: bool) -> Reference:
@@ -194,7 +200,8 @@ def _detect(rec, frames: Frames, n: int) -> Seen:
     return seen
 
 
-def _sweep(rec, args: argparse.Namespace, seen: Seen, direct: np.ndarray, truth: np.ndarray) -> tuple[list[dict], dict[int, np.ndarray]]:
+def _sweep(rec, args: argparse.Namespace, seen: Seen, direct: np.ndarray, truth: np.ndarray,
+           majority: np.ndarray | None = None) -> tuple[list[dict], dict[int, np.ndarray]]:
     """4. the engine's crop + classify for every grid point: (rows, row -> the engine's label per face)."""
     from engine.faces.crop import CropOptions
 
@@ -220,8 +227,17 @@ def _sweep(rec, args: argparse.Namespace, seen: Seen, direct: np.ndarray, truth:
                     "default": is_default,
                     "agreement": float((engine[sel] == direct[sel]).mean()),
                     "engine_accuracy": float((engine[sel] == truth[sel]).mean()),
+                    **_ferplus_accuracy(engine, majority, sel),
                 })
     return rows, labels_of
+
+
+def _ferplus_accuracy(engine: np.ndarray, majority: np.ndarray | None, sel: np.ndarray) -> dict:
+    """The engine's accuracy against the FER+ majority of ten annotators on the detected faces that have one."""
+    if majority is None:
+        return {}
+    m = sel & (majority >= 0)
+    return {"engine_ferplus_accuracy": float((engine[m] == majority[m]).mean()) if m.any() else None, "ferplus_faces": int(m.sum())}
 
 
 def _mark_best(rows: list[dict]) -> tuple[dict, int]:

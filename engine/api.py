@@ -61,7 +61,7 @@ class EngineOptions:
         stills = self.running_mode is RunningMode.IMAGE
         return replace(
             self,
-            detector=replace(self.detector, video=not stills),
+            detector=replace(self.detector, video=self.detector.video and not stills),  # photos: IMAGE detector mode
             crop=replace(self.crop, views=self.crop.views or (STILL_VIEWS if stills else 1)),
             tracker=replace(self.tracker, ema=1.0) if stills else self.tracker,
         )
