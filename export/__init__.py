@@ -3,16 +3,7 @@ verify every file against Keras with the runtime that will run it.
 
     python -m export --model runs/n/emotion.keras [--out DIR] [--formats tflite-int8,onnx-fp32]
 
-`export.run.export_model` is the library entry point (also used by `models.train --export`).
+`export.run.export_model` is the library entry point (also used by `models.train --export`); the
+steps are export.prepare, export.convert, export.verify and export.report. Nothing is imported here,
+so `import export` stays free of numpy and TensorFlow.
 """
-from __future__ import annotations
-
-__all__ = ["FORMATS", "export_model"]
-
-
-def __getattr__(name: str):  # keep `import export` free of numpy/TF until something is used
-    if name in __all__:
-        from export import run
-
-        return getattr(run, name)
-    raise AttributeError(name)

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from export.run import export_model, parse_formats
+    from export.prepare import parse_formats
+    from export.run import export_model
 
     export_model(
         args.model,

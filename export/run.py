@@ -9,7 +9,8 @@ conversion or a failed parity check leaves the output folder as it was.
 The formats, their file names and parity limits are the table in `engine/core/formats.py`; the steps:
 `export/prepare.py` (arguments, the model, the faces), `export/convert.py` (one converter per
 format), `export/verify.py` (each file against Keras), `export/report.py` (export_report.json/.md).
-The names other code imported from here before the split are still importable from here.
+This module orchestrates them and owns what is already in the output folder (earlier exports kept
+or removed); import each step's names from its own module.
 """
 from __future__ import annotations
 
@@ -19,38 +20,21 @@ import shutil
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from engine.core.contract import SPEC_NAME, ModelSpec, sha256_file
 from engine.core.errors import UserError
-from engine.core.formats import (
-    BATCH_TOLERANCE, FLOAT_MIN_AGREEMENT, FLOAT_TIE_MARGIN, INT8_MAX_DROP, by_name, exported,
-)
+from engine.core.formats import by_name, exported
 from engine.core.logs import log
-from export.convert import (
-    ONNX_OPSET, Job, convert_all, convert_onnx_fp32, convert_onnx_int8, convert_tflite, import_tf, tflite_io,
-)
-from export.prepare import (
-    FORMATS, SEED, calib_source, check_options, load_checked_model, load_faces, parse_formats, source_spec,
-    stratified_indices,
-)
-from export.report import (
-    REPORT_JSON, REPORT_MD, build_report, export_record, format_markdown, format_table,
-)
-from export.verify import check_rows, ferplus_row, keras_probabilities, verify_all, verify_artifact
+from export.convert import Job, convert_all, import_tf
+from export.prepare import FORMATS, Faces, calib_source, check_options, load_checked_model, load_faces, parse_formats, source_spec
+from export.report import REPORT_JSON, REPORT_MD, build_report, export_record, format_markdown, format_table
+from export.verify import check_rows, ferplus_row, keras_probabilities, verify_all
 from models.metrics import classification_report
-
-#: What other code and tests import from here (most of it lives in the step modules now).
-__all__ = [
-    "BATCH_TOLERANCE", "FLOAT_MIN_AGREEMENT", "FLOAT_TIE_MARGIN", "FORMATS", "FORMAT_KIND", "INT8_MAX_DROP", "ONNX_OPSET",
-    "REPORT_JSON", "REPORT_MD", "SEED", "check_rows", "convert_onnx_fp32", "convert_onnx_int8", "convert_tflite",
-    "export_model", "format_markdown", "format_table", "parse_formats", "stratified_indices", "tflite_io",
-    "verify_artifact",
-]
-#: format -> (backend, precision) as the engine names them
-FORMAT_KIND: dict[str, tuple[str, str]] = {a.name: (a.backend, a.precision) for a in exported()}
-
 
 # --------------------------------------------------------------------------- earlier exports in --out
 
@@ -165,6 +149,87 @@ def _export_spec(src: ModelSpec, model_path: Path) -> ModelSpec:
     )
 
 
+@dataclass
+class Reference:
+    """Keras on the validation faces: what every exported file is compared with."""
+    probs: np.ndarray
+    accuracy: float
+    balanced: float
+
+
+def _keras_reference(model, val) -> Reference:
+    """Keras's own answers and accuracy on the validation faces (logged: it takes a while on a big split)."""
+    log(f"running Keras on {len(val)} validation faces...")
+    probs = keras_probabilities(model, val.x)
+    quality = classification_report(val.y, probs.argmax(1), val.labels)
+    return Reference(probs, quality["accuracy"], quality["balanced_accuracy"])
+
+
+def _convert_and_check(job: Job, formats: tuple[str, ...], faces: Faces, keras: Reference, threads: int, check: bool,
+                       out: Path) -> tuple[dict, list[str]]:
+    """Every format converted into the temporary folder and verified against Keras: (rows, failures).
+    A failed parity check with `check` is a UserError (nothing written); without it, a warning."""
+    convert_all(job, formats)
+    rows = verify_all(job.files, faces.val, keras.probs, threads, job.io, faces.val_seen, faces.val_votes)
+    failures = check_rows(rows, keras.accuracy)
+    if failures and check:
+        raise UserError(
+            f"export check failed: {'; '.join(failures)}. Nothing was written to {out} (pass --no-check to export anyway)"
+        )
+    for f in failures:
+        log(f"warning: {f} (--no-check: exporting anyway)")
+    return rows, failures
+
+
+def _keep_and_write_report(report: dict, spec: ModelSpec, previous: ModelSpec | None, files: dict, out: Path, tmp: Path,
+                           t_start: float) -> set[str]:
+    """labels.json's export record (earlier exports of the same model kept in it), export_report.json/.md,
+    all in the temporary folder; returns the formats kept from an earlier export."""
+    spec.extra["export"] = export_record(report)
+    kept = _keep_earlier_exports(previous, spec.source_sha256, files, out)
+    if kept:
+        log(f"  kept {', '.join(a['format'] for a in kept)} from an earlier export of the same model")
+    spec.extra["export"]["artifacts"] += kept
+    report["artifacts"].update(_earlier_report_rows(out, {a["format"] for a in kept}))
+    spec.save(tmp)
+    report["seconds"] = round(time.time() - t_start, 1)
+    (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+    (tmp / REPORT_MD).write_text(format_markdown(report))
+    return {a["format"] for a in kept}
+
+
+def _move_into_place(tmp: Path, out: Path, files: dict, kept: set[str]) -> None:
+    """The temporary folder's files into `out` (labels.json last), then exports of another model removed."""
+    shutil.rmtree(tmp / ".work")
+    out.mkdir(parents=True, exist_ok=True)
+    moved = [p for p in tmp.iterdir() if p.name != SPEC_NAME] + [tmp / SPEC_NAME]  # sidecar last
+    for p in moved:
+        os.replace(p, out / p.name)
+    _remove_stale_exports(out, files, kept)
+
+
+def _export_in(tmp: Path, model, model_path: Path, spec_src: ModelSpec, faces: Faces, keras: Reference, out: Path,
+               settings: dict) -> tuple[dict, dict, ModelSpec]:
+    """Every file of the export made in `tmp` (nothing in `out` yet): (report without the kept formats, files per
+    format, the labels.json to write)."""
+    (tmp / ".work").mkdir()
+    spec = _export_spec(spec_src, model_path)
+    spec.save(tmp)  # the runtimes' classifiers read it during verification
+
+    job = Job(model, model_path.name, tuple(spec_src.labels), faces.calib_x, tmp, tmp / ".work")
+    rows, failures = _convert_and_check(job, tuple(settings["formats"]), faces, keras, settings["threads"], settings["check"], out)
+    keras_name = model_path.name
+    if out.resolve() != model_path.parent.resolve():
+        keras_name = by_name("keras").file
+        shutil.copy2(model_path, tmp / keras_name)
+    report = build_report(model_path=model_path, out=out, spec=spec, keras_file=keras_name, keras_acc=keras.accuracy,
+                          calib_faces=len(faces.calib_x), pixel_range=faces.pixel_range, verify_faces=len(faces.val),
+                          rows=rows, failures=failures, settings=settings, keras_balanced=keras.balanced)
+    if faces.val_votes is not None:
+        report["keras"]["ferplus"] = ferplus_row(keras.probs, faces.val_votes)
+    return report, job.files, spec
+
+
 def export_model(
     model_path: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
@@ -191,66 +256,23 @@ def export_model(
     t_start = time.time()
     import_tf()
     model, spec_src = load_checked_model(model_path, spec_src)
-    labels = tuple(spec_src.labels)
-    faces = load_faces(calib_path, labels, calib_size, verify_size, cache_dir)
-    val = faces.val
-    log(f"running Keras on {len(val)} validation faces...")
-    keras_probs = keras_probabilities(model, val.x)
-    keras_quality = classification_report(val.y, keras_probs.argmax(1), val.labels)
-    keras_acc, keras_balanced = keras_quality["accuracy"], keras_quality["balanced_accuracy"]
+    faces = load_faces(calib_path, tuple(spec_src.labels), calib_size, verify_size, cache_dir)
+    keras = _keras_reference(model, faces.val)
+    settings = {"formats": list(formats), "calib": str(calib_path), "calib_size": calib_size,
+                "verify_size": verify_size, "threads": threads, "check": check}
 
     out_abs = out.resolve()
     previous = _previous_export(out)
     out_abs.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_abs.name}.export-", dir=out_abs.parent))
     try:
-        work = tmp / ".work"
-        work.mkdir()
-        spec = _export_spec(spec_src, model_path)
-        spec.save(tmp)  # the runtimes' classifiers read it during verification
-
-        job = Job(model, model_path.name, labels, faces.calib_x, tmp, work)
-        convert_all(job, formats)
-        rows = verify_all(job.files, val, keras_probs, threads, job.io, faces.val_seen, faces.val_votes)
-        failures = check_rows(rows, keras_acc)
-        if failures and check:
-            raise UserError(
-                f"export check failed: {'; '.join(failures)}. Nothing was written to {out} (pass --no-check to export anyway)"
-            )
-        for f in failures:
-            log(f"warning: {f} (--no-check: exporting anyway)")
-
-        keras_name = model_path.name
-        if out_abs != model_path.parent.resolve():
-            keras_name = by_name("keras").file
-            shutil.copy2(model_path, tmp / keras_name)
-        settings = {"formats": list(formats), "calib": str(calib_path), "calib_size": calib_size,
-                    "verify_size": verify_size, "threads": threads, "check": check}
-        report = build_report(model_path=model_path, out=out, spec=spec, keras_file=keras_name, keras_acc=keras_acc,
-                              calib_faces=len(faces.calib_x), pixel_range=faces.pixel_range, verify_faces=len(val),
-                              rows=rows, failures=failures, settings=settings, keras_balanced=keras_balanced)
-        if faces.val_votes is not None:
-            report["keras"]["ferplus"] = ferplus_row(keras_probs, faces.val_votes)
-        spec.extra["export"] = export_record(report)
-        kept = _keep_earlier_exports(previous, spec.source_sha256, job.files, out)
-        if kept:
-            log(f"  kept {', '.join(a['format'] for a in kept)} from an earlier export of the same model")
-        spec.extra["export"]["artifacts"] += kept
-        report["artifacts"].update(_earlier_report_rows(out, {a["format"] for a in kept}))
-        spec.save(tmp)
-        report["seconds"] = round(time.time() - t_start, 1)
-        (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
-        (tmp / REPORT_MD).write_text(format_markdown(report))
-
-        shutil.rmtree(work)
-        out.mkdir(parents=True, exist_ok=True)
-        moved = [p for p in tmp.iterdir() if p.name != SPEC_NAME] + [tmp / SPEC_NAME]  # sidecar last
-        for p in moved:
-            os.replace(p, out / p.name)
-        _remove_stale_exports(out, job.files, {a["format"] for a in kept})
+        report, files, spec = _export_in(tmp, model, model_path, spec_src, faces, keras, out, settings)
+        kept = _keep_and_write_report(report, spec, previous, files, out, tmp, t_start)
+        _move_into_place(tmp, out, files, kept)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(format_table(report), flush=True)
-    log(f"exported {len(rows)} file(s) to {out} in {report['seconds']:.0f}s ({REPORT_MD}, {SPEC_NAME})")
+    # report["artifacts"] is every verified file's row, plus the rows of formats kept from an earlier export
+    log(f"exported {len(report['artifacts'])} file(s) to {out} in {report['seconds']:.0f}s ({REPORT_MD}, {SPEC_NAME})")
     return report

@@ -3,7 +3,7 @@
 Targets are one-hot (label-smoothed) answers, mixed with a teacher's probabilities when there is
 one: a Keras teacher run on each augmented batch, a teacher pool (augmented copies labelled once,
 models.distill), or fixed soft labels per face (`--soft-labels`: out-of-fold answers of teachers
-that never trained on the face, models.gpu_teacher), which still get fresh augmentation every epoch.
+that never trained on the face, models.teacher.oof), which still get fresh augmentation every epoch.
 """
 from __future__ import annotations
 
@@ -22,17 +22,24 @@ def class_weights(y, n: int, mode: str):
     return (w / (w * counts).sum() * counts.sum()).astype(np.float32)  # mean weight per sample = 1
 
 
+def _check_sources(teacher, soft, fixed) -> None:
+    """One source of answers besides the label: a teacher, a pool (soft) or fixed soft labels; or fixed votes mixed
+    with a teacher (FER+ votes with a distillation teacher)."""
+    if sum(v is not None for v in (soft, fixed, teacher)) > 1 and not (fixed is not None and teacher is not None and soft is None):
+        raise ValueError("make_dataset: one source of teacher answers: a teacher, a pool (soft) or fixed soft labels "
+                         "(or fixed votes with a teacher)")
+
+
 def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=None, soft=None,
                  skip_batches: int = 0, fixed=None, mix: float | None = None):
-    """Batches of (faces, targets[, weights]) for a models.train.TrainOptions `opts`. `teacher`: a Keras
+    """Batches of (faces, targets[, weights]) for a models.options.TrainOptions `opts`. `teacher`: a Keras
     model run on each augmented batch; `soft`: teacher probabilities already computed for `x` (a teacher
     pool, whose faces are augmented already: only a random mirror is added), repeated without end; a
     resumed run skips the batches its earlier epochs used, so it goes on through the pool instead of
     replaying its start; `fixed`: one soft label per face of `x` (out-of-fold teachers), the faces
     augmented as without a teacher (the label is the face's, whatever its framing), e.g. FER+ vote shares;
     `mix`: the weight of those answers against the one-hot label (default opts.teacher_weight)."""
-    if sum(v is not None for v in (soft, fixed, teacher)) > 1:
-        raise ValueError("make_dataset: one source of teacher answers: a teacher, a pool (soft) or fixed soft labels")
+    _check_sources(teacher, soft, fixed)
     import tensorflow as tf
 
     from models.consistency import VIEW_LEVEL, VIEW_RESAMPLE, paired
@@ -60,11 +67,17 @@ def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=
             xb = aug(xb)
         if pool:  # pool faces are augmented already
             xb = tf.image.random_flip_left_right(xb, seed=opts.seed)
+        elif teacher is not None and pb is not None:  # votes and a teacher: W x votes + (1 - W) x the teacher's answer
+            w = opts.teacher_weight if mix is None else mix
+            return _finish(xb, w * tf.cast(pb, tf.float32) + (1 - w) * tf.cast(teacher(xb, training=False), tf.float32), yb)
         elif teacher is not None:
             pb = teacher(xb, training=False)
         if pb is not None:
             w = opts.teacher_weight if mix is None else mix
             target = w * tf.cast(pb, tf.float32) + (1 - w) * target
+        return _finish(xb, target, yb)
+
+    def _finish(xb, target, yb):
         if train and opts.mixup > 0:
             lam = tf.random.uniform([], 0.0, opts.mixup)
             idx = tf.random.shuffle(tf.range(tf.shape(xb)[0]))

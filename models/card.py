@@ -175,24 +175,41 @@ def quality_rows(m: dict, report: dict | None, crop: dict | None) -> list[str]:
                 f"| through the engine (hard crop benchmark) | label = direct label on **{row['agreement'] * 100:.1f}%** of "
                 f"{_count(crop.get('detected'))} detected faces at the default crop (margin {d.get('margin')}, shift "
                 f"{d.get('shift_y')}, {pr.get('views', 1)} view, {pr.get('precision', '?')} {pr.get('backend', '')}); engine accuracy "
-                f"{row['engine_accuracy'] * 100:.1f}%; detector miss {crop.get('miss_rate', 0) * 100:.1f}%; label kept on the "
+                f"{row['engine_accuracy'] * 100:.1f}%"
+                + (f" (FER+ majority {row['engine_ferplus_accuracy'] * 100:.1f}%)" if row.get("engine_ferplus_accuracy") is not None else "")
+                + f"; detector miss {crop.get('miss_rate', 0) * 100:.1f}%; label kept on the "
                 f"mirror image {crop.get('flip_agreement', 0) * 100:.1f}% (`benchmarks/crop_agreement.py --scenes hard`, {crop.get('date', '')[:10]}) |")
     return rows
 
 
-def write_card(run: Path, title: str | None = None, ship_as: str | None = None) -> Path:
-    run = Path(run)
-    spec = ModelSpec.load(run)
-    metrics_path = run / "metrics.json"
-    if not metrics_path.is_file():
-        raise UserError(f"{run} has no metrics.json: run python -m models.evaluate first")
-    m = json.loads(metrics_path.read_text())
-    tta = json.loads((run / "metrics_tta.json").read_text()) if (run / "metrics_tta.json").is_file() else None
-    report = json.loads((run / "export_report.json").read_text()) if (run / "export_report.json").is_file() else None
-    crop = json.loads((run / CROP_NAME).read_text()) if (run / CROP_NAME).is_file() else None
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _how_made_rows(extra: dict, opts: dict) -> list[str]:
+    """The row that says how the model was made: an ensemble's members, a blend's parents, or a trained run's
+    epochs and training setup."""
+    members = extra.get("ensemble") or []
+    blend = extra.get("interpolate")
+    if members:
+        return [f"| members | {len(members)} networks, probabilities averaged in one model (`python -m models.ensemble`) |"]
+    if blend:
+        return ["| made by | `python -m models.interpolate`: "
+                + (f"{blend['alpha']:g} x A + {1 - blend['alpha']:g} x B in weight space" if blend.get("b") else "model A")
+                + (f", logit adjustment tau {blend['tau']:g}" if blend.get("tau") else "")
+                + "".join(f", {c} {v:+g}" for c, v in (blend.get("class_bias") or {}).items()) + " (see Recipe) |"]
+    rows = [f"| epochs | {extra.get('epochs_run', '?')} run of {opts.get('epochs', '?')} scheduled; best epoch kept |"]
+    speed = extra.get("speed")
+    if speed:
+        timed = "; ".join(f"{k}: {v:.0f}" for k, v in (speed.get("timings") or {}).items())
+        rows.append(f"| training setup | {label(speed['precision'], speed['jit'])} ({speed.get('how', 'given')}"
+                    + (f"; images/s timed: {timed}" if timed else "") + ") |")
+    return rows
+
+
+def _summary(spec: ModelSpec, name: str, m: dict, tta: dict | None, report: dict | None, crop: dict | None) -> list[str]:
+    """The card's title, where it comes from and its table of figures."""
     extra = spec.extra or {}
-    opts = extra.get("options", {})
-    name = title or f"{spec.arch} ({len(spec.labels)} classes)"
     lines = [
         f"# Model card: {name}",
         "",
@@ -210,24 +227,14 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
     lines += quality_rows(m, report, crop)
     if tta:
         lines.append(f"| with flip TTA | {tta['accuracy'] * 100:.2f}% (Keras float; the engine does this with `--tta`, off by default) |")
-    members = extra.get("ensemble") or []
-    blend = extra.get("interpolate")
-    if members:
-        lines.append(f"| members | {len(members)} networks, probabilities averaged in one model (`python -m models.ensemble`) |")
-    elif blend:
-        lines.append("| made by | `python -m models.interpolate`: "
-                     + (f"{blend['alpha']:g} x A + {1 - blend['alpha']:g} x B in weight space" if blend.get("b") else "model A")
-                     + (f", logit adjustment tau {blend['tau']:g}" if blend.get("tau") else "")
-                     + "".join(f", {c} {v:+g}" for c, v in (blend.get("class_bias") or {}).items()) + " (see Recipe) |")
-    else:
-        lines.append(f"| epochs | {extra.get('epochs_run', '?')} run of {opts.get('epochs', '?')} scheduled; best epoch kept |")
-        speed = extra.get("speed")
-        if speed:
-            timed = "; ".join(f"{k}: {v:.0f}" for k, v in (speed.get("timings") or {}).items())
-            lines.append(f"| training setup | {label(speed['precision'], speed['jit'])} ({speed.get('how', 'given')}"
-                         + (f"; images/s timed: {timed}" if timed else "") + ") |")
-    lines += [
-        f"| source sha256 | `{spec.source_sha256}` |",
+    lines += _how_made_rows(extra, extra.get("options", {}))
+    lines.append(f"| source sha256 | `{spec.source_sha256}` |")
+    return lines
+
+
+def _data_and_classes(run: Path, m: dict, opts: dict, members: list[dict]) -> list[str]:
+    """## Data (what it trained and was validated on) and ## Per-class report, with its plots."""
+    lines = [
         "",
         "## Data",
         "",
@@ -250,18 +257,30 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
                   "![confusion matrix against the FER+ majority](confusion_ferplus.png) ![reliability](reliability.png)", ""]
     if (run / "curves.png").is_file():
         lines += ["![loss and accuracy per epoch](curves.png)", ""]
-    if members:
-        lines += _ensemble_recipe(members, ship_as)
-    elif blend:
-        lines += _blend_recipe(blend, spec.arch, ship_as)
-    else:
-        lines += ["## Recipe", "", "```"]
-        lines += [f"{k}: {opts[k]}" for k in sorted(opts) if k not in ("data", "out", "cache_dir")]
-        lines += ["```", "", "Retrain and re-export (one step; the run folder can be passed to `--model` of the engine):", "", "```bash",
-                  retrain_command(opts, f"runs/{spec.arch}"), "```", ""]
-        if ship_as:
-            lines += ["then refresh the shipped copy and this card:", "", "```bash",
-                      f"python -m models.card runs/{spec.arch} --ship {ship_as}", "```", ""]
+    return lines
+
+
+def _recipe(spec: ModelSpec, ship_as: str | None) -> list[str]:
+    """## Recipe: how to make this model again (an ensemble's members, a blend's parents, or a training run)."""
+    extra = spec.extra or {}
+    opts = extra.get("options", {})
+    if extra.get("ensemble"):
+        return _ensemble_recipe(extra["ensemble"], ship_as)
+    if extra.get("interpolate"):
+        return _blend_recipe(extra["interpolate"], spec.arch, ship_as)
+    lines = ["## Recipe", "", "```"]
+    lines += [f"{k}: {opts[k]}" for k in sorted(opts) if k not in ("data", "out", "cache_dir")]
+    lines += ["```", "", "Retrain and re-export (one step; the run folder can be passed to `--model` of the engine):", "", "```bash",
+              retrain_command(opts, f"runs/{spec.arch}"), "```", ""]
+    if ship_as:
+        lines += ["then refresh the shipped copy and this card:", "", "```bash",
+                  f"python -m models.card runs/{spec.arch} --ship {ship_as}", "```", ""]
+    return lines
+
+
+def _notes_and_exports(run: Path, report: dict | None) -> list[str]:
+    """## Notes (the trainer's NOTES.md) and ## Exports (export_report.md without its title)."""
+    lines = []
     notes = run / NOTES_NAME
     if notes.is_file():  # what the run's own files cannot say (e.g. a schedule changed mid-run), written by its trainer
         lines += ["## Notes", "", notes.read_text().strip(), ""]
@@ -270,6 +289,26 @@ def write_card(run: Path, title: str | None = None, ship_as: str | None = None) 
         if body and body[0].startswith("# "):
             body = body[1:]  # the report's own title; this section has one
         lines += ["## Exports", "", *body, ""]
+    return lines
+
+
+def write_card(run: Path, title: str | None = None, ship_as: str | None = None) -> Path:
+    """MODEL_CARD.md in `run` from its labels.json, metrics and export report (see the module docstring)."""
+    run = Path(run)
+    spec = ModelSpec.load(run)
+    metrics_path = run / "metrics.json"
+    if not metrics_path.is_file():
+        raise UserError(f"{run} has no metrics.json: run python -m models.evaluate first")
+    m = json.loads(metrics_path.read_text())
+    tta = _read_json(run / "metrics_tta.json")
+    report = _read_json(run / "export_report.json")
+    crop = _read_json(run / CROP_NAME)
+    extra = spec.extra or {}
+    name = title or f"{spec.arch} ({len(spec.labels)} classes)"
+    lines = _summary(spec, name, m, tta, report, crop)
+    lines += _data_and_classes(run, m, extra.get("options", {}), extra.get("ensemble") or [])
+    lines += _recipe(spec, ship_as)
+    lines += _notes_and_exports(run, report)
     path = run / CARD_NAME
     path.write_text("\n".join(lines) + "\n")
     return path

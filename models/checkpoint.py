@@ -1,9 +1,9 @@
-"""A training run's folder and its per-epoch bookkeeping (used by models.train).
+"""A training run's folder and its per-epoch bookkeeping (used by models.trainer).
 
     out/last.keras        the model with its optimizer state after the newest epoch (what --resume loads)
     out/best.keras        the model of the best validation accuracy so far
     out/train_state.json  {"epoch", "options", "history", "best"}: what --resume continues from
-    out/emotion.keras     the final float32 model (written by models.train at the end)
+    out/emotion.keras     the final float32 model (written by models.finalize at the end)
 
 `Checkpoint` sets each epoch's learning rate and, after it, saves last (+ best when the validation
 accuracy improved), appends the epoch's numbers to the history, writes the state file, and stops the
@@ -59,7 +59,7 @@ class Checkpoint:
     Args:
         model: the Keras model being fit (saved, and told to stop).
         out: the run folder.
-        opts: the run's models.train.TrainOptions (epochs, patience; saved whole in the state file).
+        opts: the run's models.options.TrainOptions (epochs, patience; saved whole in the state file).
         history: the run's history so far ({metric: [one value per epoch]}); appended to in place.
         schedule: epoch -> learning rate (a pure function of the epoch, which makes resuming exact).
     """

@@ -113,7 +113,7 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
 
 def read_soft_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(face keys, probabilities, class names) of a soft-label file; anything else is one sentence.
-    Cheap: models.train calls it before any slow setup, as it checks --teacher and --init."""
+    Cheap: models.trainer calls it before any slow setup, as it checks --teacher and --init."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--soft-labels {path} does not exist (python -m models.gpu_teacher oof writes one)")
@@ -134,7 +134,7 @@ def soft_labels(ds: Dataset, path: str | Path) -> np.ndarray:
     models.data read the class folders in different orders. Identical faces (FER2013 has duplicates) get
     the mean of their labels. Classes outside `ds.labels` are dropped and each row renormalised."""
     from models.data import face_keys
-    from models.gpu_teacher import find_keys
+    from models.teacher.folds import find_keys
 
     keys, probs, names = read_soft_labels(path)
     missing = [c for c in ds.labels if c not in names]

@@ -20,7 +20,7 @@ from engine.core.cliargs import Parser
 from engine.core.contract import SPEC_NAME, ModelSpec, parse_classes, sha256_file
 from engine.core.errors import UserError, cli_main
 from models.card import NOTES_NAME, SHIP_FILES, SHIP_GLOBS
-from models.train import FINAL_NAME
+from models.checkpoint import FINAL_NAME
 
 #: files in --out that describe a model (what the card ships, plus the TTA confusion matrix), not the
 #: model itself nor its trainer's notes: an earlier ensemble's are removed before a new one is written
@@ -50,7 +50,7 @@ def build_ensemble(members: Sequence[Path], out: Path) -> ModelSpec:
     """Nest the members under one input, average their probabilities, save model + spec in `out`."""
     from engine.core.keras_io import load_keras
     from models.archs import count_macs
-    from models.train import save_model_atomic
+    from models.checkpoint import save_model_atomic
 
     import keras
 

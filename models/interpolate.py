@@ -99,8 +99,9 @@ def build_parser() -> Parser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _checked_inputs(args) -> tuple[Path, Path, float, dict[str, float], ModelSpec]:
+    """(model A, model B (A again without B), alpha, class biases, A's spec): every flag checked, one sentence
+    each, before Keras loads."""
     if args.b is None and args.alpha not in (None, 1.0):
         raise UserError(f"--alpha {args.alpha} needs a model B to blend with")
     if args.b is not None and args.alpha is None:
@@ -124,9 +125,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec_a, spec_b = ModelSpec.load(a.parent), ModelSpec.load(b.parent)
     if list(spec_a.labels) != list(spec_b.labels):
         raise UserError(f"the models have different classes ({', '.join(spec_a.labels)} vs {', '.join(spec_b.labels)})")
+    if Path(args.out).resolve() in (a.parent.resolve(), b.parent.resolve()):
+        raise UserError(f"--out {Path(args.out)} holds a parent model: write the blend to a folder of its own")
+    return a, b, alpha, biases, spec_a
+
+
+def _blend_spec(args, a: Path, b: Path, alpha: float, biases: dict[str, float], spec_a: ModelSpec, prior, shift,
+                out: Path) -> ModelSpec:
+    """labels.json of the blend: A's contract and cost, and an `interpolate` record of how it was made."""
+    labels = list(spec_a.labels)
+    extra = {k: v for k, v in (spec_a.extra or {}).items() if k in ("macs", "params")}
+    extra["interpolate"] = {
+        "a": str(a), "b": str(b) if args.b else None, "a_sha256": sha256_file(a), "b_sha256": sha256_file(b) if args.b else None,
+        "alpha": alpha,
+        "tau": args.tau, "class_bias": biases, "prior": None if prior is None else [round(float(p), 6) for p in prior],
+        "shift": [round(float(s), 6) for s in shift], "data": args.data,
+    }
+    if args.data:  # where export calibrates int8 and the card says the data came from, as for a trained run
+        extra["options"] = {"data": args.data, "classes": labels}
+    spec = ModelSpec(labels=labels, arch=spec_a.arch, extra=extra)
+    spec.source_sha256 = sha256_file(out / "emotion.keras")
+    return spec
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    a, b, alpha, biases, spec_a = _checked_inputs(args)
     out = Path(args.out)
-    if out.resolve() in (a.parent.resolve(), b.parent.resolve()):
-        raise UserError(f"--out {out} holds a parent model: write the blend to a folder of its own")
 
     from engine.core.keras_io import load_keras
     from models.checkpoint import save_model_atomic
@@ -139,18 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         adjust_head(model, shift)
     out.mkdir(parents=True, exist_ok=True)
     save_model_atomic(model, out / "emotion.keras")
-    extra = {k: v for k, v in (spec_a.extra or {}).items() if k in ("macs", "params")}
-    extra["interpolate"] = {
-        "a": str(a), "b": str(b) if args.b else None, "a_sha256": sha256_file(a), "b_sha256": sha256_file(b) if args.b else None,
-        "alpha": alpha,
-        "tau": args.tau, "class_bias": biases, "prior": None if prior is None else [round(float(p), 6) for p in prior],
-        "shift": [round(float(s), 6) for s in shift], "data": args.data,
-    }
-    if args.data:  # where export calibrates int8 and the card says the data came from, as for a trained run
-        extra["options"] = {"data": args.data, "classes": labels}
-    spec = ModelSpec(labels=labels, arch=spec_a.arch, extra=extra)
-    spec.source_sha256 = sha256_file(out / "emotion.keras")
-    spec.save(out)
+    _blend_spec(args, a, b, alpha, biases, spec_a, prior, shift, out).save(out)
     print(f"wrote {out / 'emotion.keras'}: " + (f"{alpha:g} x {a} + {1 - alpha:g} x {b}" if args.b else str(a))
           + (f", logits + {np.round(shift, 3).tolist()}" if shift.any() else ""))
     if args.data:

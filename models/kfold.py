@@ -6,7 +6,7 @@ without one fold, label only that fold. The GPU path (`models.gpu_teacher train 
 PyTorch ResNets in one lease; this is the same split for the Keras architectures, resumable epoch by
 epoch across sessions (`--resume`), so a machine without a GPU can make the labels over days.
 
-The split is models.gpu_teacher.fold_of's, computed on FER2013 class numbers and face digests: it does
+The split is models.teacher.folds.fold_of's, computed on FER2013 class numbers and face digests: it does
 not depend on the order the faces were read in, so a Keras fold I and a PyTorch fold I leave out
 exactly the same faces, and `python -m models.gpu_teacher oof` averages any mix of them.
 """
@@ -21,7 +21,7 @@ from engine.core.contract import FER_CLASSES
 from engine.core.errors import UserError
 from engine.core.preprocess import flip_answers
 from models.data import Dataset, face_keys
-from models.gpu_teacher import fold_of
+from models.teacher.folds import fold_of
 
 #: what a run writes beside emotion.keras: its answers for the held-out fold and for validation
 ANSWERS_NAME = "fold_answers.npz"

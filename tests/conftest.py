@@ -77,7 +77,8 @@ def tiny_export_dir(tmp_path_factory, fer_root) -> Path:
     if missing:
         pytest.skip(f"building a test model needs {', '.join(missing)} (pip install '.[train]')")
     from export.run import export_model
-    from models.train import TrainOptions, train
+    from models.options import TrainOptions
+    from models.trainer import train
 
     base = tmp_path_factory.mktemp("tiny-model")
     run_dir = train(TrainOptions(data=str(fer_root), out=str(base / "run"), arch="emonet_n", epochs=1, limit=30,

@@ -22,7 +22,9 @@ if _missing:  # checked without importing: TensorFlow takes seconds to import at
 from engine.classify.classifier import ClassifierOptions, create_classifier, open_model_file  # noqa: E402
 from engine.core.contract import ModelSpec  # noqa: E402
 from engine.core.errors import UserError, cli_main  # noqa: E402
-from export.run import FORMATS, REPORT_JSON, REPORT_MD, export_model  # noqa: E402
+from export.prepare import FORMATS  # noqa: E402
+from export.report import REPORT_JSON, REPORT_MD  # noqa: E402
+from export.run import export_model  # noqa: E402
 
 FILES = {
     "tflite-fp32": "emotion_fp32.tflite",
@@ -38,7 +40,8 @@ TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.12}
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, fer_root) -> Path:
     """A 1-epoch emonet_n on 30 faces per class: seconds to train, real weights and labels.json."""
-    from models.train import TrainOptions, train
+    from models.options import TrainOptions
+    from models.trainer import train
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     opts = TrainOptions(data=str(fer_root), out=str(out), arch="emonet_n", epochs=1, limit=30, batch=32,

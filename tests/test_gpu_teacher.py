@@ -1,4 +1,4 @@
-"""The GPU teacher's data pack (models.gpu_teacher pack/load): what crosses to the GPU machine must
+"""The GPU teacher's data pack (`models.gpu_teacher pack`, models.teacher.pack.load): what crosses to the GPU machine must
 decode to exactly the faces training reads here. Training and ONNX export need PyTorch, which is
 not a project dependency; they were checked on the lent GPU (see the tool's docstring)."""
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 
 from engine.core.contract import FER_CLASSES
 from engine.core.errors import cli_main
-from models.gpu_teacher import load, run
+from models.gpu_teacher import run
+from models.teacher.pack import load
 
 
 def _jpeg_tree(root: Path, faces: np.ndarray, per_class: int = 2) -> Path:
@@ -59,7 +60,7 @@ def test_pack_refuses_a_file_with_another_header_and_a_missing_pack(tmp_path, fa
 
 # ---------------------------------------------------------------------------- out-of-fold teachers
 def test_folds_are_stratified_and_the_same_for_every_net():
-    from models.gpu_teacher import fold_of
+    from models.teacher.folds import fold_of
 
     y = np.repeat(np.arange(7), [40, 5, 41, 72, 48, 32, 50])
     f = fold_of(y, 4)
@@ -75,7 +76,7 @@ def _fold_run(path: Path, y: np.ndarray, folds: int, fold: int, probs: np.ndarra
     """What `train --folds K --fold I` writes (weights left out): its answers for the held-out fold only."""
     import json
 
-    from models.gpu_teacher import fold_of
+    from models.teacher.folds import fold_of
 
     idx = np.flatnonzero(fold_of(y, folds) == fold)
     meta = dict(arch="resnet", width=8, folds=folds, fold=fold)
@@ -88,7 +89,7 @@ def test_out_of_fold_labels_reach_each_face_in_the_trainers_order(tmp_path, face
     models.data reads the class folders in another order than the pack."""
     from models.data import load_split
     from models.distill import soft_labels
-    from models.gpu_teacher import merge_oof
+    from models.teacher.oof import merge_oof
 
     root = _jpeg_tree(tmp_path / "fer", faces)
     pack = tmp_path / "fer.npz"
@@ -154,7 +155,7 @@ def test_kfold_script_trains_labels_and_exports_on_the_cpu(tmp_path, faces):
 def test_identical_faces_share_a_fold():
     """FER2013 holds exact duplicates (~8% of its training faces): a net must not 'never have seen' a face
     whose twin it trained on, so copies go to one fold, dealt with the class most of them carry."""
-    from models.gpu_teacher import fold_of
+    from models.teacher.folds import fold_of
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 7, 400)
@@ -181,7 +182,7 @@ def test_fold_flags_are_checked_in_one_sentence(tmp_path, argv, message, capsys)
 
 def test_a_foreign_soft_label_file_is_one_sentence(tmp_path, fer_root, capsys):
     from models.distill import read_soft_labels
-    from models.gpu_teacher import merge_oof
+    from models.teacher.oof import merge_oof
 
     bad = [tmp_path / "text.npz", tmp_path / "array.npy", tmp_path / "other.npz", tmp_path / "short.npz"]
     bad[0].write_text("not a zip")

@@ -44,8 +44,9 @@ def kfold_runs(tmp_path_factory, fer_root):
 
 def test_a_keras_fold_holds_out_the_gpu_tools_fold_and_answers_only_it(kfold_runs):
     from models.data import face_keys
-    from models.gpu_teacher import fold_of, load
     from models.kfold import ANSWERS_NAME
+    from models.teacher.folds import fold_of
+    from models.teacher.pack import load
 
     root, pack, runs = kfold_runs
     x, y = load(pack, "train")  # the pack's order (FER class order), not models.data's
@@ -78,8 +79,9 @@ def test_a_keras_fold_holds_out_the_gpu_tools_fold_and_answers_only_it(kfold_run
 def test_oof_merges_keras_folds_alone_and_beside_a_gpu_fold(kfold_runs, tmp_path):
     from models.data import face_keys, load_split
     from models.distill import soft_labels
-    from models.gpu_teacher import load, merge_oof
     from models.kfold import ANSWERS_NAME
+    from models.teacher.oof import merge_oof
+    from models.teacher.pack import load
 
     root, pack, runs = kfold_runs
     files = [r / ANSWERS_NAME for r in runs]
@@ -96,7 +98,7 @@ def test_oof_merges_keras_folds_alone_and_beside_a_gpu_fold(kfold_runs, tmp_path
     # a PyTorch fold (pack positions) and a Keras fold (pixel keys) of the same k merge: 2 answers for fold 1
     x, y = load(pack, "train")
     _, yv = load(pack, "validation")
-    from models.gpu_teacher import fold_of
+    from models.teacher.folds import fold_of
 
     fold = fold_of(y, 2, face_keys(x))  # what `gpu_teacher train --folds 2 --fold 1` holds out (pack positions)
     gpu = tmp_path / "gpu1.npz"

@@ -82,7 +82,8 @@ def test_rep_training_ships_the_plain_net_and_its_recipe(fer_root, tmp_path):
     from models import reparam
     from models.archs import ARCHS, count_macs
     from models.data import load_split
-    from models.train import TrainOptions, _limit, train
+    from models.options import TrainOptions
+    from models.trainer import limit_per_class, train
 
     opts = TrainOptions(data=str(fer_root), out=str(tmp_path / "a"), arch="emonet_t", epochs=1, limit=30,
                         classes=parse_classes("3"), precision="float32", jit="off", rep=True,
@@ -93,15 +94,15 @@ def test_rep_training_ships_the_plain_net_and_its_recipe(fer_root, tmp_path):
     assert [w.shape for w in shipped.get_weights()] == [w.shape for w in ARCHS["emonet_t"](3).get_weights()]
     spec = ModelSpec.load(out)
     assert spec.extra["macs"] == count_macs(ARCHS["emonet_t"](3))
-    val = _limit(load_split(fer_root, "validation", parse_classes("3"), tmp_path / "cache", quiet=True), 8, opts.seed)
+    val = limit_per_class(load_split(fer_root, "validation", parse_classes("3"), tmp_path / "cache", quiet=True), 8, opts.seed)
     acc = float((shipped.predict(val.x.astype("float32"), verbose=0).argmax(1) == val.y).mean())
     assert abs(acc - spec.extra["best_val_accuracy"]) < 1e-6
     assert "    --rep \\\n" in (out / "MODEL_CARD.md").read_text()
 
     twin = reparam.build("emonet_t", 3)
     opts_b = TrainOptions(**{**opts.__dict__, "out": str(tmp_path / "b"), "init": str(out / "emotion.keras"), "epochs": 0})
-    from models.train import _init_from
+    from models.trainer import init_from
 
-    _init_from(twin, opts_b)
+    init_from(twin, opts_b)
     x = val.x[:8].astype("float32")
     np.testing.assert_allclose(twin.predict(x, verbose=0), shipped.predict(x, verbose=0), atol=1e-5)

@@ -244,7 +244,8 @@ def test_one_epoch_trains_saves_reloads_and_resumes(fer_root, tmp_path):
 
 @pytest.mark.skipif(not HAVE_TF, reason="evaluation needs tensorflow")
 def test_evaluate_cli_writes_report_and_plots(fer_root, tmp_path):
-    from models.train import TrainOptions, train
+    from models.options import TrainOptions
+    from models.trainer import train
 
     run = train(TrainOptions(data=str(fer_root), out=str(tmp_path / "run"), arch="seed5", epochs=1, limit=20,
                              precision="float32", jit=False, cache_dir=str(tmp_path / "cache")))
@@ -295,7 +296,7 @@ def test_teacher_pool_labels_augmented_copies_once_and_trains_on_them(fer_root, 
 
     # a resumed pool run continues the pool where it stopped: epoch 2 sees other batches than epoch 1 did
     from models.batches import make_dataset
-    from models.train import TrainOptions
+    from models.options import TrainOptions
 
     opts = TrainOptions(data="", out="", batch=8, seed=3, teacher_pool=2)
     targets = lambda ds: [t.numpy() for _, t in ds]  # noqa: E731 - which faces a batch holds (the mirror is random)
@@ -358,7 +359,8 @@ def test_ensemble_averages_its_members_in_one_model(fer_root, tmp_path):
     run it started from); mismatched members are one sentence."""
     import keras
 
-    from models.train import TrainOptions, train
+    from models.options import TrainOptions
+    from models.trainer import train
 
     common = dict(data=str(fer_root), arch="emonet_n", epochs=1, limit=20, batch=32, precision="float32", jit=False,
                   augment="light", cache_dir=str(tmp_path / "cache"))
@@ -510,7 +512,7 @@ def test_consistency_training_pairs_every_batch_and_resumes(fer_root, tmp_path):
     twice), the run saves, resumes from a checkpoint compiled with the custom loss under
     safe_mode, and the card's recipe repeats the flag."""
     from models.batches import make_dataset
-    from models.train import TrainOptions
+    from models.options import TrainOptions
 
     faces = np.random.default_rng(0).integers(0, 256, (10, 48, 48, 1), dtype=np.uint8)
     labels = np.arange(10) % 7

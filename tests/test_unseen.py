@@ -58,7 +58,8 @@ def test_training_and_evaluate_report_accuracy_on_faces_not_copied_from_training
     """Two training faces copied into validation: training's metrics.json, the evaluate CLI and the card
     all count them apart (plus any copies the sample already holds, found here by decoding the files)."""
     from models.card import write_card
-    from models.train import TrainOptions, train
+    from models.options import TrainOptions
+    from models.trainer import train
 
     tree = tmp_path / "tree"
     for split in ("train", "validation"):
@@ -100,7 +101,8 @@ def test_training_and_evaluate_report_accuracy_on_faces_not_copied_from_training
 @pytest.mark.skipif(not HAVE_TF, reason="evaluation of a Keras model needs tensorflow")
 def test_evaluate_without_a_training_split_says_so_in_one_note(fer_root, tmp_path):
     """Only validation/ here (a user's own labelled set): the usual report, one note, no unseen figure."""
-    from models.train import TrainOptions, train
+    from models.options import TrainOptions
+    from models.trainer import train
 
     run = train(TrainOptions(data=str(fer_root), out=str(tmp_path / "run"), arch="seed5", epochs=1, limit=10,
                              precision="float32", jit=False, cache_dir=str(tmp_path / "cache")))
