@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.api import EmotionRecognizer
+from engine.cli.mqtt_flags import add_mqtt_options, mqtt_options_from_args, start_mqtt, stop_mqtt
 from engine.cli.options import add_engine_options, flag_error, options_from_args, output_options
 from engine.core.cliargs import Parser, nonneg_float, positive_int
 from engine.core.errors import OptionError, UserError, cli_main
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--serve-max-clients", type=positive_int, default=4, metavar="N",
                    help="video streams (and, separately, event streams) served at once; more get 503 [4]")
 
+    add_mqtt_options(p)  # --mqtt ...: engine/cli/mqtt_flags.py
+
     s = p.add_argument_group("sound cues")
     s.add_argument("--sound", action="store_true", help="play a voice clip matching a face's (stable) emotion")
     s.add_argument("--sound-dir", help="folder with <emotion>/*.wav clips [the shipped set]")
@@ -113,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     planned = planned_mode(args.source)
     with _flag_errors():  # nothing is open yet: a bad option or a refused output leaves every file untouched
         engine = options_from_args(args, planned)
+        args.mqtt_options = mqtt_options_from_args(args)
         check_targets(output_options(args, planned, False), args.source, planned)
         source = open_source(SourceOptions(args.source, args.width, args.height, args.fps, args.loop))
     closers = [source.close]
@@ -152,11 +156,16 @@ def _run(args, opts, source, closers: list, t_launch: float, serve=None) -> int:
         live = LiveServer.start(serve)
         closers.append(live.close)
         live.describe(source=source.name, live=source.live)
+    mqtt = start_mqtt(args.mqtt_options, source, log)  # before the models load: no broker is one line, at once
+    if mqtt is not None:
+        closers.append(lambda: stop_mqtt(mqtt, log))
     # The models load before any output file is opened: a model that fails to load (missing, corrupt,
     # wrong shape) leaves an earlier run's --jsonl/--output untouched instead of truncating it.
     rec = EmotionRecognizer.create(opts)
     closers.append(rec.close)
-    outputs = Outputs.open(output_options(args, source.mode, display), source, rec.labels, log=log, live=live)
+    if mqtt is not None:
+        mqtt.labels = list(rec.labels)
+    outputs = Outputs.open(output_options(args, source.mode, display), source, rec.labels, log=log, live=live, mqtt=mqtt)
     closers.append(outputs.close)
     log(f"emotion-engine: source {source.name} ({'live' if source.live else 'file'}), "
         f"model {Path(rec.classifier.path).name} on {rec.classifier.backend}, detector {rec.detector.impl}"

@@ -35,13 +35,15 @@ ENGINE_LAYERS = {
     "faces": {"core"},
     "classify": {"core"},
     "sound": {"core"},
+    "mqtt": {"core"},  # MqttSink and its publisher: paho-mqtt behind a bounded queue (engine.io's Outputs gets it handed in)
     "io": {"core", "faces", "sound"},
     "serve": {"core", "io"},
     "api": {"core", "faces", "classify"},
     "pipeline": {"core", "api", "io"},
-    "cli": {"core", "faces", "classify", "io", "sound", "api"},
+    "cli": {"core", "faces", "classify", "io", "sound", "api", "mqtt"},
     "run": {"core", "api", "cli", "io", "pipeline", "serve", "sound"},
     "batch": {"core", "faces", "classify", "io", "api", "cli", "pipeline"},
+    "service": {"core", "mqtt", "run"},  # python -m engine.service: a systemd unit that runs engine.run
     "__init__": set(),  # the public names load lazily (importlib), nothing at import time
 }
 #: the size limits the redesign set (issue #36): a module or function past them has more than one concern

@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from engine.api import STILL_VIEWS, EngineOptions
+from engine.cli.mqtt_flags import MQTT_FLAGS
 from engine.classify.classifier import BACKENDS, DEFAULT_MODEL, PRECISIONS, ClassifierOptions
 from engine.core.cliargs import fraction, nonneg_float, open_range, positive_int
 from engine.core.errors import OptionError, UserError
@@ -39,6 +40,7 @@ FLAGS = {
     "SourceOptions.spec": "--source", "SourceOptions.width": "--width", "SourceOptions.height": "--height",
     "SourceOptions.fps": "--fps", "SourceOptions.loop": "--loop",
 }
+FLAGS.update(MQTT_FLAGS)  # --mqtt and friends (engine.cli.mqtt_flags)
 #: OutputOptions field -> flag (engine.run's sink errors)
 OUTPUT_FLAGS = {k.split(".", 1)[1]: v for k, v in FLAGS.items() if k.startswith("OutputOptions.")}
 

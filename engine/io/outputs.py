@@ -150,13 +150,14 @@ class Outputs:
         self.window: WindowSink | None = None
         self.cues = None
         self.live = None  # engine.serve.live.LiveServer (--serve): owned, started and closed by the caller
+        self.mqtt = None  # engine.mqtt.MqttSink (--mqtt): owned, connected and closed by the caller
         self.first_out: float | None = None  # perf_counter() when the first frame came out
         self.interrupted = False  # set by the caller: an interrupted run does not wait for sound
         self._last_t = 0.0
 
     @classmethod
     def open(cls, options: OutputOptions, source: Source, labels: Sequence[str],
-             log: Callable[[str], None] | None = None, live=None) -> "Outputs":
+             log: Callable[[str], None] | None = None, live=None, mqtt=None) -> "Outputs":
         """Open the sinks `options` asks for, for frames of `source` (labels: the model's, for sound cues).
 
         Args:
@@ -166,11 +167,13 @@ class Outputs:
           log: progress lines (none by default).
           live: a started `engine.serve.live.LiveServer` that also gets every frame and its JSONL record (--serve);
             the caller owns it.
+          mqtt: a connected `engine.mqtt.MqttSink` that gets every frame record (--mqtt); the caller owns it.
         Raises:
           OutputError: a sink that cannot be opened, naming its OutputOptions field.
         """
         self = cls(source, log or (lambda _msg: None))
         self.live = live
+        self.mqtt = mqtt
         try:
             if options.sound is not None:
                 from engine.sound.cues import SoundCues
@@ -234,6 +237,8 @@ class Outputs:
         if self.jsonl is not None:
             with _naming("jsonl"):
                 self.jsonl.write(event)
+        if self.mqtt is not None:  # queues messages only: its own threads talk to the broker
+            self.mqtt.write(pkt, event)
         if self.live is not None:  # references only: it encodes on its own thread, and only for viewers
             self.live.write(pkt.image if image is None else image, pkt.faces, pkt.ms, event, annotated=image is not None)
         if self.stills:
