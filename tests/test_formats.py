@@ -53,7 +53,7 @@ def test_a_missing_file_the_wheel_does_not_carry_says_where_it_is(tmp_path, monk
     hint = "the pip package carries int8/fp16 files only"
     for backend, precision, hinted in (("tflite", "fp32", True), ("onnx", "fp32", True), ("keras", "int8", True),
                                        ("tflite", "int8", False), ("onnx", "fp16", False)):
-        with pytest.raises(UserError, match=f"has no {artifact_name(backend, precision)} for --backend {backend}") as err:
+        with pytest.raises(UserError, match=f"has no {artifact_name(backend, precision)} for backend {backend}") as err:
             resolve_model(ClassifierOptions(model=tmp_path / "m", backend=backend, precision=precision))
         assert (hint in str(err.value)) == hinted, (backend, precision, str(err.value))
 
