@@ -69,9 +69,9 @@ def child(path: str, batch: int, invokes: int) -> None:
     import numpy as np
 
     from engine.core.cpu import isa_class
-    from engine.core.litert import load_tflite_interpreter
+    from engine.core.litert import open_interpreter
 
-    it = load_tflite_interpreter(path, 1)
+    it = open_interpreter(path, 1)[0]
     inp = it.get_input_details()[0]
     shape = [batch] + [int(d) for d in inp["shape"][1:]]
     if int(inp["shape"][0]) != batch:

@@ -173,9 +173,9 @@ class _FerModel:
     same LiteRT loader and thread setting as ours, so only the network differs."""
 
     def __init__(self, path: Path, threads: int):
-        from engine.core.litert import load_tflite_interpreter
+        from engine.core.litert import open_interpreter
 
-        self._it = load_tflite_interpreter(path, threads)
+        self._it = open_interpreter(path, threads)[0]
         self._in = self._it.get_input_details()[0]["index"]
         self._out = self._it.get_output_details()[0]["index"]
         self._n = 1

@@ -78,10 +78,10 @@ def convert_tflite(model, precision: str, path: Path, calib_x: np.ndarray | None
 
 def tflite_io(path: Path) -> dict:
     """Input/output dtype, quantization and shape signature of a .tflite, via the runtime."""
-    from engine.core.litert import load_tflite_interpreter
+    from engine.core.litert import open_interpreter
 
     with quiet():
-        it = load_tflite_interpreter(path, 1)
+        it = open_interpreter(path, 1)[0]
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     scale, zero = inp["quantization"]
     return {

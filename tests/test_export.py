@@ -124,10 +124,10 @@ def test_each_artifact_runs_with_its_runtime_at_batch_1_and_4(exported, keras_re
 
 
 def test_int8_tflite_takes_raw_uint8_bytes(exported):
-    from engine.core.litert import load_tflite_interpreter
+    from engine.core.litert import open_interpreter
 
     out, _ = exported
-    it = load_tflite_interpreter(out / FILES["tflite-int8"], 1)
+    it = open_interpreter(out / FILES["tflite-int8"], 1)[0]
     inp, outp = it.get_input_details()[0], it.get_output_details()[0]
     assert inp["dtype"] == np.uint8
     assert inp["quantization"] == (1.0, 0)

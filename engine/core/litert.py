@@ -64,8 +64,3 @@ def open_interpreter(path: str | os.PathLike, threads: int = 1, allocate: bool =
     except ValueError as exc:  # what the runtimes raise for a file that is not a model
         raise UserError(f"{path} is not a TFLite model {runtime} can load: {exc}") from exc
     return interp, runtime
-
-
-def load_tflite_interpreter(path: str | os.PathLike, threads: int = 1, allocate: bool = True):
-    """An interpreter for the .tflite file at `path` (`open_interpreter` without the runtime name)."""
-    return open_interpreter(path, threads, allocate)[0]
