@@ -19,10 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.faces.blazeface import DETECTOR_DIR, DETECTOR_MODELS, LiteRTFaceDetector  # noqa: F401 (DETECTOR_DIR: re-exported)
+from engine.faces.blazeface import DETECTOR_MODELS, LiteRTFaceDetector
 from engine.core.errors import OptionError, UserError
 from engine.faces.follow import BoxFollower, FollowOptions, work_image
-from engine.core.geometry import iou, nms  # noqa: F401 (iou: engine.faces.detect.iou, re-exported)
+from engine.core.geometry import nms
 from engine.core.types import Detection, FaceDetector
 
 
