@@ -14,6 +14,7 @@ portraits that install with scikit-image and matplotlib.
 """
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -90,6 +91,33 @@ def two_face_frame(height: int = 360) -> np.ndarray:
     """
     return side_by_side(head_and_shoulders(astronaut(), 228, 120, 150),
                         head_and_shoulders(grace_hopper(), 262, 228, 230), height=height)
+
+
+def write_drifting_clip(path: Path, frames: int = 40, height: int = 300) -> Path:
+    """An MJPG AVI of the two packaged portraits drifting 20 px right and back: a real video file for engine runs
+    that must not need the shared media."""
+    base = two_face_frame(height=height)
+    h, w = base.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (w + 40, h))
+    assert writer.isOpened()
+    for i in range(frames):
+        frame = np.full((h, w + 40, 3), 128, np.uint8)
+        x = i if i < 20 else 40 - i
+        frame[:, x : x + w] = base
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2, nothing on stderr but one 'error: ...' sentence, no traceback; each fragment in that sentence."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+    return lines[0]
 
 
 class CameraRig:

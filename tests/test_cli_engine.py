@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fakes import astronaut, grace_hopper, media, two_face_frame
+from fakes import assert_one_line_error, astronaut, grace_hopper, media, two_face_frame
 from engine.core.contract import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,17 +36,6 @@ def run_cli(*args, timeout: float = 120, env: dict | None = None, code: str | No
     cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "engine.run"]
     return subprocess.run([*cmd, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Exit 2, nothing on stderr but one 'error: ...' sentence, no traceback."""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    for frag in fragments:
-        assert frag in lines[0], lines[0]
-    return lines[0]
 
 
 def engine_lines(stderr: str) -> list[str]:

@@ -20,11 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from fakes import two_face_frame
+from fakes import write_drifting_clip
 
 paho = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install -e '.[mqtt]')")
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
@@ -141,17 +139,7 @@ def jsonl(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """40 frames of the two packaged portraits drifting, as an MJPG AVI (no shared media needed)."""
-    base = two_face_frame(height=300)
-    h, w = base.shape[:2]
-    path = tmp_path_factory.mktemp("clip") / "two_faces.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (w + 40, h))
-    for i in range(CLIP_FRAMES):
-        frame = np.full((h, w + 40, 3), 128, np.uint8)
-        x = i if i < 20 else 40 - i
-        frame[:, x : x + w] = base
-        writer.write(frame)
-    writer.release()
-    return path
+    return write_drifting_clip(tmp_path_factory.mktemp("clip") / "two_faces.avi", CLIP_FRAMES)
 
 
 # --------------------------------------------------------------------------- a whole run: topics, keys, discovery

@@ -26,7 +26,7 @@ import pytest
 from engine.pipeline import Pipeline, PipelineOptions
 from engine.io.sources import Source
 from engine.core.types import RunningMode
-from fakes import astronaut
+from fakes import assert_one_line_error, astronaut
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_FRAMES = 25
@@ -39,17 +39,6 @@ def run_module(module: str, *args, timeout: float = 90) -> subprocess.CompletedP
                               text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"python -m {module} {' '.join(map(str, args))} still running after {timeout:.0f} s ({exc.stderr!r:.300})")
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Exit 2 and nothing on stderr but one 'error: ...' sentence."""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    for frag in fragments:
-        assert frag in lines[0], lines[0]
-    return lines[0]
 
 
 def digest(path: Path) -> str:
@@ -161,7 +150,7 @@ def test_an_http_video_file_plays_again_only_with_loop(server, tmp_path):
 def test_an_http_file_without_frames_is_an_error_at_once(server):
     """Before: 0 frames, no error, and a reopen storm (391,097 GETs in 11 minutes)."""
     t0 = time.monotonic()
-    one_line_error(run_module("engine.run", "--source", f"http://{server.url}/notvideo.mp4", "--no-display", timeout=60),
+    assert_one_line_error(run_module("engine.run", "--source", f"http://{server.url}/notvideo.mp4", "--no-display", timeout=60),
                    f"http://{server.url}/notvideo.mp4")
     assert time.monotonic() - t0 < 30 and server.gets <= 4, server.gets
 
@@ -171,7 +160,7 @@ def test_an_http_mp4_the_server_cannot_seek_in_is_an_error_at_once(site):
     reads no frame. That is one sentence, not an endless reconnect."""
     srv = Server(site, ranges=False)
     try:
-        one_line_error(run_module("engine.run", "--source", f"http://{srv.url}/clip.mp4", "--no-display", timeout=60),
+        assert_one_line_error(run_module("engine.run", "--source", f"http://{srv.url}/clip.mp4", "--no-display", timeout=60),
                        "cannot read any frame")
         assert srv.gets <= 4, srv.gets
     finally:
@@ -190,7 +179,7 @@ def test_url_credentials_never_show(server, tmp_path):
     assert not [s for s in secrets if s in shown], shown
     assert f"http://***@{server.url}/clip.mp4?token=***&id=7" in proc.stderr, proc.stderr
     bad = url.replace("clip.mp4", "missing.mp4")
-    line = one_line_error(run_module("engine.run", "--source", bad, "--no-display", timeout=60), "missing.mp4")
+    line = assert_one_line_error(run_module("engine.run", "--source", bad, "--no-display", timeout=60), "missing.mp4")
     assert not [s for s in secrets if s in line], line
 
 
@@ -278,7 +267,7 @@ def test_an_output_that_would_destroy_the_input_or_has_the_wrong_kind_is_refused
     before = {p: digest(p) for p in inputs.rglob("*") if p.is_file()}
     proc = subprocess.run([sys.executable, "-m", "engine.run", "--source", source, "--no-display", *flags], cwd=inputs,
                           capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
-    one_line_error(proc, fragment)
+    assert_one_line_error(proc, fragment)
     assert {p: digest(p) for p in inputs.rglob("*") if p.is_file()} == before, "an input changed"
     assert not (inputs / "x.jpg").exists() and not (inputs / "x.txt").exists() and not (inputs / "frames").exists()
     assert not (inputs / "photos" / "annotated").exists()
@@ -293,7 +282,7 @@ def test_a_fifo_source_is_refused_at_once(tmp_path):
     fifo = tmp_path / "f"
     os.mkfifo(fifo)
     t0 = time.monotonic()
-    one_line_error(run_module("engine.run", "--source", fifo, "--no-display", timeout=30), "named pipe")
+    assert_one_line_error(run_module("engine.run", "--source", fifo, "--no-display", timeout=30), "named pipe")
     assert time.monotonic() - t0 < 30
 
 
@@ -331,7 +320,7 @@ def test_export_to_an_unwritable_place_is_one_sentence_before_any_work(tmp_path,
     places = [blocker / "out"] + ([Path("/proc/x")] if Path("/proc").is_dir() else [])
     for out in places:
         t0 = time.monotonic()
-        one_line_error(run_module("export", "--model", model, "--calib", fer_root, "--out", out, timeout=300), "--out")
+        assert_one_line_error(run_module("export", "--model", model, "--calib", fer_root, "--out", out, timeout=300), "--out")
         assert time.monotonic() - t0 < 20, "checked before TensorFlow loads"
         assert not out.exists()
 
@@ -341,7 +330,7 @@ def test_export_names_a_corrupt_model_before_missing_calibration_data(tmp_path):
     for name, data in (("corrupt.keras", b"not a model\n" * 10), ("emptyzip.keras", b"PK\x05\x06" + bytes(18))):
         model = tmp_path / name
         model.write_bytes(data)
-        one_line_error(run_module("export", "--model", model, timeout=120), "is not a loadable Keras model")
+        assert_one_line_error(run_module("export", "--model", model, timeout=120), "is not a loadable Keras model")
 
 
 def test_a_folder_whose_photos_are_all_unreadable_is_an_error(tmp_path):

@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -28,7 +27,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fakes import MEDIA, TWO_FACE_CLIP, two_face_frame
+from fakes import MEDIA, TWO_FACE_CLIP, write_drifting_clip
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "engine" / "zoo" / "emonet_f"
@@ -51,18 +50,7 @@ def clip(tmp_path_factory) -> Path:
     """The shared 2-face clip, or 40 frames of the two packaged portraits drifting, as an MJPG AVI."""
     if (MEDIA / TWO_FACE_CLIP).is_file():
         return MEDIA / TWO_FACE_CLIP
-    base = two_face_frame(height=300)
-    h, w = base.shape[:2]
-    path = tmp_path_factory.mktemp("clip") / "two_faces.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (w + 40, h))
-    assert writer.isOpened()
-    for i in range(40):
-        frame = np.full((h, w + 40, 3), 128, np.uint8)
-        x = i if i < 20 else 40 - i
-        frame[:, x : x + w] = base
-        writer.write(frame)
-    writer.release()
-    return path
+    return write_drifting_clip(tmp_path_factory.mktemp("clip") / "two_faces.avi", 40)
 
 
 class Engine:

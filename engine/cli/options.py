@@ -96,16 +96,8 @@ def _faces_group(d) -> None:
 
 def options_from_args(args: argparse.Namespace, mode: RunningMode) -> EngineOptions:
     """`EngineOptions` for a source of this RunningMode from the flags `add_engine_options` defined: a plain
-    mapping (the mode's rules are EngineOptions'); a bad value is an OptionError naming the field."""
-    return EngineOptions(
-        running_mode=mode,
-        classifier=ClassifierOptions(model=args.model, backend=args.backend, precision=args.precision, threads=args.threads,
-                                     tta=args.tta),
-        detector=DetectorOptions(model=args.detector, min_score=args.min_face_score, impl=args.detector_impl,
-                                 tiles=args.tiles, threads=args.threads, every=args.detect_every),
-        crop=CropOptions(margin=args.margin, align=not args.no_align, views=args.views),
-        tracker=TrackerOptions(ema=args.ema, hysteresis=args.hysteresis),
-    )
+    mapping through DEST_FIELDS (the mode's rules are EngineOptions'); a bad value is an OptionError naming the field."""
+    return engine_options(mode, **engine_flags(args))
 
 
 #: engine flag (argparse dest) -> (EngineOptions part, field, how the flag's value becomes the field's)
