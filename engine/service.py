@@ -74,7 +74,7 @@ def unit_text(run_args: Sequence[str], user: bool, env_file: Path, python: str =
         "[Service]", "Type=simple", *who, f"WorkingDirectory={workdir}", f"EnvironmentFile=-{env_file}",
         "Environment=PYTHONUNBUFFERED=1", f"ExecStart={cmd}",
         "Restart=on-failure", "RestartSec=5", "KillSignal=SIGTERM", "KillMode=mixed", "TimeoutStopSec=20",
-        "StandardOutput=journal", "StandardError=journal", f"SyslogIdentifier=emotion-engine", "",
+        "StandardOutput=journal", "StandardError=journal", "SyslogIdentifier=emotion-engine", "",
         "[Install]", f"WantedBy={'default.target' if user else 'multi-user.target'}", "",
     ]
     return "\n".join(lines)

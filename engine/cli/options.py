@@ -37,7 +37,7 @@ FLAGS = {
     "TrackerOptions.ema": "--ema", "TrackerOptions.hysteresis": "--hysteresis",
     "OutputOptions.video": "--output", "OutputOptions.images": "--output", "OutputOptions.jsonl": "--jsonl",
     "OutputOptions.sound": "--sound-out",
-    "SourceOptions.spec": "--source", "SourceOptions.width": "--width", "SourceOptions.height": "--height",
+    "SourceOptions.source": "--source", "SourceOptions.width": "--width", "SourceOptions.height": "--height",
     "SourceOptions.fps": "--fps", "SourceOptions.loop": "--loop",
 }
 FLAGS.update(MQTT_FLAGS)  # --mqtt and friends (engine.cli.mqtt_flags)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from engine.core.errors import UserError
+from engine.core.errors import OptionError, UserError
 from engine.core.types import RunningMode
 from engine.core.urls import redact
 from engine.io.capture import configure_camera, open_capture
@@ -59,7 +59,7 @@ def sample_image_path() -> Path:
 
         return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     except Exception:
-        raise UserError("--source sample needs matplotlib's sample data: pip install matplotlib") from None
+        raise OptionError("SourceOptions", "source", "sample needs matplotlib's sample data: pip install matplotlib") from None
 
 
 class Source:
@@ -244,7 +244,7 @@ class PiCameraSource(Source):
         try:
             from picamera2 import Picamera2  # type: ignore
         except ImportError:
-            raise UserError("--source picam needs Picamera2: sudo apt install python3-picamera2 (and create the venv with --system-site-packages)") from None
+            raise OptionError("SourceOptions", "source", "picam needs Picamera2: sudo apt install python3-picamera2 (and create the venv with --system-site-packages)") from None
         self._cls = Picamera2
         self._opts = opts
         self.name = "picam"
@@ -358,9 +358,9 @@ def open_source(opts: SourceOptions, opener: Callable | None = None) -> Source:
     for name in ("width", "height"):
         v = getattr(opts, name)
         if v is not None and v <= 0:
-            raise UserError(f"--{name} must be positive")
+            raise OptionError("SourceOptions", name, "must be positive")
     if opts.fps is not None and opts.fps <= 0:
-        raise UserError("--fps must be positive")
+        raise OptionError("SourceOptions", "fps", "must be positive")
     if spec == "picam":
         return PiCameraSource(opts)
     if spec == "sample":
