@@ -31,14 +31,16 @@ def _check_sources(teacher, soft, fixed) -> None:
 
 
 def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=None, soft=None,
-                 skip_batches: int = 0, fixed=None, mix: float | None = None):
+                 skip_batches: int = 0, fixed=None, mix: float | None = None, weight_y=None):
     """Batches of (faces, targets[, weights]) for a models.options.TrainOptions `opts`. `teacher`: a Keras
     model run on each augmented batch; `soft`: teacher probabilities already computed for `x` (a teacher
     pool, whose faces are augmented already: only a random mirror is added), repeated without end; a
     resumed run skips the batches its earlier epochs used, so it goes on through the pool instead of
     replaying its start; `fixed`: one soft label per face of `x` (out-of-fold teachers), the faces
     augmented as without a teacher (the label is the face's, whatever its framing), e.g. FER+ vote shares;
-    `mix`: the weight of those answers against the one-hot label (default opts.teacher_weight)."""
+    `mix`: the weight of those answers against the one-hot label (default opts.teacher_weight); `weight_y`: the
+    class that picks each face's entry of `weights` when it is not its label `y` (FER+ votes: the vote majority,
+    because the rare classes of the votes, fear and disgust, are not the rare classes of FER2013's labels)."""
     _check_sources(teacher, soft, fixed)
     import tensorflow as tf
 
@@ -46,7 +48,8 @@ def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=
 
     pool = soft is not None
     soft = fixed if soft is None else soft
-    ds = tf.data.Dataset.from_tensor_slices((x, y) if soft is None else (x, y, soft))
+    wy = y if weight_y is None else weight_y
+    ds = tf.data.Dataset.from_tensor_slices((x, y, wy) if soft is None else (x, y, wy, soft))
     if train:
         ds = ds.shuffle(len(y), seed=opts.seed, reshuffle_each_iteration=True)
     if pool:
@@ -60,7 +63,7 @@ def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=
     cw = tf.constant(weights) if weights is not None else None
     view = Augment(VIEW_LEVEL, opts.seed + 11, VIEW_RESAMPLE) if train and opts.consistency > 0 else None
 
-    def prep(xb, yb, pb=None):
+    def prep(xb, yb, wyb, pb=None):
         xb = tf.cast(xb, tf.float32)
         target = tf.one_hot(yb, n_classes) * (1 - smooth) + smooth / n_classes
         if aug is not None and aug.active:
@@ -69,21 +72,21 @@ def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=
             xb = tf.image.random_flip_left_right(xb, seed=opts.seed)
         elif teacher is not None and pb is not None:  # votes and a teacher: W x votes + (1 - W) x the teacher's answer
             w = opts.teacher_weight if mix is None else mix
-            return _finish(xb, w * tf.cast(pb, tf.float32) + (1 - w) * tf.cast(teacher(xb, training=False), tf.float32), yb)
+            return _finish(xb, w * tf.cast(pb, tf.float32) + (1 - w) * tf.cast(teacher(xb, training=False), tf.float32), wyb)
         elif teacher is not None:
             pb = teacher(xb, training=False)
         if pb is not None:
             w = opts.teacher_weight if mix is None else mix
             target = w * tf.cast(pb, tf.float32) + (1 - w) * target
-        return _finish(xb, target, yb)
+        return _finish(xb, target, wyb)
 
-    def _finish(xb, target, yb):
+    def _finish(xb, target, wyb):
         if train and opts.mixup > 0:
             lam = tf.random.uniform([], 0.0, opts.mixup)
             idx = tf.random.shuffle(tf.range(tf.shape(xb)[0]))
             xb = (1 - lam) * xb + lam * tf.gather(xb, idx)
             target = (1 - lam) * target + lam * tf.gather(target, idx)
-        wb = tf.gather(cw, yb) if cw is not None else None
+        wb = tf.gather(cw, wyb) if cw is not None else None
         if opts.consistency > 0:  # every batch paired, validation with itself (see models.consistency)
             return paired(xb, target, wb, view)
         return (xb, target) if wb is None else (xb, target, wb)

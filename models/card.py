@@ -95,6 +95,8 @@ def _blend_recipe(blend: dict, arch: str, ship_as: str | None) -> list[str]:
     """The two parents (files and sha256 as they were) and the commands that blend, export and describe them."""
     flags = ([f"--alpha {blend['alpha']!r}"] if blend.get("b") else []) + ([f"--tau {blend['tau']!r}"] if blend.get("tau") else [])
     flags += [f"--class-bias {c}={v!r}" for c, v in (blend.get("class_bias") or {}).items()]
+    if blend.get("keep_clear"):
+        flags.append(f"--keep-clear {blend['keep_clear']['reference']}")
     if blend.get("data"):
         flags.append(f"--data {blend['data']}")
     run = f"runs/{arch}_blend"
@@ -186,6 +188,19 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _keep_clear_text(kept: dict | None) -> str:
+    """The clause a card gives a --keep-clear head: the offsets and what they kept, fitted on the validation faces."""
+    if not kept:
+        return ""
+    labels_bias = ", ".join(f"{v:+.2f}" for v in kept["bias"])
+    after, floors = kept["after"]["clear_correct"], kept["floors"]
+    kept_all = all(after.get(k, 0) >= n for k, n in floors.items())
+    return (f"; per-class logit offsets ({labels_bias}) fitted on the validation votes so that clear expressions are "
+            f"recognised at least as often as by `{kept['reference']}` ({'all kept' if kept_all else 'not all kept'}; "
+            f"FER+ majority {kept['before']['ferplus_accuracy'] * 100:.2f}% -> {kept['after']['ferplus_accuracy'] * 100:.2f}% float, "
+            f"the same faces)")
+
+
 def _how_made_rows(extra: dict, opts: dict) -> list[str]:
     """The row that says how the model was made: an ensemble's members, a blend's parents, or a trained run's
     epochs and training setup."""
@@ -197,7 +212,8 @@ def _how_made_rows(extra: dict, opts: dict) -> list[str]:
         return ["| made by | `python -m models.interpolate`: "
                 + (f"{blend['alpha']:g} x A + {1 - blend['alpha']:g} x B in weight space" if blend.get("b") else "model A")
                 + (f", logit adjustment tau {blend['tau']:g}" if blend.get("tau") else "")
-                + "".join(f", {c} {v:+g}" for c, v in (blend.get("class_bias") or {}).items()) + " (see Recipe) |"]
+                + "".join(f", {c} {v:+g}" for c, v in (blend.get("class_bias") or {}).items())
+                + _keep_clear_text(blend.get("keep_clear")) + " (see Recipe) |"]
     rows = [f"| epochs | {extra.get('epochs_run', '?')} run of {opts.get('epochs', '?')} scheduled; best epoch kept |"]
     speed = extra.get("speed")
     if speed:

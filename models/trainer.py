@@ -212,7 +212,10 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
     """(training batches, validation batches, steps per epoch or None): targets with class weights and the
     teacher's answers mixed in, or a teacher pool labelled once (models.distill)."""
     n = len(opts.classes)
-    weights = class_weights(train_ds.y, n, opts.class_weight) if opts.class_weight != "none" else None
+    # With votes, the class of a face for its loss weight is the vote majority (fear and disgust are rare there, not
+    # in FER2013's labels); faces without votes keep their label, as in their targets.
+    wy = fixed.argmax(1).astype(train_ds.y.dtype) if fixed is not None else None
+    weights = class_weights(train_ds.y if wy is None else wy, n, opts.class_weight) if opts.class_weight != "none" else None
     steps = None
     if opts.teacher_pool:
         px, py, pp = teacher_pool(train_ds, opts.teacher, opts.teacher_pool, opts.augment, opts.resample, opts.seed, opts.cache_dir,
@@ -221,7 +224,8 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
         tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp, skip_batches=initial_epoch * steps)
     else:
         mix = opts.votes_weight if opts.votes else None
-        tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights, fixed=fixed, mix=mix)
+        tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights, fixed=fixed, mix=mix,
+                          weight_y=wy)
     va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False, fixed=val_fixed, mix=1.0)
     return tr, va, steps
 

@@ -147,3 +147,77 @@ def test_votes_with_a_teacher_is_one_sentence(voted_tree, tmp_path, capsys):
     rc = cli_main(main, ["--data", str(voted_tree), "--out", str(tmp_path / "x"), "--votes", "--soft-labels", "y.npz"])
     assert rc == 2
     assert "--votes are the training targets" in capsys.readouterr().err
+
+
+def _votes(labels: tuple[str, ...], majority: np.ndarray, top: np.ndarray) -> ferplus.Votes:
+    probs = np.eye(len(labels), dtype=np.float32)[majority]
+    return ferplus.Votes(labels=labels, probs=probs, has=np.ones(len(majority), bool), majority=majority.astype(np.int32),
+                         top_votes=top.astype(np.int32))
+
+
+def test_class_offsets_keep_clear_expressions_at_the_best_accuracy():
+    """fit_class_bias: a net that calls clear fear faces 'surprise' gets a fear offset until the floor is met, and
+    no more than needed (surprise faces stay surprise); with several answer sets the worst one must meet it."""
+    labels = ("fear", "surprise", "neutral")
+    rng = np.random.default_rng(0)
+    majority = np.repeat([0, 1, 2], 40)
+    top = np.full(120, 8)
+    p = np.full((120, 3), 0.05)
+    p[np.arange(120), majority] = 0.6
+    margin = rng.uniform(0.02, 0.3, 40)
+    p[:40, 1] = 0.6 + margin  # every fear face: surprise wins by a margin
+    p /= p.sum(1, keepdims=True)
+    votes = _votes(labels, majority, top)
+    assert ferplus.clear_correct(p.argmax(1), votes) == {"fear": 0, "surprise": 40}
+    bias = ferplus.fit_class_bias(p, votes, {"fear": 30, "surprise": 40})
+    got = ferplus.clear_correct((np.log(p) + bias).argmax(1), votes)
+    assert got["fear"] >= 30 and got["surprise"] == 40
+    assert bias[0] - bias[1] > 0  # fear moved up against surprise
+    # a second, harder answer set (the int8 file): the floor must hold there too
+    q = p.copy()
+    q[:40, 1] *= 1.3
+    q /= q.sum(1, keepdims=True)
+    both = ferplus.fit_class_bias([p, q], votes, {"fear": 30, "surprise": 40})
+    for probs in (p, q):
+        assert ferplus.clear_correct((np.log(probs) + both).argmax(1), votes)["fear"] >= 30
+    # no floors: offsets only where they raise the majority accuracy, never lower it
+    free = ferplus.fit_class_bias(p, votes, {})
+    acc = [((np.log(p) + b).argmax(1) == majority).mean() for b in (np.zeros(3), free)]
+    assert acc[1] >= acc[0]
+
+
+def test_keep_clear_folds_offsets_and_temperature_into_the_head(voted_tree, tmp_path):
+    """`models.interpolate A --keep-clear REF`: the saved net answers softmax((log p_A + b) / t) with the fitted
+    offsets b and temperature t, keeps REF's clear-expression counts, and its card gives the command."""
+    import keras
+
+    from engine.core.contract import sha256_file
+    from engine.core.errors import cli_main
+    from engine.core.keras_io import load_keras
+    from models.archs import ARCHS
+    from models.data import load_split
+    from models.evaluate import keras_probs
+    from models.interpolate import main
+
+    keras.utils.set_random_seed(3)
+    a = tmp_path / "a"
+    a.mkdir()
+    ARCHS["emonet_n"](7).save(a / "emotion.keras")
+    spec = ModelSpec(labels=list(FER_CLASSES), arch="emonet_n", extra={"options": {"data": str(voted_tree)}})
+    spec.source_sha256 = sha256_file(a / "emotion.keras")
+    spec.save(a)
+    out = tmp_path / "kept"
+    assert cli_main(main, [str(a), "--keep-clear", str(a), "--data", str(voted_tree), "--out", str(out)]) == 0
+    kept = ModelSpec.load(out).extra["interpolate"]["keep_clear"]
+    assert all(kept["after"]["clear_correct"][k] >= n for k, n in kept["floors"].items())
+    assert kept["after"]["ferplus_accuracy"] >= kept["before"]["ferplus_accuracy"]
+    val = load_split(voted_tree, "validation", FER_CLASSES, quiet=True)
+    before = keras_probs(load_keras(a / "emotion.keras"), val.x)
+    after = keras_probs(load_keras(out / "emotion.keras"), val.x)
+    z = (np.log(before) + np.array(kept["bias"])) / kept["temperature"]
+    expect = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(after, expect / expect.sum(1, keepdims=True), rtol=1e-3, atol=1e-5)
+    from models.card import write_card
+
+    write_card(out)
+    assert f"--keep-clear {a}" in (out / "MODEL_CARD.md").read_text()
