@@ -38,9 +38,8 @@ def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=
     resumed run skips the batches its earlier epochs used, so it goes on through the pool instead of
     replaying its start; `fixed`: one soft label per face of `x` (out-of-fold teachers), the faces
     augmented as without a teacher (the label is the face's, whatever its framing), e.g. FER+ vote shares;
-    `mix`: the weight of those answers against the one-hot label (default opts.teacher_weight); `weight_y`: the
-    class that picks each face's entry of `weights` when it is not its label `y` (FER+ votes: the vote majority,
-    because the rare classes of the votes, fear and disgust, are not the rare classes of FER2013's labels)."""
+    `mix`: the weight of those answers against the one-hot label (default opts.teacher_weight); `weight_y`: each
+    face's class for `weights` where not `y` (FER+: the vote majority, whose rare classes are not FER2013's)."""
     _check_sources(teacher, soft, fixed)
     import tensorflow as tf
 
@@ -48,8 +47,8 @@ def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=
 
     pool = soft is not None
     soft = fixed if soft is None else soft
-    wy = y if weight_y is None else weight_y
-    ds = tf.data.Dataset.from_tensor_slices((x, y, wy) if soft is None else (x, y, wy, soft))
+    cols = (x, y, y if weight_y is None else weight_y)
+    ds = tf.data.Dataset.from_tensor_slices(cols if soft is None else (*cols, soft))
     if train:
         ds = ds.shuffle(len(y), seed=opts.seed, reshuffle_each_iteration=True)
     if pool:

@@ -198,7 +198,16 @@ def _keep_clear_text(kept: dict | None) -> str:
     return (f"; per-class logit offsets ({labels_bias}) fitted on the validation votes so that clear expressions are "
             f"recognised at least as often as by `{kept['reference']}` ({'all kept' if kept_all else 'not all kept'}; "
             f"FER+ majority {kept['before']['ferplus_accuracy'] * 100:.2f}% -> {kept['after']['ferplus_accuracy'] * 100:.2f}% float, "
-            f"the same faces)")
+            f"the same faces" + _cross_fit_text(kept.get("cross_fitted")) + ")")
+
+
+def _cross_fit_text(held: dict | None) -> str:
+    if not held:
+        return ""
+    c, a = held["clear_correct"], held["ferplus_accuracy"]
+    rows = ", ".join(f"{k} {c['reference'].get(k, 0)}/{c['before'].get(k, 0)}/{c['after'].get(k, 0)}" for k in c["reference"])
+    return (f"; fitted on one half of the faces and scored on the other ({held['splits']} halvings): FER+ "
+            f"{a['before'] * 100:.2f}% -> {a['after'] * 100:.2f}%, clear faces right reference / before / after: {rows}")
 
 
 def _how_made_rows(extra: dict, opts: dict) -> list[str]:
