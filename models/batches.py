@@ -34,9 +34,8 @@ def make_dataset(x, y, opts, n_classes: int, train: bool, teacher=None, weights=
                  skip_batches: int = 0, fixed=None, mix: float | None = None, weight_y=None):
     """Batches of (faces, targets[, weights]) for a models.options.TrainOptions `opts`. `teacher`: a Keras
     model run on each augmented batch; `soft`: teacher probabilities already computed for `x` (a teacher
-    pool, whose faces are augmented already: only a random mirror is added), repeated without end; a
-    resumed run skips the batches its earlier epochs used, so it goes on through the pool instead of
-    replaying its start; `fixed`: one soft label per face of `x` (out-of-fold teachers), the faces
+    pool, whose faces are augmented already: only a random mirror is added), repeated without end (a resumed
+    run skips the batches its earlier epochs used); `fixed`: one soft label per face of `x` (out-of-fold teachers), the faces
     augmented as without a teacher (the label is the face's, whatever its framing), e.g. FER+ vote shares;
     `mix`: the weight of those answers against the one-hot label (default opts.teacher_weight); `weight_y`: each
     face's class for `weights` where not `y` (FER+: the vote majority, whose rare classes are not FER2013's)."""
