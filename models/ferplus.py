@@ -314,7 +314,7 @@ def fit_class_bias(probs: np.ndarray | list[np.ndarray], votes: Votes, floors: d
     return bias
 
 
-def cross_fit_class_bias(probs: np.ndarray, ref_pred: np.ndarray, votes: Votes, splits: int = 5, seed: int = 0) -> dict:
+def cross_fit_class_bias(probs: np.ndarray, ref_pred: np.ndarray, votes: Votes, splits: int = 10, seed: int = 0) -> dict:
     """How much of fit_class_bias carries to faces it was not fitted on: `splits` random halvings of the split, offsets
     fitted on one half (floors = the reference's counts there) and scored on the other, both ways; counts summed over
     every scored half, accuracy averaged. Why: the rare classes have few clear faces (validation: 26 fear, 5
