@@ -209,9 +209,9 @@ def _blend_spec(args, a: Path, b: Path, alpha: float, biases: dict[str, float], 
                 out: Path, kept: dict | None = None) -> ModelSpec:
     """labels.json of the blend: A's contract and cost, and an `interpolate` record of how it was made."""
     labels = list(spec_a.labels)
-    extra = {k: v for k, v in (spec_a.extra or {}).items() if k in ("macs", "params", "temperature")}
-    if kept:
-        extra["temperature"] = extra.get("temperature", 1.0) * kept["temperature"]
+    extra = {k: v for k, v in (spec_a.extra or {}).items() if k in ("macs", "params")}
+    if kept:  # A's calibration refitted on top of its own: the card's temperature is the product
+        extra["temperature"] = (spec_a.extra or {}).get("temperature", 1.0) * kept["temperature"]
     extra["interpolate"] = {
         "a": str(a), "b": str(b) if args.b else None, "a_sha256": sha256_file(a), "b_sha256": sha256_file(b) if args.b else None,
         "alpha": alpha,
