@@ -280,8 +280,8 @@ def fit_class_bias(probs: np.ndarray | list[np.ndarray], votes: Votes, floors: d
     Why: trained on vote shares, a net moves the rare emotions toward their look-alikes (fear toward surprise,
     disgust toward anger): it wins the majority and loses faces everybody agrees on. Shifting the decision boundaries
     by a constant per class costs no compute and no retraining. Coordinate ascent on a grid (each class in turn,
-    offsets within +-span per round); a face short of a floor outweighs any accuracy gain (0.01 vs 1/N), so the floors
-    are met first whenever the grid can meet them. Several `probs` (the float net and its int8 file): the worst of
+    offsets within +-span per round); a face short of a floor costs more than all of the accuracy (2 vs <= 1), so the
+    floors are met first whenever the grid can meet them. Several `probs` (the float net and its int8 file): the worst of
     them counts, so the offsets hold for the file the engine runs too. Fitted on validation: say so wherever the
     figures are quoted."""
     sets = [probs] if isinstance(probs, np.ndarray) else list(probs)
@@ -293,7 +293,7 @@ def fit_class_bias(probs: np.ndarray | list[np.ndarray], votes: Votes, floors: d
         pred = (logp + b).argmax(1)
         got = clear_correct(pred, votes)
         short = sum(max(0, need - got.get(k, 0)) for k, need in floors.items())
-        return float((pred[m] == votes.majority[m]).mean()) - 0.01 * short
+        return float((pred[m] == votes.majority[m]).mean()) - 2.0 * short
 
     def score(b: np.ndarray) -> float:
         return min(one(lp, b) for lp in logps)

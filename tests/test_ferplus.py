@@ -188,7 +188,8 @@ def test_class_offsets_keep_clear_expressions_at_the_best_accuracy():
 
 def test_keep_clear_folds_offsets_and_temperature_into_the_head(voted_tree, tmp_path):
     """`models.interpolate A --keep-clear REF`: the saved net answers softmax((log p_A + b) / t) with the fitted
-    offsets b and temperature t, keeps REF's clear-expression counts, and its card gives the command."""
+    offsets b and temperature t, keeps REF's clear-expression counts (A alone does not), records the cross-fitted
+    figures, and its card gives the command."""
     import keras
 
     from engine.core.contract import sha256_file
@@ -199,18 +200,23 @@ def test_keep_clear_folds_offsets_and_temperature_into_the_head(voted_tree, tmp_
     from models.evaluate import keras_probs
     from models.interpolate import main
 
-    keras.utils.set_random_seed(3)
-    a = tmp_path / "a"
-    a.mkdir()
-    ARCHS["emonet_n"](7).save(a / "emotion.keras")
-    spec = ModelSpec(labels=list(FER_CLASSES), arch="emonet_n", extra={"options": {"data": str(voted_tree)}})
-    spec.source_sha256 = sha256_file(a / "emotion.keras")
-    spec.save(a)
+    def untrained(name: str, seed: int) -> Path:
+        keras.utils.set_random_seed(seed)
+        folder = tmp_path / name
+        folder.mkdir()
+        ARCHS["emonet_n"](7).save(folder / "emotion.keras")
+        spec = ModelSpec(labels=list(FER_CLASSES), arch="emonet_n", extra={"options": {"data": str(voted_tree)}})
+        spec.source_sha256 = sha256_file(folder / "emotion.keras")
+        spec.save(folder)
+        return folder
+
+    a, ref = untrained("a", 3), untrained("ref", 5)  # two untrained nets that call the faces different things
     out = tmp_path / "kept"
-    assert cli_main(main, [str(a), "--keep-clear", str(a), "--data", str(voted_tree), "--out", str(out)]) == 0
+    assert cli_main(main, [str(a), "--keep-clear", str(ref), "--data", str(voted_tree), "--out", str(out)]) == 0
     kept = ModelSpec.load(out).extra["interpolate"]["keep_clear"]
+    assert any(kept["floors"].values()) and any(kept["bias"])  # REF's faces are A's only with offsets
     assert all(kept["after"]["clear_correct"][k] >= n for k, n in kept["floors"].items())
-    assert kept["after"]["ferplus_accuracy"] >= kept["before"]["ferplus_accuracy"]
+    assert kept["cross_fitted"]["splits"] == 10 and "fear" in kept["cross_fitted"]["clear_correct"]["after"]
     val = load_split(voted_tree, "validation", FER_CLASSES, quiet=True)
     before = keras_probs(load_keras(a / "emotion.keras"), val.x)
     after = keras_probs(load_keras(out / "emotion.keras"), val.x)
@@ -220,4 +226,4 @@ def test_keep_clear_folds_offsets_and_temperature_into_the_head(voted_tree, tmp_
     from models.card import write_card
 
     write_card(out)
-    assert f"--keep-clear {a}" in (out / "MODEL_CARD.md").read_text()
+    assert f"--keep-clear {ref}" in (out / "MODEL_CARD.md").read_text()
