@@ -265,6 +265,19 @@ def apply_temperature(model, t: float) -> None:
     last.set_weights([kernel / t, bias / t])
 
 
+def majority_accuracy(pred: np.ndarray, votes: Votes) -> float:
+    """The share of faces with a FER+ majority whose label `pred` gives is that majority."""
+    m = votes.scored
+    return float((pred[m] == votes.majority[m]).mean())
+
+
+def shifted_probs(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """softmax(log p + bias): what a net answers once `bias` is added to its logits, without running it again."""
+    z = np.log(np.clip(probs, 1e-7, 1)).astype(np.float64) + bias
+    e = np.exp(z - z.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
 def clear_correct(pred: np.ndarray, votes: Votes) -> dict[str, int]:
     """Per non-neutral class with clear-expression faces (>= CLEAR_VOTES of ten): how many `pred` gets right."""
     clear = votes.clear()
@@ -286,14 +299,13 @@ def fit_class_bias(probs: np.ndarray | list[np.ndarray], votes: Votes, floors: d
     figures are quoted."""
     sets = [probs] if isinstance(probs, np.ndarray) else list(probs)
     logps = [np.log(np.clip(p, 1e-7, 1)).astype(np.float64) for p in sets]
-    m = votes.scored
     deltas = np.arange(-span, span + step / 2, step)
 
     def one(logp: np.ndarray, b: np.ndarray) -> float:
         pred = (logp + b).argmax(1)
         got = clear_correct(pred, votes)
         short = sum(max(0, need - got.get(k, 0)) for k, need in floors.items())
-        return float((pred[m] == votes.majority[m]).mean()) - 2.0 * short
+        return majority_accuracy(pred, votes) - 2.0 * short
 
     def score(b: np.ndarray) -> float:
         return min(one(lp, b) for lp in logps)
@@ -332,11 +344,10 @@ def cross_fit_class_bias(probs: np.ndarray, ref_pred: np.ndarray, votes: Votes, 
             bias = fit_class_bias(probs[fit_idx], fv, clear_correct(ref_pred[fit_idx], fv))
             preds = {"reference": ref_pred[score_idx], "before": logp[score_idx].argmax(1),
                      "after": (logp[score_idx] + bias).argmax(1)}
-            m = sv.scored
             for k, pred in preds.items():
                 for name, c in clear_correct(pred, sv).items():
                     sums[k][name] = sums[k].get(name, 0) + c
-                accs[k].append(float((pred[m] == sv.majority[m]).mean()))
+                accs[k].append(majority_accuracy(pred, sv))
     return {"splits": splits, "clear_correct": sums, "ferplus_accuracy": {k: float(np.mean(v)) for k, v in accs.items()}}
 
 

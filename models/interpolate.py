@@ -171,7 +171,8 @@ def keep_clear(model, ref: Path, data: str, labels: Sequence[str], cache_dir: st
     because the re-exported int8 file keeps every layer but the last one's output range."""
     from models.data import load_split
     from models.evaluate import keras_probs
-    from models.ferplus import apply_temperature, clear_correct, cross_fit_class_bias, dataset_votes, fit_class_bias, fit_temperature
+    from models.ferplus import (apply_temperature, clear_correct, cross_fit_class_bias, dataset_votes, fit_class_bias,
+                                fit_temperature, majority_accuracy, shifted_probs)
 
     val = load_split(data, "validation", tuple(labels), cache_dir, quiet=True)
     votes = dataset_votes(val)
@@ -182,11 +183,10 @@ def keep_clear(model, ref: Path, data: str, labels: Sequence[str], cache_dir: st
     bias = fit_class_bias([probs] if int8 is None else [probs, int8], votes, floors)
     held = cross_fit_class_bias(probs if int8 is None else int8, ref_pred, votes)
     adjust_head(model, bias)
-    shifted = keras_probs(model, val.x)
+    shifted = shifted_probs(probs, bias)  # the adjusted net's answers, without running it again
     t = fit_temperature(shifted, votes.majority)
     apply_temperature(model, t)
-    m = votes.scored
-    acc = [float((p.argmax(1)[m] == votes.majority[m]).mean()) for p in (probs, shifted)]
+    acc = [majority_accuracy(p.argmax(1), votes) for p in (probs, shifted)]
     rec = {"reference": str(ref), "floors": floors, "int8_checked": int8 is not None, "bias": [round(float(v), 4) for v in bias], "temperature": t,
            "before": {"clear_correct": clear_correct(probs.argmax(1), votes), "ferplus_accuracy": acc[0]},
            "after": {"clear_correct": clear_correct(shifted.argmax(1), votes), "ferplus_accuracy": acc[1]},
