@@ -111,6 +111,16 @@ def teacher_pool(ds: Dataset, teacher: str, copies: int, augment: str = "strong"
     return xs, ys, ps
 
 
+def with_votes(pool_probs: np.ndarray, votes: np.ndarray, weight: float) -> np.ndarray:
+    """A pool's targets with FER+ votes mixed in (`--votes --teacher-pool`): copy p of face i gets
+    weight x face i's vote shares + (1 - weight) x the teacher's answer for that copy. The pool is
+    P whole copies of the training set in order, so the votes tile P times; float32, rows sum to 1."""
+    copies, rest = divmod(len(pool_probs), len(votes))
+    if rest:
+        raise ValueError(f"a pool of {len(pool_probs)} faces is not whole copies of {len(votes)} faces")
+    return (weight * np.tile(votes.astype(np.float32), (copies, 1)) + (1 - weight) * pool_probs.astype(np.float32)).astype(np.float32)
+
+
 def read_soft_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(face keys, probabilities, class names) of a soft-label file; anything else is one sentence.
     Cheap: models.trainer calls it before any slow setup, as it checks --teacher and --init."""

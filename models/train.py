@@ -84,7 +84,7 @@ def _add_teacher_args(p: argparse.ArgumentParser, d: TrainOptions) -> None:
                         "FER2013 label; validation accuracy and the best epoch are then against the vote majority")
     p.add_argument("--votes-weight", type=fraction, default=TrainOptions.votes_weight, metavar="W",
                    help="with --votes: target = W x vote shares + (1 - W) x the (smoothed) FER2013 label, or with --teacher "
-                        "x the teacher's answer for the same augmented face")
+                        "x the teacher's answer for the same augmented face (with --teacher-pool: for that face's pool copy)")
 
 
 def _add_variant_args(p: argparse.ArgumentParser, d: TrainOptions) -> None:
@@ -174,9 +174,9 @@ def _check_combinations(args: argparse.Namespace) -> None:
     if args.folds and args.soft_labels:
         raise UserError("--folds makes a teacher that never saw its fold: not with --soft-labels (out-of-fold labels of "
                         "other folds' nets, which trained on this fold's faces)")
-    if args.votes and (args.soft_labels or args.teacher_pool):
-        raise UserError("--votes are the training targets: not with --soft-labels / --teacher-pool (a --teacher mixes in: "
-                        "target = --votes-weight x votes + the rest x the teacher's answer)")
+    if args.votes and args.soft_labels:
+        raise UserError("--votes are the training targets: not with --soft-labels (a --teacher, per batch or through "
+                        "--teacher-pool, mixes in: target = --votes-weight x votes + the rest x the teacher's answer)")
     if args.soft_labels and (args.teacher or args.teacher_pool):
         raise UserError("--soft-labels are a teacher's answers already: not with --teacher / --teacher-pool")
     if args.teacher and not args.teacher_pool and not args.resume and Path(args.teacher).suffix != ".keras":

@@ -29,7 +29,7 @@ from engine.core.keras_io import load_keras
 from models.batches import class_weights, make_dataset
 from models.checkpoint import LAST_NAME, STATE_NAME, Checkpoint, load_state
 from models.data import seen_mask
-from models.distill import soft_labels, teacher_pool
+from models.distill import soft_labels, teacher_pool, with_votes
 from models.finalize import finalize
 from models.options import TrainOptions, lr_at
 from models.speed import SpeedChoice, choose, label, legacy_choice, normalize_jit
@@ -211,6 +211,8 @@ def _vote_targets(opts: TrainOptions, train_ds, val_ds):
 def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: int, fixed=None, val_fixed=None):
     """(training batches, validation batches, steps per epoch or None): targets with class weights and the
     teacher's answers mixed in, or a teacher pool labelled once (models.distill)."""
+    import numpy as np
+
     n = len(opts.classes)
     # With votes, the class of a face for its loss weight is the vote majority (fear and disgust are rare there, not
     # in FER2013's labels); faces without votes keep their label, as in their targets.
@@ -221,7 +223,11 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
         px, py, pp = teacher_pool(train_ds, opts.teacher, opts.teacher_pool, opts.augment, opts.resample, opts.seed, opts.cache_dir,
                                   opts.pool_targets)
         steps = max(len(train_ds) // opts.batch, 1)  # an epoch is still one training set's worth of faces
-        tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp, skip_batches=initial_epoch * steps)
+        mix, pwy = None, None
+        if fixed is not None:  # FER+ votes: no one-hot FER2013 label mixed in, as with a per-batch teacher
+            pp, mix, pwy = with_votes(pp, fixed, opts.votes_weight), 1.0, np.tile(wy, len(py) // len(train_ds))
+        tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp, skip_batches=initial_epoch * steps, mix=mix,
+                          weight_y=pwy)
     else:
         mix = opts.votes_weight if opts.votes else None
         tr = make_dataset(train_ds.x, train_ds.y, opts, n, train=True, teacher=teacher, weights=weights, fixed=fixed, mix=mix,

@@ -149,6 +149,34 @@ def test_votes_with_a_teacher_is_one_sentence(voted_tree, tmp_path, capsys):
     assert "--votes are the training targets" in capsys.readouterr().err
 
 
+def test_votes_mix_into_a_teacher_pool(voted_tree, tmp_path):
+    """`--votes --teacher-pool P`: every pool copy of a face gets W x that face's vote shares + (1 - W) x the teacher's
+    answer for the copy (a long distillation at the student's speed that still learns what people see); the run
+    says how many faces have votes, and its card repeats both flags."""
+    from models.distill import with_votes
+
+    pool = np.array([[0.5, 0.5, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]], np.float16)  # 2 copies of 2 faces
+    votes = np.array([[0, 0, 1], [1, 0, 0]], np.float32)
+    mixed = with_votes(pool, votes, 0.25)
+    np.testing.assert_allclose(mixed, [[0.375, 0.375, 0.25], [0.25, 0.75, 0], [0.75, 0, 0.25], [0.25, 0, 0.75]])
+    assert mixed.dtype == np.float32 and np.allclose(mixed.sum(1), 1)
+    with pytest.raises(ValueError, match="not whole copies"):
+        with_votes(pool[:3], votes, 0.5)
+
+    out = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    teacher = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"
+    cmd = [sys.executable, "-m", "models.train", "--data", str(voted_tree), "--out", str(out), "--arch", "emonet_n",
+           "--epochs", "1", "--batch", "16", "--votes", "--votes-weight", "0.5", "--teacher", str(teacher),
+           "--teacher-pool", "2", "--class-weight", "sqrt", "--precision", "float32", "--no-jit",
+           "--cache-dir", str(tmp_path / "cache")]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "FER+ votes: 49 of 56 training faces" in r.stderr and "copy 2/2 labelled by emotion_int8.tflite" in r.stderr
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "--votes auto" in card and "--teacher-pool 2" in card and "--votes-weight 0.5" in card
+
+
 def _votes(labels: tuple[str, ...], majority: np.ndarray, top: np.ndarray) -> ferplus.Votes:
     probs = np.eye(len(labels), dtype=np.float32)[majority]
     return ferplus.Votes(labels=labels, probs=probs, has=np.ones(len(majority), bool), majority=majority.astype(np.int32),
