@@ -163,9 +163,27 @@ def test_votes_mix_into_a_teacher_pool(voted_tree, tmp_path):
     with pytest.raises(ValueError, match="not whole copies"):
         with_votes(pool[:3], votes, 0.5)
 
+    # the trainer's own batches: every target is a row of with_votes(pool, votes), none the bare teacher answer
+    from models.data import load_split
+    from models.distill import teacher_pool
+    from models.options import TrainOptions
+    from models.trainer import _build_inputs, _vote_targets
+
+    teacher = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"
+    opts = TrainOptions(data=str(voted_tree), out=str(tmp_path / "unused"), batch=8, votes="auto", votes_weight=0.5,
+                        teacher=str(teacher), teacher_pool=2, augment="framing", cache_dir=str(tmp_path / "cache"))
+    train, val = (load_split(voted_tree, s, cache_dir=opts.cache_dir, quiet=True) for s in ("train", "validation"))
+    fixed, val_fixed = _vote_targets(opts, train, val)
+    tr, _, _ = _build_inputs(opts, train, val, None, 0, fixed, val_fixed)
+    _, _, raw = teacher_pool(train, str(teacher), 2, "framing", 0.0, opts.seed, opts.cache_dir)
+    want = with_votes(raw, fixed, 0.5)
+    got = np.concatenate([t.numpy() for _, t in tr.take(len(want) // 8)])
+    assert np.abs(got[:, None, :] - want[None]).sum(-1).min(1).max() < 1e-3
+    bare = np.abs(got[:, None, :] - raw.astype(np.float32)[None]).sum(-1).min(1)
+    assert (bare > 0.05).mean() > 0.5  # the votes moved most targets away from the teacher's answer
+
     out = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    teacher = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"
     cmd = [sys.executable, "-m", "models.train", "--data", str(voted_tree), "--out", str(out), "--arch", "emonet_n",
            "--epochs", "1", "--batch", "16", "--votes", "--votes-weight", "0.5", "--teacher", str(teacher),
            "--teacher-pool", "2", "--class-weight", "sqrt", "--precision", "float32", "--no-jit",
