@@ -263,3 +263,39 @@ def test_profile_parts_add_up(model_dir, clip, tmp_path):
 
 def test_profile_refuses_a_camera_in_one_line():
     assert "profile a file or folder" in _one_error_line(_run("stage_profile.py", "--source", "0"))
+
+
+def test_smoothing_replays_the_real_tracker():
+    """benchmarks/smoothing.replay: a face that jitters between two labels every frame is shown steady at the
+    defaults; a real change of expression is shown once, a few frames late (the share of shown = raw says so)."""
+    from benchmarks.smoothing import replay
+    from engine.core.types import Detection
+    from engine.faces.track import TrackerOptions
+
+    labels = ["happy", "neutral"]
+    det = [Detection(box=(100, 100, 80, 80), score=0.9)]
+    jitter = [(det, np.array([[0.55, 0.45] if i % 2 else [0.45, 0.55]])) for i in range(20)]
+    r = replay(labels, [jitter], TrackerOptions())
+    assert r["face_frames"] == 20 and r["raw_changes_per_100"] == pytest.approx(19 * 5)
+    assert r["shown_changes_per_100"] == 0
+    step = [(det, np.array([[0.9, 0.1] if i < 10 else [0.1, 0.9]])) for i in range(20)]
+    r = replay(labels, [step], TrackerOptions())
+    assert r["shown_changes_per_100"] == r["raw_changes_per_100"] == pytest.approx(5)  # one change in 20 face-frames
+    assert 0.8 <= r["shown_is_raw"] < 1 and r["mean_top_probability"] == pytest.approx(0.9)
+    assert replay(labels, [step], TrackerOptions(ema=1.0, hysteresis=0.0, confirm=1))["shown_is_raw"] == 1.0
+
+
+def test_smoothing_runs_the_engine_on_a_clip(model_dir, clip, tmp_path):
+    """The whole script on a real clip: one recording per model, one row per setting, the default marked."""
+    path, _ = clip
+    out = tmp_path / "smooth"
+    r = _run("smoothing.py", "--model", f"m={model_dir}", "--clip", str(path), "--ema", "0.4,1", "--hysteresis", "0,0.08",
+             "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(x["ema"], x["hysteresis"]) for x in rows] == [(0.4, 0.0), (0.4, 0.08), (1.0, 0.0), (1.0, 0.08)]
+    assert len({x["face_frames"] for x in rows}) == 1 and rows[0]["face_frames"] > 0
+    assert all(0 <= x["shown_is_raw"] <= 1 and x["shown_changes_per_100"] <= x["raw_changes_per_100"] + 1e-9 for x in rows)
+    assert "**0.08** (default)" in out.with_suffix(".md").read_text()
+    bad = _run("smoothing.py", "--model", f"m={model_dir}", "--clip", str(tmp_path / "nope.gif"))
+    assert "does not exist" in _one_error_line(bad)
