@@ -13,6 +13,7 @@ label does (what a user would see without smoothing), and how often the shown la
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -78,9 +79,12 @@ def replay(labels: list[str], clips: list[Recording], opts: TrackerOptions) -> d
 
 def floats(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of numbers") from None
+    if not values:
+        raise argparse.ArgumentTypeError("needs at least one number")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
         raise UserError(f"no clips: {SHARED / 'media'} has no GIFs; name one with --clip")
     for c in clips:
         if not Path(c).is_file():
-            raise UserError(f"--clip {c} does not exist")
+            raise UserError(f"--clip {c} " + ("is not a file" if Path(c).exists() else "does not exist"))
     bad = [v for v in args.ema if not 0 < v <= 1] + [v for v in args.hysteresis if not 0 <= v < 1]
     if bad:
         raise UserError(f"--ema must be in (0, 1] and --hysteresis in [0, 1): {bad[0]:g}")
@@ -140,7 +144,7 @@ def main(argv=None) -> int:
             for h in args.hysteresis:
                 rows.append({"model": name, "ema": ema, "hysteresis": h,
                              **replay(labels, recordings, replace(TrackerOptions(), ema=ema, hysteresis=h))})
-    meta = {"command": "python benchmarks/smoothing.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    meta = {"command": "python benchmarks/smoothing.py " + shlex.join(sys.argv[1:] if argv is None else argv),
             "date": now_utc(), "machine": machine_info(), "versions": package_versions(),
             "models": {n: rel(p) for n, p in models}, "clips": [rel(Path(c)) for c in clips],
             "ema": args.ema, "hysteresis": args.hysteresis}

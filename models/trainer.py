@@ -224,7 +224,7 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
                                   opts.pool_targets)
         steps = max(len(train_ds) // opts.batch, 1)  # an epoch is still one training set's worth of faces
         mix, pwy = None, None
-        if fixed is not None:  # FER+ votes: no one-hot FER2013 label mixed in, as with a per-batch teacher
+        if opts.votes and fixed is not None:  # FER+ votes: no one-hot FER2013 label mixed in, as with a per-batch teacher
             pp, mix, pwy = with_votes(pp, fixed, opts.votes_weight), 1.0, np.tile(wy, len(py) // len(train_ds))
         tr = make_dataset(px, py, opts, n, train=True, weights=weights, soft=pp, skip_batches=initial_epoch * steps, mix=mix,
                           weight_y=pwy)

@@ -187,7 +187,7 @@ def test_votes_mix_into_a_teacher_pool(voted_tree, tmp_path):
     cmd = [sys.executable, "-m", "models.train", "--data", str(voted_tree), "--out", str(out), "--arch", "emonet_n",
            "--epochs", "1", "--batch", "16", "--votes", "--votes-weight", "0.5", "--teacher", str(teacher),
            "--teacher-pool", "2", "--class-weight", "sqrt", "--precision", "float32", "--no-jit",
-           "--cache-dir", str(tmp_path / "cache")]
+           "--cache-dir", str(tmp_path / "cli-cache")]  # its own cache: the pool is labelled, not found
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "FER+ votes: 49 of 56 training faces" in r.stderr and "copy 2/2 labelled by emotion_int8.tflite" in r.stderr
