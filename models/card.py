@@ -202,12 +202,9 @@ def _keep_clear_text(kept: dict | None) -> str:
 
 
 def _cross_fit_text(held: dict | None) -> str:
-    if not held:
-        return ""
-    c, a = held["clear_correct"], held["ferplus_accuracy"]
-    rows = ", ".join(f"{k} {c['reference'].get(k, 0)}/{c['before'].get(k, 0)}/{c['after'].get(k, 0)}" for k in c["reference"])
-    return (f"; fitted on one half of the faces and scored on the other ({held['splits']} halvings): FER+ "
-            f"{a['before'] * 100:.2f}% -> {a['after'] * 100:.2f}%, clear faces right reference / before / after: {rows}")
+    from models.ferplus import cross_fit_text
+
+    return f"; {cross_fit_text(held)}" if held else ""
 
 
 def _how_made_rows(extra: dict, opts: dict) -> list[str]:

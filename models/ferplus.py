@@ -271,9 +271,15 @@ def majority_accuracy(pred: np.ndarray, votes: Votes) -> float:
     return float((pred[m] == votes.majority[m]).mean())
 
 
+def log_probs(probs: np.ndarray) -> np.ndarray:
+    """log p in float64, clipped away from log 0: a calibrated net's logits up to a per-face constant, which is all the
+    class offsets below need (they shift decision boundaries; argmax and softmax ignore the constant)."""
+    return np.log(np.clip(probs, 1e-7, 1)).astype(np.float64)
+
+
 def shifted_probs(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """softmax(log p + bias): what a net answers once `bias` is added to its logits, without running it again."""
-    z = np.log(np.clip(probs, 1e-7, 1)).astype(np.float64) + bias
+    z = log_probs(probs) + bias
     e = np.exp(z - z.max(1, keepdims=True))
     return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
@@ -298,7 +304,7 @@ def fit_class_bias(probs: np.ndarray | list[np.ndarray], votes: Votes, floors: d
     them counts, so the offsets hold for the file the engine runs too. Fitted on validation: say so wherever the
     figures are quoted."""
     sets = [probs] if isinstance(probs, np.ndarray) else list(probs)
-    logps = [np.log(np.clip(p, 1e-7, 1)).astype(np.float64) for p in sets]
+    logps = [log_probs(p) for p in sets]
     deltas = np.arange(-span, span + step / 2, step)
 
     def one(logp: np.ndarray, b: np.ndarray) -> float:
@@ -333,7 +339,7 @@ def cross_fit_class_bias(probs: np.ndarray, ref_pred: np.ndarray, votes: Votes, 
     disgust), and offsets fitted to them can simply memorise those faces: this says whether they did."""
     n = len(probs)
     rng = np.random.default_rng(seed)
-    logp = np.log(np.clip(probs, 1e-7, 1))
+    logp = log_probs(probs)
     sums: dict[str, dict[str, int]] = {"reference": {}, "before": {}, "after": {}}
     accs: dict[str, list[float]] = {k: [] for k in sums}
     for _ in range(splits):
@@ -349,6 +355,14 @@ def cross_fit_class_bias(probs: np.ndarray, ref_pred: np.ndarray, votes: Votes, 
                     sums[k][name] = sums[k].get(name, 0) + c
                 accs[k].append(majority_accuracy(pred, sv))
     return {"splits": splits, "clear_correct": sums, "ferplus_accuracy": {k: float(np.mean(v)) for k, v in accs.items()}}
+
+
+def cross_fit_text(held: dict) -> str:
+    """cross_fit_class_bias's result in one line, as the keep-clear run prints it and the card quotes it."""
+    c, a = held["clear_correct"], held["ferplus_accuracy"]
+    rows = ", ".join(f"{k} {c['reference'].get(k, 0)}/{c['before'].get(k, 0)}/{c['after'].get(k, 0)}" for k in c["reference"])
+    return (f"fitted on one half of the faces and scored on the other ({held['splits']} halvings): FER+ majority "
+            f"{a['before'] * 100:.2f}% -> {a['after'] * 100:.2f}%; clear faces right, reference / before / after: {rows}")
 
 
 def _subset(votes: Votes, idx: np.ndarray) -> Votes:

@@ -171,8 +171,8 @@ def keep_clear(model, ref: Path, data: str, labels: Sequence[str], cache_dir: st
     because the re-exported int8 file keeps every layer but the last one's output range."""
     from models.data import load_split
     from models.evaluate import keras_probs
-    from models.ferplus import (apply_temperature, clear_correct, cross_fit_class_bias, dataset_votes, fit_class_bias,
-                                fit_temperature, majority_accuracy, shifted_probs)
+    from models.ferplus import (apply_temperature, clear_correct, cross_fit_class_bias, cross_fit_text, dataset_votes,
+                                fit_class_bias, fit_temperature, majority_accuracy, shifted_probs)
 
     val = load_split(data, "validation", tuple(labels), cache_dir, quiet=True)
     votes = dataset_votes(val)
@@ -197,11 +197,7 @@ def keep_clear(model, ref: Path, data: str, labels: Sequence[str], cache_dir: st
     print(f"keep-clear: logits + {rec['bias']}, / {t:.3f}; FER+ majority {acc[0] * 100:.2f}% -> {acc[1] * 100:.2f}%; "
           + (f"still short of {ref} on {short}" if short else f"every clear expression at least as often as {ref}"),
           file=sys.stderr)
-    c = held["clear_correct"]
-    print(f"keep-clear, fitted on one half and scored on the other ({held['splits']} halvings): FER+ majority "
-          f"{held['ferplus_accuracy']['before'] * 100:.2f}% -> {held['ferplus_accuracy']['after'] * 100:.2f}%; clear faces right, "
-          "reference / before / after: " + ", ".join(f"{k} {c['reference'].get(k, 0)}/{c['before'].get(k, 0)}/{c['after'].get(k, 0)}"
-                                                    for k in floors), file=sys.stderr)
+    print(f"keep-clear, {cross_fit_text(held)}", file=sys.stderr)
     return rec
 
 
