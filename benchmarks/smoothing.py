@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import RESULTS, SHARED, machine_info, md_table, now_utc, package_versions, rel, write_json, write_text
-from benchmarks.bench_sources import decode_frames
 from benchmarks.ferplus import parse_model
 from engine.classify.classifier import ZOO, ClassifierOptions
 from engine.core.cliargs import Parser
@@ -37,20 +36,22 @@ def record(model: Path, clip: str) -> tuple[list[str], Recording]:
     from engine import EmotionRecognizer, EngineOptions
 
     src = open_source(SourceOptions(clip))
-    fps = src.fps or 15.0
-    src.close()
-    _, frames = decode_frames(clip, 1, None)
-    if not frames:
-        raise UserError(f"--clip {clip}: no frames")
-    rec = EmotionRecognizer.create(EngineOptions(classifier=ClassifierOptions(model=model)))
     try:
-        out = []
-        for i, frame in enumerate(frames):
-            dets = rec.detect(frame, int(i * 1000 / fps))
-            out.append((dets, rec.classify(frame, dets)))
-        return list(rec.labels), out
+        rec = EmotionRecognizer.create(EngineOptions(classifier=ClassifierOptions(model=model)))
+        try:
+            out = []
+            fps = src.fps or 15.0
+            while (frame := src.read()) is not None:  # one pass over the file: each frame at its timestamp
+                dets = rec.detect(frame, int(len(out) * 1000 / fps))
+                out.append((dets, rec.classify(frame, dets)))
+            labels = list(rec.labels)
+        finally:
+            rec.close()
     finally:
-        rec.close()
+        src.close()
+    if not out:
+        raise UserError(f"--clip {clip}: no frames")
+    return labels, out
 
 
 def replay(labels: list[str], clips: list[Recording], opts: TrackerOptions) -> dict:
