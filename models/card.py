@@ -34,14 +34,14 @@ _FLAGS = (("arch", "--arch"), ("epochs", "--epochs"), ("batch", "--batch"), ("op
           ("weight_decay", "--weight-decay"), ("warmup", "--warmup"), ("schedule", "--schedule"),
           ("label_smoothing", "--label-smoothing"), ("class_weight", "--class-weight"), ("augment", "--augment"),
           ("mixup", "--mixup"), ("resample", "--resample"), ("init", "--init"), ("teacher", "--teacher"), ("teacher_weight", "--teacher-weight"),
-          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("soft_labels", "--soft-labels"), ("votes", "--votes"), ("votes_weight", "--votes-weight"), ("consistency", "--consistency"), ("folds", "--folds"), ("fold", "--fold"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
+          ("teacher_pool", "--teacher-pool"), ("pool_targets", "--pool-targets"), ("soft_labels", "--soft-labels"), ("votes", "--votes"), ("votes_weight", "--votes-weight"), ("clear_weight", "--clear-weight"), ("consistency", "--consistency"), ("folds", "--folds"), ("fold", "--fold"), ("precision", "--precision"), ("patience", "--patience"), ("seed", "--seed"))
 
 
 def retrain_command(options: dict, out: str) -> str:
     parts = ["python -m models.train", f"--data {options.get('data', 'DATA')}", f"--classes {','.join(options.get('classes', []))}"]
     for key, flag in _FLAGS:
         value = options.get(key)
-        if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key == "votes_weight" and not options.get("votes")) or (key in ("resample", "teacher_pool", "consistency", "folds") and not value) \
+        if value is None or (key in ("teacher_weight",) and not options.get("teacher")) or (key == "votes_weight" and not options.get("votes")) or (key == "clear_weight" and value == 1) or (key in ("resample", "teacher_pool", "consistency", "folds") and not value) \
                 or (key == "fold" and not options.get("folds")) \
                 or (key == "pool_targets" and (value == "view" or not options.get("teacher_pool"))):
             continue

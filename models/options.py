@@ -55,6 +55,9 @@ class TrainOptions:
     #: votes_weight; validation accuracy (and the best epoch) is then against the vote majority
     votes: str | None = None
     votes_weight: float = 1.0
+    #: with votes: each face where >= 7 of 10 annotators chose the same non-neutral emotion weighs this much more in
+    #: the loss (models.ferplus Votes.clear): ambiguous faces teach calm-vs-emotion, clear ones what an emotion looks like
+    clear_weight: float = 1.0
     #: >0: stability training (models.consistency): each face also as an engine-like second view,
     #: and this weight x the KL between the net's two answers added to the loss (2x the compute)
     consistency: float = 0.0

@@ -85,6 +85,10 @@ def _add_teacher_args(p: argparse.ArgumentParser, d: TrainOptions) -> None:
     p.add_argument("--votes-weight", type=fraction, default=TrainOptions.votes_weight, metavar="W",
                    help="with --votes: target = W x vote shares + (1 - W) x the (smoothed) FER2013 label, or with --teacher "
                         "x the teacher's answer for the same augmented face (with --teacher-pool: for that face's pool copy)")
+    p.add_argument("--clear-weight", type=float, default=TrainOptions.clear_weight, metavar="K",
+                   help="with --votes: faces where >= 7 of 10 annotators chose the same non-neutral emotion weigh K times "
+                        "as much in the loss as the rest (mean weight per face kept at 1), so the net keeps clear "
+                        "expressions while the ambiguous faces teach it calm [1 = off]")
 
 
 def _add_variant_args(p: argparse.ArgumentParser, d: TrainOptions) -> None:
@@ -177,6 +181,10 @@ def _check_combinations(args: argparse.Namespace) -> None:
     if args.votes and args.soft_labels:
         raise UserError("--votes are the training targets: not with --soft-labels (a --teacher, per batch or through "
                         "--teacher-pool, mixes in: target = --votes-weight x votes + the rest x the teacher's answer)")
+    if args.clear_weight != TrainOptions.clear_weight and not args.votes:
+        raise UserError("--clear-weight weighs faces by their FER+ votes: it needs --votes")
+    if not args.clear_weight > 0:
+        raise UserError(f"--clear-weight {args.clear_weight}: must be > 0")
     if args.soft_labels and (args.teacher or args.teacher_pool):
         raise UserError("--soft-labels are a teacher's answers already: not with --teacher / --teacher-pool")
     if args.teacher and not args.teacher_pool and not args.resume and Path(args.teacher).suffix != ".keras":
@@ -191,7 +199,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         schedule=args.schedule, label_smoothing=args.label_smoothing, class_weight=args.class_weight,
         augment=args.augment, mixup=args.mixup, resample=args.resample, init=args.init, teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_pool=args.teacher_pool,
-        pool_targets=args.pool_targets, soft_labels=args.soft_labels, votes=args.votes, votes_weight=args.votes_weight, consistency=args.consistency, rep=args.rep,
+        pool_targets=args.pool_targets, soft_labels=args.soft_labels, votes=args.votes, votes_weight=args.votes_weight, clear_weight=args.clear_weight, consistency=args.consistency, rep=args.rep,
         folds=args.folds, fold=args.fold or 0,
         precision=args.precision or TrainOptions.precision, jit=args.jit or TrainOptions.jit, patience=args.patience, seed=args.seed, limit=args.limit,
         cache_dir=args.cache_dir, export=args.export,

@@ -55,9 +55,9 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
     resuming = state is not None and (out / LAST_NAME).exists()
     _check_model_files(opts, with_init=not resuming)  # a wrong --teacher / --init is one sentence before any timing
     fixed = soft_labels(train_ds, opts.soft_labels) if opts.soft_labels else None  # so is a wrong --soft-labels
-    val_fixed = None
+    val_fixed, clear = None, None
     if opts.votes:
-        fixed, val_fixed = _vote_targets(opts, train_ds, val_ds)
+        fixed, val_fixed, clear = _vote_targets(opts, train_ds, val_ds)
     speed = _choose_speed(opts, state, asked_precision, jit_override, len(train_ds))
     keras.utils.set_random_seed(opts.seed)
     keras.mixed_precision.set_global_policy(speed.precision)
@@ -72,7 +72,7 @@ def train(opts: TrainOptions, resume: bool = False, keep_epochs: bool = False, j
         f"{label(speed.precision, speed.jit)} ({speed.how})",
         file=sys.stderr,
     )
-    tr, va, steps = _build_inputs(opts, train_ds, val_ds, teacher, initial_epoch, fixed, val_fixed)
+    tr, va, steps = _build_inputs(opts, train_ds, val_ds, teacher, initial_epoch, fixed, val_fixed, clear)
     checkpoint = Checkpoint(model, out, opts, history, lambda epoch: lr_at(epoch, opts))
     if initial_epoch < opts.epochs:
         model.fit(
@@ -198,19 +198,24 @@ def limit_per_class(ds, per_class: int, seed: int):
 
 
 def _vote_targets(opts: TrainOptions, train_ds, val_ds):
-    """(training targets, validation targets) from the FER+ votes (models.ferplus), with what was matched said."""
+    """(training targets, validation targets, clear training faces) from the FER+ votes (models.ferplus), with what
+    was matched said."""
     from models.ferplus import dataset_votes, targets
 
     csv_path = None if opts.votes == "auto" else opts.votes
     tv, vv = dataset_votes(train_ds, csv_path), dataset_votes(val_ds, csv_path)
     print(f"FER+ votes: {int(tv.has.sum())} of {len(train_ds)} training faces (the rest keep their FER2013 label), "
           f"{int(vv.scored.sum())} of {len(val_ds)} validation faces with a majority", file=sys.stderr)
-    return targets(tv, train_ds.y), targets(vv, val_ds.y)
+    clear = tv.clear()
+    if opts.clear_weight != 1:
+        print(f"clear expressions: {int(clear.sum())} training faces weigh {opts.clear_weight:g}x", file=sys.stderr)
+    return targets(tv, train_ds.y), targets(vv, val_ds.y), clear
 
 
-def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: int, fixed=None, val_fixed=None):
+def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: int, fixed=None, val_fixed=None, clear=None):
     """(training batches, validation batches, steps per epoch or None): targets with class weights and the
-    teacher's answers mixed in, or a teacher pool labelled once (models.distill)."""
+    teacher's answers mixed in, or a teacher pool labelled once (models.distill). `clear` (FER+: faces with a clear
+    expression) weighs opts.clear_weight more."""
     import numpy as np
 
     n = len(opts.classes)
@@ -218,6 +223,8 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
     # in FER2013's labels); faces without votes keep their label, as in their targets.
     wy = fixed.argmax(1).astype(train_ds.y.dtype) if fixed is not None else None
     weights = class_weights(train_ds.y if wy is None else wy, n, opts.class_weight) if opts.class_weight != "none" else None
+    if clear is not None and opts.clear_weight != 1:
+        weights, wy = clear_weights(weights, wy, clear, opts.clear_weight, n)
     steps = None
     if opts.teacher_pool:
         px, py, pp = teacher_pool(train_ds, opts.teacher, opts.teacher_pool, opts.augment, opts.resample, opts.seed, opts.cache_dir,
@@ -234,6 +241,18 @@ def _build_inputs(opts: TrainOptions, train_ds, val_ds, teacher, initial_epoch: 
                           weight_y=wy)
     va = make_dataset(val_ds.x, val_ds.y, opts, n, train=False, fixed=val_fixed, mix=1.0)
     return tr, va, steps
+
+
+def clear_weights(weights, wy, clear, k: float, n: int):
+    """(weight table, weight index per face) with clear faces weighing `k` x their class's weight: the table gets a
+    second row of classes (index class + n) for them, so the batches still gather one weight per face from one small
+    table; scaled so the mean weight per face stays 1 (the learning rate means what it meant)."""
+    import numpy as np
+
+    base = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
+    table = np.concatenate([base, base * k])
+    idx = (wy + n * clear.astype(wy.dtype)).astype(wy.dtype)
+    return (table / table[idx].mean()).astype(np.float32), idx
 
 
 # --------------------------------------------------------------------------- the model

@@ -173,7 +173,7 @@ def test_votes_mix_into_a_teacher_pool(voted_tree, tmp_path):
     opts = TrainOptions(data=str(voted_tree), out=str(tmp_path / "unused"), batch=8, votes="auto", votes_weight=0.5,
                         teacher=str(teacher), teacher_pool=2, augment="framing", cache_dir=str(tmp_path / "cache"))
     train, val = (load_split(voted_tree, s, cache_dir=opts.cache_dir, quiet=True) for s in ("train", "validation"))
-    fixed, val_fixed = _vote_targets(opts, train, val)
+    fixed, val_fixed, _ = _vote_targets(opts, train, val)
     tr, _, _ = _build_inputs(opts, train, val, None, 0, fixed, val_fixed)
     _, _, raw = teacher_pool(train, str(teacher), 2, "framing", 0.0, opts.seed, opts.cache_dir)
     want = with_votes(raw, fixed, 0.5)
@@ -186,13 +186,40 @@ def test_votes_mix_into_a_teacher_pool(voted_tree, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-m", "models.train", "--data", str(voted_tree), "--out", str(out), "--arch", "emonet_n",
            "--epochs", "1", "--batch", "16", "--votes", "--votes-weight", "0.5", "--teacher", str(teacher),
-           "--teacher-pool", "2", "--class-weight", "sqrt", "--precision", "float32", "--no-jit",
+           "--teacher-pool", "2", "--class-weight", "sqrt", "--clear-weight", "2", "--precision", "float32", "--no-jit",
            "--cache-dir", str(tmp_path / "cli-cache")]  # its own cache: the pool is labelled, not found
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "FER+ votes: 49 of 56 training faces" in r.stderr and "copy 2/2 labelled by emotion_int8.tflite" in r.stderr
+    assert "clear expressions: 36 training faces weigh 2x" in r.stderr
     card = (out / "MODEL_CARD.md").read_text()
-    assert "--votes auto" in card and "--teacher-pool 2" in card and "--votes-weight 0.5" in card
+    assert "--votes auto" in card and "--teacher-pool 2" in card and "--votes-weight 0.5" in card and "--clear-weight 2" in card
+
+
+def test_clear_expressions_weigh_more(voted_tree, tmp_path):
+    """`--clear-weight K`: a face where >= 7 of 10 chose one non-neutral emotion weighs K x a face of its class that is
+    not clear, in the trainer's own batches, with the mean weight per face still 1; without --votes it is one sentence."""
+    from models.data import load_split
+    from models.options import TrainOptions
+    from models.trainer import _build_inputs, _vote_targets
+
+    opts = TrainOptions(data=str(voted_tree), out=str(tmp_path / "unused"), batch=8, votes="auto", clear_weight=3.0,
+                        class_weight="sqrt", cache_dir=str(tmp_path / "cache"))
+    train, val = (load_split(voted_tree, s, cache_dir=opts.cache_dir, quiet=True) for s in ("train", "validation"))
+    fixed, val_fixed, clear = _vote_targets(opts, train, val)
+    assert clear.sum() == 36  # six emotions x six faces voted 7 of 10 (one per folder has no votes, one is 8 x neutral)
+    tr, _, _ = _build_inputs(opts, train, val, None, 0, fixed, val_fixed, clear)
+    got = [(t.numpy().argmax(1), w.numpy()) for _, t, w in tr]
+    cls, w = np.concatenate([c for c, _ in got]), np.concatenate([w for _, w in got])
+    assert len(w) == len(train) and abs(w.mean() - 1) < 1e-5
+    for c in range(6):  # the six emotions: their clear faces weigh 3 x their calm-voted ones (target: 8 x neutral)
+        mine = w[cls == c]
+        assert len(mine) == 7 and np.isclose(mine.max(), 3 * mine.min()) and (np.isclose(mine, mine.max())).sum() == 6
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-m", "models.train", "--data", str(voted_tree), "--out", str(tmp_path / "r"),
+                        "--clear-weight", "2"], cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "error: --clear-weight weighs faces by their FER+ votes: it needs --votes"
 
 
 def _votes(labels: tuple[str, ...], majority: np.ndarray, top: np.ndarray) -> ferplus.Votes:
