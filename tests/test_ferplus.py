@@ -253,6 +253,14 @@ def test_class_offsets_keep_clear_expressions_at_the_best_accuracy():
     both = ferplus.fit_class_bias([p, q], votes, {"fear": 30, "surprise": 40})
     for probs in (p, q):
         assert ferplus.clear_correct((np.log(probs) + both).argmax(1), votes)["fear"] >= 30
+    # one floor for all clear faces together, where meeting it costs accuracy: ten clear fear faces read surprise,
+    # and the offset that fixes them turns forty neutral faces (fear second) into fear
+    maj = np.repeat([0, 1, 2], [10, 40, 40])
+    r = np.array([[0.3, 0.5, 0.2]] * 10 + [[0.2, 0.6, 0.2]] * 40 + [[0.35, 0.2, 0.45]] * 40)
+    v2 = _votes(labels, maj, np.full(90, 8))
+    assert ferplus.fit_class_bias(r, v2, {})[0] < np.log(0.45 / 0.35)  # left alone, the neutral faces win
+    total = ferplus.fit_class_bias(r, v2, {}, total=50)
+    assert ferplus.clear_correct((np.log(r) + total).argmax(1), v2) == {"fear": 10, "surprise": 40}
     # no floors: offsets only where they raise the majority accuracy, never lower it
     free = ferplus.fit_class_bias(p, votes, {})
     acc = [((np.log(p) + b).argmax(1) == majority).mean() for b in (np.zeros(3), free)]
