@@ -458,18 +458,22 @@ def test_speed_cli_bad_input_is_one_sentence(argv, message, capsys):
 def test_shipped_emonet_f_card_retrains_it_from_a_checkout():
     """The default fast net's card: what it is for, its FER+ figures first, and the chain from files in a checkout
     (the FER2013 emonet_f of d6ba777, a vote fine-tune, a stage distilled from the FER+ emonet_s, a patient stage through
-    a teacher pool with the votes mixed in, each teacher restored from git), ending in --ship."""
+    a teacher pool with the votes mixed in, a blend with its clear-weighted fine-tune, each start and teacher restored
+    from git), ending in --ship."""
     zoo = REPO / "engine" / "zoo" / "emonet_f"
     card = (zoo / "MODEL_CARD.md").read_text()
     spec = json.loads((zoo / "labels.json").read_text())
-    assert spec["arch"] == "emonet_f" and spec["extra"]["options"]["arch"] == "emonet_f"
-    assert spec["extra"]["options"]["votes"] and 0.3 < spec["extra"]["temperature"] < 3
+    assert spec["arch"] == "emonet_f" and spec["extra"]["macs"] <= 6.6e6
+    blend = spec["extra"]["interpolate"]
+    assert blend["a"] == "runs/emonet_f_a90fc64/emotion.keras" and blend["b"] == "runs/cw5q_f/emotion.keras" and blend["alpha"] == 0.7
     assert "git show d6ba777:models/zoo/emonet_f/$f > runs/emonet_f_d6ba777/$f" in card
     assert "git show c226da1:engine/zoo/emonet_s/$f > runs/emonet_s_c226da1/$f" in card
+    assert "git show a90fc64:engine/zoo/emonet_f/$f > runs/emonet_f_a90fc64/$f" in card
     assert "--teacher runs/emonet_s_c226da1/emotion.keras --init runs/fp_f/emotion.keras" in card
     assert "--teacher runs/emonet_s_c226da1/emotion_int8.tflite --teacher-pool 12 --pool-targets mirror" in card
-    assert card.count("python -m models.train ") >= 3 + 1  # the three stages (+ the generated last-stage command)
-    assert spec["extra"]["options"]["teacher_pool"] == 12 and spec["extra"]["options"]["votes_weight"] == 0.5
+    assert "--clear-weight 5 --class-weight sqrt" in card and "--init runs/emonet_f_a90fc64/emotion.keras" in card
+    assert card.count("python -m models.train ") >= 4  # the four trained stages
+    assert card.count("python -m models.interpolate runs/emonet_f_a90fc64/emotion.keras runs/cw5q_f/emotion.keras --alpha 0.7") >= 2
     assert "--ship engine/zoo/emonet_f" in card and "**The default fast model" in card
     metrics = json.loads((zoo / "metrics.json").read_text())
     assert card.index("FER+ majority accuracy") < card.index("FER2013-label accuracy")
