@@ -308,3 +308,52 @@ def test_keep_clear_folds_offsets_and_temperature_into_the_head(voted_tree, tmp_
 
     write_card(out)
     assert f"--keep-clear {ref}" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_paired_clear_counts_the_faces_only_one_model_gets_right():
+    """paired_clear: per class and for all clear faces, who is right where, and the exact McNemar p (a 9-to-1 split of
+    ten discordant faces is p = 22/1024, a 1-to-1 split p = 1)."""
+    labels = ("fear", "surprise", "neutral")
+    majority = np.array([0] * 12 + [1] * 4 + [2] * 3)
+    votes = _votes(labels, majority, np.array([8] * 16 + [9] * 3))
+    old = majority.copy()
+    new = majority.copy()
+    old[:9] = 1  # old misses nine fear faces the new one gets ...
+    new[9] = 1  # ... and the new one misses one the old one gets; surprise: one face each way
+    old[12], new[13] = 0, 0
+    rows = ferplus.paired_clear(old, new, votes)
+    assert set(rows) == {"fear", "surprise", "all"}  # neutral faces are not clear expressions
+    assert rows["fear"] == {"faces": 12, "old": 3, "new": 11, "only_new": 9, "only_old": 1, "p": pytest.approx(22 / 1024)}
+    assert rows["surprise"]["only_new"] == rows["surprise"]["only_old"] == 1 and rows["surprise"]["p"] == 1.0
+    assert rows["all"]["faces"] == 16 and rows["all"]["new"] - rows["all"]["old"] == 8
+    assert ferplus.mcnemar_exact(0, 0) == 1.0 and ferplus.mcnemar_exact(0, 3) == pytest.approx(0.25)
+
+
+def test_ferplus_benchmark_pairs_two_models_on_the_clear_faces(voted_tree, tmp_path):
+    """`benchmarks/ferplus.py --pair OLD,NEW`: the real int8 files through the engine's classifier, a paired table whose
+    counts agree with each model's own clear recall; a name that is not a --model is one sentence before any scoring."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = tmp_path / "fp"
+    models = ["--model", f"n={REPO / 'models' / 'parents' / 'emonet_n'}", "--model", f"f={REPO / 'engine' / 'zoo' / 'emonet_f'}"]
+    r = subprocess.run([sys.executable, "benchmarks/ferplus.py", "--data", str(voted_tree), *models, "--pair", "n,f",
+                        "--out", str(out)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.with_suffix(".json").read_text())
+    (pair,) = res["pairs"]
+    assert (pair["old"], pair["new"]) == ("n", "f")
+    for name, key in (("n", "old"), ("f", "new")):
+        clear = res["results"][name]["clear"]
+        for c, rec in clear["recall"].items():
+            assert pair["rows"][c][key] == round(rec["recall"] * rec["faces"])
+        assert pair["rows"]["all"][key] == round(clear["accuracy"] * clear["faces"])
+    for row in pair["rows"].values():
+        assert row["new"] - row["old"] == row["only_new"] - row["only_old"] and 0 <= row["p"] <= 1
+    assert "Paired on the clear faces: **f** against **n**" in out.with_suffix(".md").read_text()
+
+    bad = subprocess.run([sys.executable, "benchmarks/ferplus.py", "--data", str(voted_tree), *models, "--pair", "n,x",
+                          "--out", str(tmp_path / "bad")], cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --pair 'n,x': not two --model names")
+    assert "scoring" not in bad.stderr
+    from benchmarks.ferplus import parse_pairs
+
+    assert parse_pairs(["old (FER2013, d6ba777),new"], ["old (FER2013, d6ba777)", "new"]) == [("old (FER2013, d6ba777)", "new")]
