@@ -78,8 +78,12 @@ def markdown(results: dict[str, dict], meta: dict, pairs: list[dict] | None = No
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for c, r in pair["rows"].items():
             lines.append(f"| {'all clear faces' if c == 'all' else c} | {r['faces']} | {r['old']} | {r['new']} | "
-                         f"{r['only_new']} | {r['only_old']} | {r['p']:.3f} |")
+                         f"{r['only_new']} | {r['only_old']} | {_p_text(r['p'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _p_text(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +110,8 @@ def parse_pairs(items: list[str], names: list[str]) -> list[tuple[str, str]]:
         found = [(item[:i], item[i + 1:]) for i in cuts if item[:i] in names and item[i + 1:] in names]  # names may hold commas
         if not found:
             raise UserError(f"--pair {item!r}: not two --model names joined by a comma (names: {'; '.join(names)})")
+        if found[0][0] == found[0][1]:
+            raise UserError(f"--pair {item!r}: a model paired with itself")
         pairs.append(found[0])
     return pairs
 

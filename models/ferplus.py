@@ -369,6 +369,8 @@ def cross_fit_class_bias(probs: np.ndarray, ref_pred: np.ndarray, votes: Votes, 
     one set) and scored on the other, both ways; counts summed over
     every scored half, accuracy averaged. Why: the rare classes have few clear faces (validation: 26 fear, 5
     disgust), and offsets fitted to them can simply memorise those faces: this says whether they did."""
+    if floor not in ("class", "total"):
+        raise ValueError(f"cross_fit_class_bias: floor {floor!r} is not 'class' or 'total'")
     n = len(probs)
     rng = np.random.default_rng(seed)
     logp = log_probs(probs)

@@ -9,6 +9,7 @@ The parser is built in argument groups (one small function each, in `--help`'s o
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -181,10 +182,10 @@ def _check_combinations(args: argparse.Namespace) -> None:
     if args.votes and args.soft_labels:
         raise UserError("--votes are the training targets: not with --soft-labels (a --teacher, per batch or through "
                         "--teacher-pool, mixes in: target = --votes-weight x votes + the rest x the teacher's answer)")
-    if args.clear_weight != TrainOptions.clear_weight and not args.votes:
+    if args.clear_weight != TrainOptions.clear_weight and not args.votes and not args.resume:
         raise UserError("--clear-weight weighs faces by their FER+ votes: it needs --votes")
-    if not args.clear_weight > 0:
-        raise UserError(f"--clear-weight {args.clear_weight}: must be > 0")
+    if not (math.isfinite(args.clear_weight) and 0 < args.clear_weight <= 1000):
+        raise UserError(f"--clear-weight {args.clear_weight}: must be a number in (0, 1000]")
     if args.soft_labels and (args.teacher or args.teacher_pool):
         raise UserError("--soft-labels are a teacher's answers already: not with --teacher / --teacher-pool")
     if args.teacher and not args.teacher_pool and not args.resume and Path(args.teacher).suffix != ".keras":

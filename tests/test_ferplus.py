@@ -193,7 +193,8 @@ def test_votes_mix_into_a_teacher_pool(voted_tree, tmp_path):
     assert "FER+ votes: 49 of 56 training faces" in r.stderr and "copy 2/2 labelled by emotion_int8.tflite" in r.stderr
     assert "clear expressions: 36 training faces weigh 2x" in r.stderr
     card = (out / "MODEL_CARD.md").read_text()
-    assert "--votes auto" in card and "--teacher-pool 2" in card and "--votes-weight 0.5" in card and "--clear-weight 2" in card
+    assert "--votes auto" in card and "--teacher-pool 2" in card and "--votes-weight 0.5" in card
+    assert "--clear-weight 2.0 " in card or "--clear-weight 2.0\n" in card
 
 
 def test_clear_expressions_weigh_more(voted_tree, tmp_path):
@@ -216,10 +217,26 @@ def test_clear_expressions_weigh_more(voted_tree, tmp_path):
         mine = w[cls == c]
         assert len(mine) == 7 and np.isclose(mine.max(), 3 * mine.min()) and (np.isclose(mine, mine.max())).sum() == 6
 
+    # through a teacher pool: the weights are tiled per copy, so one pass over the pool holds every copy's clear faces
+    from models.distill import teacher_pool
+
+    teacher = REPO / "models" / "parents" / "emonet_n" / "emotion_int8.tflite"
+    popts = TrainOptions(data=str(voted_tree), out=str(tmp_path / "unused"), batch=8, votes="auto", votes_weight=0.5,
+                         clear_weight=3.0, teacher=str(teacher), teacher_pool=2, augment="framing",
+                         cache_dir=opts.cache_dir)
+    tr, _, _ = _build_inputs(popts, train, val, None, 0, fixed, val_fixed, clear)
+    px, _, _ = teacher_pool(train, str(teacher), 2, "framing", 0.0, popts.seed, popts.cache_dir)
+    pw = np.concatenate([w.numpy() for _, _, w in tr.take(len(px) // 8)])
+    assert len(pw) == 2 * len(train) and abs(pw.mean() - 1) < 1e-5
+    assert np.isclose(pw.max(), 3 * pw.min()) and np.isclose(pw, pw.max()).sum() == 2 * 36
+
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-m", "models.train", "--data", str(voted_tree), "--out", str(tmp_path / "r"),
-                        "--clear-weight", "2"], cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "error: --clear-weight weighs faces by their FER+ votes: it needs --votes"
+    for flags, message in ((["--clear-weight", "2"], "error: --clear-weight weighs faces by their FER+ votes: it needs --votes"),
+                           (["--votes", "--clear-weight", "inf"], "error: --clear-weight inf: must be a number in (0, 1000]"),
+                           (["--votes", "--clear-weight", "0"], "error: --clear-weight 0.0: must be a number in (0, 1000]")):
+        r = subprocess.run([sys.executable, "-m", "models.train", "--data", str(voted_tree), "--out", str(tmp_path / "r"), *flags],
+                           cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == message
 
 
 def _votes(labels: tuple[str, ...], majority: np.ndarray, top: np.ndarray) -> ferplus.Votes:
@@ -253,14 +270,19 @@ def test_class_offsets_keep_clear_expressions_at_the_best_accuracy():
     both = ferplus.fit_class_bias([p, q], votes, {"fear": 30, "surprise": 40})
     for probs in (p, q):
         assert ferplus.clear_correct((np.log(probs) + both).argmax(1), votes)["fear"] >= 30
-    # one floor for all clear faces together, where meeting it costs accuracy: ten clear fear faces read surprise,
-    # and the offset that fixes them turns forty neutral faces (fear second) into fear
+    # one floor for all clear faces together, where meeting it costs accuracy: ten clear fear faces look exactly like
+    # forty neutral-majority faces (neutral first, fear second), so whatever offset fixes them turns those into fear
     maj = np.repeat([0, 1, 2], [10, 40, 40])
-    r = np.array([[0.3, 0.5, 0.2]] * 10 + [[0.2, 0.6, 0.2]] * 40 + [[0.35, 0.2, 0.45]] * 40)
+    r = np.array([[0.35, 0.2, 0.45]] * 10 + [[0.2, 0.6, 0.2]] * 40 + [[0.35, 0.2, 0.45]] * 40)
     v2 = _votes(labels, maj, np.full(90, 8))
-    assert ferplus.fit_class_bias(r, v2, {})[0] < np.log(0.45 / 0.35)  # left alone, the neutral faces win
+    free = ferplus.fit_class_bias(r, v2, {})
+    assert ferplus.clear_correct((np.log(r) + free).argmax(1), v2)["fear"] == 0  # left alone, the neutral faces win
     total = ferplus.fit_class_bias(r, v2, {}, total=50)
     assert ferplus.clear_correct((np.log(r) + total).argmax(1), v2) == {"fear": 10, "surprise": 40}
+    acc = [ferplus.majority_accuracy((np.log(r) + b).argmax(1), v2) for b in (free, total)]
+    assert acc[1] < acc[0]  # the floor was met at accuracy's expense
+    with pytest.raises(ValueError, match="not 'class' or 'total'"):
+        ferplus.cross_fit_class_bias(r, maj, v2, splits=1, floor="totl")
     # no floors: offsets only where they raise the majority accuracy, never lower it
     free = ferplus.fit_class_bias(p, votes, {})
     acc = [((np.log(p) + b).argmax(1) == majority).mean() for b in (np.zeros(3), free)]
@@ -346,8 +368,9 @@ def test_ferplus_benchmark_pairs_two_models_on_the_clear_faces(voted_tree, tmp_p
         for c, rec in clear["recall"].items():
             assert pair["rows"][c][key] == round(rec["recall"] * rec["faces"])
         assert pair["rows"]["all"][key] == round(clear["accuracy"] * clear["faces"])
-    for row in pair["rows"].values():
-        assert row["new"] - row["old"] == row["only_new"] - row["only_old"] and 0 <= row["p"] <= 1
+    for row in pair["rows"].values():  # the faces only one model gets right are within its class's clear faces
+        assert row["only_new"] <= row["new"] and row["only_old"] <= row["old"] and row["only_new"] + row["only_old"] <= row["faces"]
+        assert row["p"] == ferplus.mcnemar_exact(row["only_new"], row["only_old"])
     assert "Paired on the clear faces: **f** against **n**" in out.with_suffix(".md").read_text()
 
     bad = subprocess.run([sys.executable, "benchmarks/ferplus.py", "--data", str(voted_tree), *models, "--pair", "n,x",
@@ -356,4 +379,6 @@ def test_ferplus_benchmark_pairs_two_models_on_the_clear_faces(voted_tree, tmp_p
     assert "scoring" not in bad.stderr
     from benchmarks.ferplus import parse_pairs
 
+    with pytest.raises(UserError, match="paired with itself"):
+        parse_pairs(["n,n"], ["n", "f"])
     assert parse_pairs(["old (FER2013, d6ba777),new"], ["old (FER2013, d6ba777)", "new"]) == [("old (FER2013, d6ba777)", "new")]
