@@ -123,7 +123,8 @@ def main(argv=None) -> int:
         raise UserError(f"--data {data} does not exist")
     models = [parse_model(m) for m in args.model] if args.model else [(p.name, p) for p in sorted(ZOO.iterdir()) if p.is_dir()]
     pair_names = parse_pairs(args.pair, [n for n, _ in models])
-    from models.ferplus import paired_clear, report_text
+    from models.ferplus import report_text
+    from models.paired import paired_clear
 
     results, preds, votes = {}, {}, {}
     for name, path in models:

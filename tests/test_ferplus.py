@@ -13,6 +13,7 @@ import pytest
 from engine.core.contract import FER_CLASSES, ModelSpec
 from engine.core.errors import UserError
 from models import ferplus
+from models.paired import mcnemar_exact, paired_clear
 from tests.conftest import build_face_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -343,12 +344,12 @@ def test_paired_clear_counts_the_faces_only_one_model_gets_right():
     old[:9] = 1  # old misses nine fear faces the new one gets ...
     new[9] = 1  # ... and the new one misses one the old one gets; surprise: one face each way
     old[12], new[13] = 0, 0
-    rows = ferplus.paired_clear(old, new, votes)
+    rows = paired_clear(old, new, votes)
     assert set(rows) == {"fear", "surprise", "all"}  # neutral faces are not clear expressions
     assert rows["fear"] == {"faces": 12, "old": 3, "new": 11, "only_new": 9, "only_old": 1, "p": pytest.approx(22 / 1024)}
     assert rows["surprise"]["only_new"] == rows["surprise"]["only_old"] == 1 and rows["surprise"]["p"] == 1.0
     assert rows["all"]["faces"] == 16 and rows["all"]["new"] - rows["all"]["old"] == 8
-    assert ferplus.mcnemar_exact(0, 0) == 1.0 and ferplus.mcnemar_exact(0, 3) == pytest.approx(0.25)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(0, 3) == pytest.approx(0.25)
 
 
 def test_ferplus_benchmark_pairs_two_models_on_the_clear_faces(voted_tree, tmp_path):
@@ -370,7 +371,7 @@ def test_ferplus_benchmark_pairs_two_models_on_the_clear_faces(voted_tree, tmp_p
         assert pair["rows"]["all"][key] == round(clear["accuracy"] * clear["faces"])
     for row in pair["rows"].values():  # the faces only one model gets right are within its class's clear faces
         assert row["only_new"] <= row["new"] and row["only_old"] <= row["old"] and row["only_new"] + row["only_old"] <= row["faces"]
-        assert row["p"] == ferplus.mcnemar_exact(row["only_new"], row["only_old"])
+        assert row["p"] == mcnemar_exact(row["only_new"], row["only_old"])
     assert "Paired on the clear faces: **f** against **n**" in out.with_suffix(".md").read_text()
 
     bad = subprocess.run([sys.executable, "benchmarks/ferplus.py", "--data", str(voted_tree), *models, "--pair", "n,x",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_FER
+from tests.conftest import SHARED_FER, build_face_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "int8_check.py"
@@ -24,23 +24,33 @@ FAST = "emonet_f"  # the default (fast) model of the zoo
 SATURATES = "emonet_n"  # emonet_f's prune source (models/parents): the model whose full-range U8S8 ONNX file failed on AVX2
 
 
-def _faces(fer_root: Path) -> int:
+@pytest.fixture(scope="module")
+def int8_root(fer_root, tmp_path_factory) -> Path:
+    """../shared's FER2013 faces where they are; on a fresh machine, 301 packaged faces (43 per class) rather than the
+    session's 56: on 56, "98% agreement" is one flipped face, and which low-margin face flips is chance (the fast
+    model shipped until a90fc64 flips 0 of those 56 and 2 of 301, the blend after it 2 of 56 and 0 of 301)."""
+    if fer_root == SHARED_FER:
+        return fer_root
+    return build_face_folder(tmp_path_factory.mktemp("int8faces"), {"validation": 43})
+
+
+def _faces(root: Path) -> int:
     """600 faces of ../shared (556 with a FER+ majority: one face is 0.18 point, so "within 1 point" is a margin of 5
     faces, not of one as at 200, where one unlucky face of a fine file failed it), or every packaged face."""
-    return min(600, sum(1 for _ in (fer_root / "validation").rglob("*.*")))
+    return min(600, sum(1 for _ in (root / "validation").rglob("*.*")))
 
 
-def _limits(fer_root: Path, faces: int) -> list[str]:
-    """The issue's limits on FER faces; on the 56 packaged faces of a machine without ../shared (where the
-    models are near chance and one face is 1.8 points) one flipped face is allowed, no more."""
-    if fer_root == SHARED_FER:
+def _limits(root: Path, faces: int) -> list[str]:
+    """The issue's limits (1 point, 98% agreement); on packaged faces, where the models are near chance and the labels
+    say nothing, a drop of one face is allowed even where that is more than a point."""
+    if root == SHARED_FER:
         return []
-    return ["--max-drop", f"{100 / faces + 0.01:.2f}", "--min-agreement", f"{1 - 1 / faces - 1e-6:.6f}"]
+    return ["--max-drop", f"{max(1.0, 100 / faces + 0.01):.2f}"]
 
 
-def _run(fer_root: Path, out: Path, models: str, emulate: bool, faces: int) -> tuple[int, dict, str]:
-    cmd = [sys.executable, str(SCRIPT), "--data", str(fer_root), "--faces", str(faces), "--models", models, "--out", str(out),
-           *_limits(fer_root, faces)]
+def _run(root: Path, out: Path, models: str, emulate: bool, faces: int) -> tuple[int, dict, str]:
+    cmd = [sys.executable, str(SCRIPT), "--data", str(root), "--faces", str(faces), "--models", models, "--out", str(out),
+           *_limits(root, faces)]
     env = dict(os.environ)
     if emulate:
         cmd = [QEMU, "-cpu", "Haswell", *cmd]
@@ -50,8 +60,8 @@ def _run(fer_root: Path, out: Path, models: str, emulate: bool, faces: int) -> t
     return proc.returncode, result, proc.stdout + proc.stderr[-3000:]
 
 
-def test_shipped_int8_matches_float_on_this_cpu(fer_root, tmp_path):
-    code, result, log = _run(fer_root, tmp_path / "native", f"{FAST},emonet_s", False, _faces(fer_root))
+def test_shipped_int8_matches_float_on_this_cpu(int8_root, tmp_path):
+    code, result, log = _run(int8_root, tmp_path / "native", f"{FAST},emonet_s", False, _faces(int8_root))
     assert code == 0, log
     assert result["ok"] and len(result["rows"]) == 4
     assert result["machine"]["isa_class"] in ("amx", "avx512-vnni", "avx512", "avx2", "x86", "arm-dotprod", "arm")
@@ -59,8 +69,8 @@ def test_shipped_int8_matches_float_on_this_cpu(fer_root, tmp_path):
 
 
 @pytest.mark.skipif(QEMU is None or os.uname().machine != "x86_64", reason="needs qemu-x86_64 on an x86-64 host (.ci/run installs qemu-user)")
-def test_fast_model_int8_matches_float_on_an_emulated_avx2_cpu(fer_root, tmp_path):
-    code, result, log = _run(fer_root, tmp_path / "avx2", FAST, True, _faces(fer_root))
+def test_fast_model_int8_matches_float_on_an_emulated_avx2_cpu(int8_root, tmp_path):
+    code, result, log = _run(int8_root, tmp_path / "avx2", FAST, True, _faces(int8_root))
     assert result.get("machine", {}).get("isa_class") == "avx2", log  # numpy's CPUID table sees no AVX-512 under qemu
     assert result["machine"]["emulated"]
     assert code == 0 and result["ok"], log
