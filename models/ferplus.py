@@ -353,8 +353,8 @@ def cross_fit_class_bias(probs: np.ndarray, ref_pred: np.ndarray, votes: Votes, 
         for fit_idx, score_idx in (halves, halves[::-1]):
             fv, sv = _subset(votes, fit_idx), _subset(votes, score_idx)
             ref = clear_correct(ref_pred[fit_idx], fv)
-            bias = (fit_class_bias(probs[fit_idx], fv, {}, total=sum(ref.values())) if floor == "total"
-                    else fit_class_bias(probs[fit_idx], fv, ref))
+            floors, total = ({}, sum(ref.values())) if floor == "total" else (ref, 0)
+            bias = fit_class_bias(probs[fit_idx], fv, floors, total=total)
             preds = {"reference": ref_pred[score_idx], "before": logp[score_idx].argmax(1),
                      "after": (logp[score_idx] + bias).argmax(1)}
             for k, pred in preds.items():
